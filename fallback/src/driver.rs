@@ -1,0 +1,710 @@
+//! The readiness driver, on the `polling` crate (epoll, kqueue, event ports, IOCP/AFD).
+//!
+//! # How it meets the contract
+//!
+//! - One driver per I/O thread; it owns its poller, its listener and every connection it
+//!   accepted, with their write queues. Other threads reach it only through the
+//!   [`Dispatch`]'s channels and the [`Waker`] (which calls `Poller::notify`).
+//! - Interest is oneshot and re-armed with `modify` once per loop turn, only when the wanted
+//!   interest differs from what the poller holds.
+//! - Listener: accept until `WouldBlock` (at most [`ACCEPT_BATCH`] per wake). `SkipPeer`
+//!   errors go on with the next; `Exhausted` (out of descriptors or memory) pauses accepting
+//!   with a doubling backoff, logged at most once a second.
+//! - Reads: until `WouldBlock`, up to `read_budget` bytes per wake so one busy peer cannot
+//!   starve the others. A read of 0 bytes is EOF: the service is told, and whatever it still
+//!   owes is written before the socket is closed.
+//! - Writes: immediately; what the socket does not take is queued and writable interest is
+//!   armed. Over `output_high` queued bytes, reading from that connection pauses until the
+//!   queue drains below `output_low`. Bytes are never reordered or dropped, except when the
+//!   peer is gone (then the queue is dropped and the connection closed quietly).
+//! - Every failed call goes through [`classify`]; this module never looks at errno values.
+//!
+//! # Portability
+//!
+//! Readiness can be spurious: a readable event followed by `WouldBlock` is normal. On
+//! systems where `SO_REUSEPORT` does not balance, all drivers share one listener socket and
+//! several may wake for one connection; the losers see `WouldBlock`.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use polling::{Event, Events, Poller};
+
+use crate::errno::{classify, is_out_of_descriptors, Disposition, Site};
+use crate::event::{
+    Backoff, Command, ConnId, Dispatch, DriverConfig, LogLimit, Shared, Stats, Waker,
+};
+use crate::net::prepare_stream;
+
+/// Poller key of the listener (connections use their slot number).
+const LISTENER: usize = usize::MAX - 1;
+/// Most connections accepted per listener wake before other work gets a turn.
+pub const ACCEPT_BATCH: usize = 256;
+
+/// What interest the poller holds (or should hold) for a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Interest {
+    read: bool,
+    write: bool,
+}
+
+struct Conn {
+    id: ConnId,
+    stream: TcpStream,
+    /// Output not yet taken by the socket: `out[out_pos..]`.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// The peer sent EOF.
+    read_eof: bool,
+    /// The service asked to close once the output is written.
+    closing: bool,
+    /// Reading paused because queued output is over the high-water mark.
+    out_paused: bool,
+    /// Reading paused because the connection's worker is behind.
+    stalled: bool,
+    /// Interest the poller holds now (oneshot: nothing after an event fired).
+    armed: Interest,
+    /// Queued for the end-of-turn re-arm.
+    dirty: bool,
+    last_read: Instant,
+}
+
+impl Conn {
+    fn queued(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    fn want(&self, stopping: bool) -> Interest {
+        Interest {
+            read: !self.read_eof && !self.closing && !self.out_paused && !self.stalled && !stopping,
+            write: self.queued() > 0,
+        }
+    }
+}
+
+struct Slot {
+    generation: u32,
+    conn: Option<Conn>,
+}
+
+/// Why a connection is being closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseWhy {
+    /// Orderly: the service finished, output written.
+    Done,
+    /// The peer is gone or a call failed: drop queued output.
+    Abort,
+    /// Idle timeout.
+    Idle,
+}
+
+/// The portable readiness driver for one I/O thread.
+pub struct PollDriver {
+    cfg: DriverConfig,
+    poller: Arc<Poller>,
+    listener: Option<TcpListener>,
+    listener_armed: bool,
+    waker: Arc<Waker>,
+    stats: Arc<Stats>,
+    shared: Arc<Shared>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    open: usize,
+    dirty: Vec<u32>,
+    stalled: Vec<u32>,
+    to_close: Vec<(u32, CloseWhy)>,
+    read_buf: Vec<u8>,
+    backoff: Backoff,
+    accept_paused_until: Option<Instant>,
+    accept_log: LogLimit,
+    fatal_log: LogLimit,
+    next_idle_scan: Option<Instant>,
+    stopping_since: Option<Instant>,
+    now: Instant,
+}
+
+impl PollDriver {
+    /// A driver that will accept from `listener` (already non-blocking and listening).
+    ///
+    /// # Errors
+    /// Fails when the poller cannot be created or the listener cannot be registered.
+    pub fn new(
+        listener: TcpListener,
+        cfg: DriverConfig,
+        stats: Arc<Stats>,
+        shared: Arc<Shared>,
+    ) -> io::Result<PollDriver> {
+        let poller = Arc::new(Poller::new()?);
+        listener.set_nonblocking(true)?;
+        register(&poller, &listener, Event::readable(LISTENER))?;
+        let notifier = poller.clone();
+        let waker = Waker::new(Box::new(move || {
+            // A failed notify means the poller is gone: the driver is exiting anyway.
+            let _ = notifier.notify();
+        }));
+        Ok(PollDriver {
+            backoff: Backoff::new(cfg.accept_backoff_min, cfg.accept_backoff_max),
+            read_buf: vec![0; cfg.read_buffer.max(1024)],
+            cfg,
+            poller,
+            listener: Some(listener),
+            listener_armed: true,
+            waker,
+            stats,
+            shared,
+            slots: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            dirty: Vec::new(),
+            stalled: Vec::new(),
+            to_close: Vec::new(),
+            accept_paused_until: None,
+            accept_log: LogLimit::new(Duration::from_secs(1)),
+            fatal_log: LogLimit::new(Duration::from_secs(1)),
+            next_idle_scan: None,
+            stopping_since: None,
+            now: Instant::now(),
+        })
+    }
+
+    /// The waker other threads use to interrupt this driver's wait.
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    /// The address the listener is bound to.
+    ///
+    /// # Errors
+    /// Fails when the listener is already closed (after shutdown).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match &self.listener {
+            Some(l) => l.local_addr(),
+            None => Err(io::Error::new(io::ErrorKind::NotConnected, "listener closed")),
+        }
+    }
+
+    /// Run until shutdown is requested through [`Shared`] and every connection is closed
+    /// (or the shutdown grace period ran out).
+    ///
+    /// # Errors
+    /// Returns the error of a poller wait that failed for a reason other than an interrupt.
+    pub fn run<D: Dispatch>(mut self, dispatch: &mut D) -> io::Result<()> {
+        let mut events = Events::new();
+        if let Some(t) = self.cfg.idle_timeout {
+            self.next_idle_scan = Some(Instant::now() + idle_scan_period(t));
+        }
+        loop {
+            if self.shared.stopping() && self.stopping_since.is_none() {
+                self.begin_shutdown();
+            }
+            if let Some(since) = self.stopping_since {
+                if self.open == 0 && dispatch.settled() {
+                    return Ok(());
+                }
+                if self.now.duration_since(since) >= self.cfg.shutdown_grace {
+                    self.close_all(dispatch);
+                    dispatch.flush();
+                    return Ok(());
+                }
+            }
+
+            let timeout = self.timeout();
+            self.waker.prepare_sleep();
+            let timeout = if dispatch.ready() {
+                Some(Duration::ZERO)
+            } else {
+                timeout
+            };
+            events.clear();
+            let waited = self.poller.wait(&mut events, timeout);
+            self.waker.awake();
+            self.now = Instant::now();
+            if let Err(e) = waited {
+                match classify(Site::Wait, &e) {
+                    Disposition::Retry => {}
+                    d => {
+                        self.stats.error(d);
+                        return Err(e);
+                    }
+                }
+            }
+
+            for ev in events.iter() {
+                if ev.key == LISTENER {
+                    self.listener_armed = false;
+                    self.accept(dispatch);
+                } else {
+                    self.conn_event(ev.key as u32, ev.readable, ev.writable, dispatch);
+                }
+            }
+            self.timers(dispatch);
+            self.end_turn(dispatch);
+        }
+    }
+
+    /// Hand off events, apply commands, retry stalled reads, write, re-arm, close.
+    fn end_turn<D: Dispatch>(&mut self, dispatch: &mut D) {
+        dispatch.flush();
+        dispatch.commands(&mut |conn, cmd| self.apply(conn, cmd));
+        if self.stopping_since.is_some() && dispatch.settled() {
+            self.finish_all();
+        }
+        self.resume_stalled(dispatch);
+        self.rearm();
+        if !self.to_close.is_empty() {
+            let mut closing = std::mem::take(&mut self.to_close);
+            for (slot, why) in closing.drain(..) {
+                self.close(slot, why, dispatch);
+            }
+            self.to_close = closing;
+            dispatch.flush();
+        }
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        let mut deadline: Option<Instant> = self.accept_paused_until;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                deadline = Some(deadline.map_or(t, |d| d.min(t)));
+            }
+        };
+        consider(self.next_idle_scan);
+        consider(self.stopping_since.map(|s| s + self.cfg.shutdown_grace));
+        if self.stopping_since.is_some() {
+            // Poll the workers' progress while draining for shutdown.
+            consider(Some(self.now + Duration::from_millis(20)));
+        }
+        deadline.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    fn timers<D: Dispatch>(&mut self, dispatch: &mut D) {
+        if let Some(until) = self.accept_paused_until {
+            if self.now >= until {
+                self.accept_paused_until = None;
+                // Accept at once: the listener may have a backlog and no new edge to report.
+                self.accept(dispatch);
+            }
+        }
+        if let (Some(scan), Some(limit)) = (self.next_idle_scan, self.cfg.idle_timeout) {
+            if self.now >= scan {
+                self.next_idle_scan = Some(self.now + idle_scan_period(limit));
+                for (i, slot) in self.slots.iter().enumerate() {
+                    if let Some(c) = &slot.conn {
+                        if !c.closing && self.now.duration_since(c.last_read) >= limit {
+                            self.to_close.push((i as u32, CloseWhy::Idle));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.stopping_since = Some(self.now);
+        if let Some(l) = self.listener.take() {
+            let _ = self.poller.delete(&l);
+        }
+        // Stop reading everywhere: the interest recomputation sees `stopping`.
+        for i in 0..self.slots.len() {
+            if self.slots[i].conn.is_some() {
+                self.mark_dirty(i as u32);
+            }
+        }
+    }
+
+    fn close_all<D: Dispatch>(&mut self, dispatch: &mut D) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].conn.is_some() {
+                self.close(i as u32, CloseWhy::Abort, dispatch);
+            }
+        }
+    }
+
+    fn accept<D: Dispatch>(&mut self, dispatch: &mut D) {
+        if self.accept_paused_until.is_some() || self.stopping_since.is_some() {
+            return;
+        }
+        if self.listener.is_none() {
+            return;
+        }
+        let mut accepted = 0;
+        while accepted < ACCEPT_BATCH {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _peer)) => {
+                    accepted += 1;
+                    self.backoff.reset();
+                    if self.open >= self.cfg.max_connections {
+                        // Accepted and closed at once, so it does not sit in the backlog.
+                        Stats::add(&self.stats.refused, 1);
+                        drop(stream);
+                        continue;
+                    }
+                    if let Err(e) = prepare_stream(&stream, true) {
+                        let d = classify(Site::Configure, &e);
+                        self.stats.error(d);
+                        continue;
+                    }
+                    self.admit(stream, dispatch);
+                }
+                Err(e) => match classify(Site::Accept, &e) {
+                    Disposition::Retry => continue,
+                    Disposition::WouldBlock => break,
+                    Disposition::SkipPeer => {
+                        self.stats.error(Disposition::SkipPeer);
+                        continue;
+                    }
+                    d => {
+                        // Exhausted (EMFILE, ENFILE, ENOBUFS, ENOMEM) or worse: pause the
+                        // listener with backoff. Never spin, never exit.
+                        self.stats.error(d);
+                        Stats::add(&self.stats.accept_pauses, 1);
+                        let pause = self.backoff.step();
+                        self.accept_paused_until = Some(self.now + pause);
+                        if let Some(suppressed) = self.accept_log.allow() {
+                            let what = if is_out_of_descriptors(&e) {
+                                "out of file descriptors"
+                            } else {
+                                "accept failed"
+                            };
+                            eprintln!(
+                                "ringport: {what} ({e}); pausing accept for {pause:?} \
+                                 ({} open connections, {suppressed} similar lines suppressed)",
+                                self.open
+                            );
+                        }
+                        return;
+                    }
+                },
+            }
+        }
+        // Re-arm: either WouldBlock was seen, or the batch is spent and the listener is
+        // still readable (level semantics after modify report it again).
+        if let Some(l) = self.listener.as_ref() {
+            match self.poller.modify(l, Event::readable(LISTENER)) {
+                Ok(()) => self.listener_armed = true,
+                Err(e) => {
+                    self.stats.error(classify(Site::Configure, &e));
+                }
+            }
+        }
+    }
+
+    fn admit<D: Dispatch>(&mut self, stream: TcpStream, dispatch: &mut D) {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    conn: None,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let generation = self.slots[slot as usize].generation;
+        let id = ConnId::new(self.cfg.index, slot, generation);
+        if let Err(e) = register(&self.poller, &stream, Event::readable(slot as usize)) {
+            let d = classify(Site::Configure, &e);
+            self.stats.error(d);
+            self.free.push(slot);
+            return;
+        }
+        self.slots[slot as usize].conn = Some(Conn {
+            id,
+            stream,
+            out: Vec::new(),
+            out_pos: 0,
+            read_eof: false,
+            closing: false,
+            out_paused: false,
+            stalled: false,
+            armed: Interest {
+                read: true,
+                write: false,
+            },
+            dirty: false,
+            last_read: self.now,
+        });
+        self.open += 1;
+        Stats::add(&self.stats.accepted, 1);
+        dispatch.open(id);
+    }
+
+    fn conn_event<D: Dispatch>(
+        &mut self,
+        slot: u32,
+        readable: bool,
+        writable: bool,
+        dispatch: &mut D,
+    ) {
+        match self.slots.get_mut(slot as usize).and_then(|s| s.conn.as_mut()) {
+            Some(c) => c.armed = Interest::default(),
+            None => return,
+        }
+        self.mark_dirty(slot);
+        if writable && !self.write_queued(slot) {
+            return;
+        }
+        if readable {
+            self.read(slot, dispatch);
+        }
+    }
+
+    fn mark_dirty(&mut self, slot: u32) {
+        if let Some(c) = self.slots[slot as usize].conn.as_mut() {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(slot);
+            }
+        }
+    }
+
+    /// Read until WouldBlock, EOF, the budget, or congestion. Returns false if the
+    /// connection was closed.
+    fn read<D: Dispatch>(&mut self, slot: u32, dispatch: &mut D) -> bool {
+        let stopping = self.stopping_since.is_some();
+        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
+            return false;
+        };
+        if !c.want(stopping).read {
+            return true;
+        }
+        let mut total = 0usize;
+        loop {
+            if dispatch.congested(c.id) {
+                if !c.stalled {
+                    c.stalled = true;
+                    Stats::add(&self.stats.read_pauses, 1);
+                    self.stalled.push(slot);
+                }
+                return true;
+            }
+            match c.stream.read(&mut self.read_buf) {
+                Ok(0) => {
+                    c.read_eof = true;
+                    dispatch.eof(c.id);
+                    return true;
+                }
+                Ok(n) => {
+                    c.last_read = self.now;
+                    Stats::add(&self.stats.bytes_in, n as u64);
+                    dispatch.data(c.id, &self.read_buf[..n]);
+                    total += n;
+                    if total >= self.cfg.read_budget || c.out_paused {
+                        // Fairness: the re-arm at the end of the turn brings us back.
+                        return true;
+                    }
+                }
+                Err(e) => match classify(Site::Recv, &e) {
+                    Disposition::Retry => continue,
+                    Disposition::WouldBlock => return true,
+                    d => {
+                        self.stats.error(d);
+                        if d == Disposition::Fatal {
+                            log_fatal(&mut self.fatal_log, "read", c.id, &e);
+                        }
+                        // PeerGone, Exhausted (nothing to wait on), Fatal: close this one.
+                        self.to_close.push((slot, CloseWhy::Abort));
+                        return false;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Write queued output until it is gone or the socket would block. Returns false if the
+    /// connection is being closed.
+    fn write_queued(&mut self, slot: u32) -> bool {
+        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
+            return false;
+        };
+        while c.queued() > 0 {
+            match c.stream.write(&c.out[c.out_pos..]) {
+                Ok(n) => {
+                    c.out_pos += n;
+                    Stats::add(&self.stats.bytes_out, n as u64);
+                }
+                Err(e) => match classify(Site::Send, &e) {
+                    Disposition::Retry => continue,
+                    Disposition::WouldBlock => break,
+                    d => {
+                        self.stats.error(d);
+                        if d == Disposition::Fatal {
+                            log_fatal(&mut self.fatal_log, "write", c.id, &e);
+                        }
+                        self.to_close.push((slot, CloseWhy::Abort));
+                        return false;
+                    }
+                },
+            }
+        }
+        if c.queued() == 0 {
+            c.out.clear();
+            c.out_pos = 0;
+            if c.closing {
+                self.to_close.push((slot, CloseWhy::Done));
+                return false;
+            }
+        } else if c.out_pos > c.out.len() / 2 {
+            c.out.drain(..c.out_pos);
+            c.out_pos = 0;
+        }
+        if c.out_paused && c.queued() <= self.cfg.output_low {
+            c.out_paused = false;
+        }
+        true
+    }
+
+    fn apply(&mut self, conn: ConnId, cmd: Command<'_>) {
+        let slot = conn.slot();
+        let Some(c) = self
+            .slots
+            .get_mut(slot as usize)
+            .and_then(|s| s.conn.as_mut())
+        else {
+            return;
+        };
+        if c.id != conn || c.closing {
+            // A late command for a connection that is gone (or already finishing).
+            return;
+        }
+        match cmd {
+            Command::Send(bytes) => {
+                // Written at the end of the turn, coalesced with later sends.
+                c.out.extend_from_slice(bytes);
+            }
+            Command::Close => {
+                c.closing = true;
+            }
+        }
+        self.mark_dirty(slot);
+    }
+
+    fn resume_stalled<D: Dispatch>(&mut self, dispatch: &mut D) {
+        let mut i = 0;
+        while i < self.stalled.len() {
+            let slot = self.stalled[i];
+            let resume = match self.slots[slot as usize].conn.as_mut() {
+                Some(c) if c.stalled => {
+                    if dispatch.congested(c.id) {
+                        false
+                    } else {
+                        c.stalled = false;
+                        true
+                    }
+                }
+                _ => true,
+            };
+            if resume {
+                self.stalled.swap_remove(i);
+                self.mark_dirty(slot);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Write what commands queued this turn, then give the poller the interest each
+    /// touched connection needs.
+    fn rearm(&mut self) {
+        let stopping = self.stopping_since.is_some();
+        let mut i = 0;
+        while i < self.dirty.len() {
+            let slot = self.dirty[i];
+            i += 1;
+            let pending_write = match self.slots[slot as usize].conn.as_ref() {
+                Some(c) => c.queued() > 0 || c.closing,
+                None => continue,
+            };
+            if pending_write && !self.write_queued(slot) {
+                continue;
+            }
+            let Some(c) = self.slots[slot as usize].conn.as_mut() else {
+                continue;
+            };
+            c.dirty = false;
+            if c.queued() > self.cfg.output_high && !c.out_paused {
+                // The socket does not keep up: stop reading until it drains.
+                c.out_paused = true;
+                Stats::add(&self.stats.read_pauses, 1);
+            }
+            let want = c.want(stopping);
+            if want != c.armed {
+                let ev = match (want.read, want.write) {
+                    (true, true) => Event::all(slot as usize),
+                    (true, false) => Event::readable(slot as usize),
+                    (false, true) => Event::writable(slot as usize),
+                    (false, false) => Event::none(slot as usize),
+                };
+                match self.poller.modify(&c.stream, ev) {
+                    Ok(()) => c.armed = want,
+                    Err(e) => {
+                        self.stats.error(classify(Site::Configure, &e));
+                        self.to_close.push((slot, CloseWhy::Abort));
+                    }
+                }
+            }
+        }
+        self.dirty.clear();
+    }
+
+    /// Shutdown, once the workers have answered everything: every connection closes after
+    /// its queued output is written.
+    fn finish_all(&mut self) {
+        for i in 0..self.slots.len() {
+            if let Some(c) = self.slots[i].conn.as_mut() {
+                if !c.closing {
+                    c.closing = true;
+                    self.mark_dirty(i as u32);
+                }
+            }
+        }
+    }
+
+    fn close<D: Dispatch>(&mut self, slot: u32, why: CloseWhy, dispatch: &mut D) {
+        let s = &mut self.slots[slot as usize];
+        let Some(c) = s.conn.take() else {
+            return;
+        };
+        s.generation = (s.generation + 1) & ConnId::GENERATION_MASK;
+        let _ = self.poller.delete(&c.stream);
+        if why == CloseWhy::Idle {
+            Stats::add(&self.stats.timed_out, 1);
+        }
+        drop(c.stream);
+        self.free.push(slot);
+        self.open -= 1;
+        Stats::add(&self.stats.closed, 1);
+        dispatch.closed(c.id);
+    }
+}
+
+fn log_fatal(limit: &mut LogLimit, what: &str, id: ConnId, e: &io::Error) {
+    if let Some(suppressed) = limit.allow() {
+        eprintln!(
+            "ringport: BUG: {what} on {id:?} failed: {e}; closing that connection \
+             ({suppressed} similar lines suppressed)"
+        );
+    }
+}
+
+fn idle_scan_period(limit: Duration) -> Duration {
+    (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+/// Register `source` with `poller`.
+///
+/// The one `unsafe` call of this crate: `polling` requires that a registered source is
+/// deleted from the poller before it is closed, or the OS may deliver events for a reused
+/// descriptor.
+#[allow(unsafe_code)]
+fn register<S: polling::AsRawSource>(poller: &Poller, source: S, ev: Event) -> io::Result<()> {
+    // SAFETY: every source registered here is a socket owned by the driver (the listener or
+    // a connection in `slots`), and the driver calls `poller.delete` on it before dropping
+    // it (see `close`, `begin_shutdown`); the poller lives as long as the driver.
+    unsafe { poller.add(source, ev) }
+}

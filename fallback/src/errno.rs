@@ -1,0 +1,577 @@
+//! The errno classifier: what a failed system call means, decided in one place.
+//!
+//! Every driver decision on a failed call goes through [`classify`]. No other module of
+//! ringport compares errno values. The [`Site`] matters: `ENOBUFS` from a buffer-select
+//! receive means "refill the buffer ring and re-arm", from `accept` it means "back off".
+//!
+//! Two tables exist: the Unix table (on `libc` constants, consulted on Unix) and the Windows
+//! table (on plain WSA / Win32 numbers, compiled and unit-tested on every OS, consulted only
+//! on Windows). A Linux errno is never compared with a WSA code.
+
+use std::io;
+
+/// Where a call failed. The same errno can mean different things at different sites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Site {
+    /// Accepting a connection from a listener.
+    Accept,
+    /// Reading from a connected socket.
+    Recv,
+    /// A receive that selects its buffer from a provided-buffer ring (io_uring).
+    BufferRing,
+    /// Writing to a connected socket.
+    Send,
+    /// Creating an io_uring instance or registering its resources.
+    RingSetup,
+    /// Submitting to or waiting on the event queue (io_uring enter, epoll/kqueue wait).
+    Wait,
+    /// Closing a descriptor.
+    Close,
+    /// A timer operation (io_uring timeout).
+    Timer,
+    /// Setting a socket option or another configuration call on a socket.
+    Configure,
+}
+
+/// What the driver does about a failed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Disposition {
+    /// Interrupted: call again now (never for close).
+    Retry,
+    /// Nothing to do yet: wait for readiness, or re-arm.
+    WouldBlock,
+    /// `accept` only: that peer is gone before we got it; accept the next one.
+    SkipPeer,
+    /// The peer is gone: drop queued output, close quietly, tell the worker.
+    PeerGone,
+    /// Out of a resource (descriptors, buffers, memory): back off or refill, never spin.
+    Exhausted,
+    /// The facility is not available here (io_uring forbidden or too old): fall back.
+    Unsupported,
+    /// The operation was cancelled by the driver itself (io_uring `ECANCELED`).
+    Canceled,
+    /// A timer reached its deadline (io_uring timeout `ETIME`): not a failure.
+    Expired,
+    /// A bug: log loudly, close that connection, never spin.
+    Fatal,
+}
+
+impl Disposition {
+    /// Every disposition, in a fixed order (for counters indexed by disposition).
+    pub const ALL: [Disposition; 9] = [
+        Disposition::Retry,
+        Disposition::WouldBlock,
+        Disposition::SkipPeer,
+        Disposition::PeerGone,
+        Disposition::Exhausted,
+        Disposition::Unsupported,
+        Disposition::Canceled,
+        Disposition::Expired,
+        Disposition::Fatal,
+    ];
+
+    /// Position of this disposition in [`Disposition::ALL`].
+    pub fn index(self) -> usize {
+        Disposition::ALL
+            .iter()
+            .position(|d| *d == self)
+            .expect("ALL lists every disposition")
+    }
+
+    /// A short lowercase name, as printed in stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            Disposition::Retry => "retry",
+            Disposition::WouldBlock => "would_block",
+            Disposition::SkipPeer => "skip_peer",
+            Disposition::PeerGone => "peer_gone",
+            Disposition::Exhausted => "exhausted",
+            Disposition::Unsupported => "unsupported",
+            Disposition::Canceled => "canceled",
+            Disposition::Expired => "expired",
+            Disposition::Fatal => "fatal",
+        }
+    }
+}
+
+/// Classify a failed call made at `site`.
+///
+/// Errors that carry an OS code are looked up in this OS's table; errors made by Rust
+/// itself (no OS code) are classified by their [`io::ErrorKind`].
+pub fn classify(site: Site, err: &io::Error) -> Disposition {
+    match err.raw_os_error() {
+        Some(code) => classify_code(site, code),
+        None => classify_kind(site, err.kind()),
+    }
+}
+
+/// Classify a raw OS error code of this platform (an errno on Unix, a WSA / Win32 code on
+/// Windows). io_uring completions carry `-errno`; pass the positive value.
+pub fn classify_code(site: Site, code: i32) -> Disposition {
+    #[cfg(unix)]
+    {
+        unix::classify(site, code)
+    }
+    #[cfg(windows)]
+    {
+        windows::classify(site, code)
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = (site, code);
+        Disposition::Fatal
+    }
+}
+
+/// Classify an error that carries no OS code.
+fn classify_kind(site: Site, kind: io::ErrorKind) -> Disposition {
+    use io::ErrorKind as K;
+    match kind {
+        // close(2) is never retried: the descriptor is released already.
+        K::Interrupted if site == Site::Close => Disposition::PeerGone,
+        K::Interrupted => Disposition::Retry,
+        K::WouldBlock => Disposition::WouldBlock,
+        K::ConnectionAborted if site == Site::Accept => Disposition::SkipPeer,
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::NotConnected => {
+            Disposition::PeerGone
+        }
+        K::TimedOut if site != Site::Timer => Disposition::PeerGone,
+        K::TimedOut => Disposition::Expired,
+        K::OutOfMemory => Disposition::Exhausted,
+        K::Unsupported => Disposition::Unsupported,
+        K::PermissionDenied if site == Site::RingSetup => Disposition::Unsupported,
+        _ => Disposition::Fatal,
+    }
+}
+
+/// Returns true when `err` is the "descriptor table full" kind of exhaustion
+/// (`EMFILE`/`ENFILE`), which is worth naming in a log line.
+pub fn is_out_of_descriptors(err: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(err.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+    }
+    #[cfg(windows)]
+    {
+        matches!(err.raw_os_error(), Some(windows::WSAEMFILE))
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = err;
+        false
+    }
+}
+
+/// Build the `io::Error` for an io_uring completion result (`res < 0` is `-errno`).
+pub fn from_completion(res: i32) -> io::Error {
+    io::Error::from_raw_os_error(res.saturating_neg())
+}
+
+/// The Unix table, on `libc` constants.
+#[cfg(unix)]
+pub mod unix {
+    use super::{Disposition, Site};
+
+    /// Classify errno `code` at `site`.
+    pub fn classify(site: Site, code: i32) -> Disposition {
+        use libc::*;
+        use Disposition as D;
+
+        // Platform-independent meanings first.
+        if code == EINTR {
+            // close(2) must never be retried: on Linux the descriptor is gone already.
+            return if site == Site::Close { D::PeerGone } else { D::Retry };
+        }
+        if code == EAGAIN || code == EWOULDBLOCK || code == EINPROGRESS {
+            return D::WouldBlock;
+        }
+        if code == ECANCELED {
+            return D::Canceled;
+        }
+        if code == ENOSYS {
+            return D::Unsupported;
+        }
+
+        match site {
+            Site::Accept => {
+                if accept_skip(code) {
+                    D::SkipPeer
+                } else if exhausted(code) {
+                    D::Exhausted
+                } else {
+                    D::Fatal
+                }
+            }
+            Site::Recv | Site::Send | Site::BufferRing => {
+                if peer_gone(code) {
+                    D::PeerGone
+                } else if exhausted(code) {
+                    D::Exhausted
+                } else if code == EOPNOTSUPP {
+                    D::Unsupported
+                } else {
+                    D::Fatal
+                }
+            }
+            Site::RingSetup => {
+                if code == EPERM
+                    || code == EACCES
+                    || code == EOPNOTSUPP
+                    || code == EINVAL
+                    || code == ENOMEM
+                {
+                    // seccomp (Docker), kernel.io_uring_disabled, an old kernel that does not
+                    // know a flag or an opcode, or RLIMIT_MEMLOCK too small for the ring.
+                    D::Unsupported
+                } else if code == EMFILE || code == ENFILE {
+                    D::Exhausted
+                } else {
+                    D::Fatal
+                }
+            }
+            Site::Wait => {
+                if code == EBUSY || exhausted(code) {
+                    // io_uring_enter: completion queue overflow backlog, or no memory for
+                    // the submission: reap completions and submit again.
+                    D::Exhausted
+                } else {
+                    D::Fatal
+                }
+            }
+            Site::Close => {
+                if code == EBADF {
+                    D::Fatal
+                } else {
+                    // EIO and friends: the descriptor is released anyway.
+                    D::PeerGone
+                }
+            }
+            Site::Timer => {
+                if code == ETIME {
+                    D::Expired
+                } else {
+                    D::Fatal
+                }
+            }
+            Site::Configure => {
+                if peer_gone(code) {
+                    D::PeerGone
+                } else if code == EOPNOTSUPP || code == ENOPROTOOPT {
+                    D::Unsupported
+                } else if exhausted(code) {
+                    D::Exhausted
+                } else {
+                    D::Fatal
+                }
+            }
+        }
+    }
+
+    /// accept(2): the pending connection failed, the listener is fine.
+    fn accept_skip(code: i32) -> bool {
+        use libc::*;
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if code == ENONET {
+            return true;
+        }
+        code == ECONNABORTED
+            || code == EPROTO
+            || code == ENETDOWN
+            || code == ENOPROTOOPT
+            || code == EHOSTDOWN
+            || code == EHOSTUNREACH
+            || code == EOPNOTSUPP
+            || code == ENETUNREACH
+            || code == EPERM
+    }
+
+    /// The peer or the path to it is gone.
+    fn peer_gone(code: i32) -> bool {
+        use libc::*;
+        code == ECONNRESET
+            || code == EPIPE
+            || code == ECONNABORTED
+            || code == ETIMEDOUT
+            || code == ENOTCONN
+            || code == EHOSTUNREACH
+            || code == ENETUNREACH
+            || code == ENETDOWN
+            || code == ESHUTDOWN
+    }
+
+    /// Out of descriptors, buffers or memory.
+    fn exhausted(code: i32) -> bool {
+        use libc::*;
+        code == EMFILE || code == ENFILE || code == ENOBUFS || code == ENOMEM
+    }
+}
+
+/// The Windows table, on plain WSA / Win32 numbers. Compiled and tested everywhere,
+/// consulted only on Windows.
+#[cfg_attr(not(windows), allow(dead_code))]
+pub mod windows {
+    //! Codes as `GetLastError` / `WSAGetLastError` report them.
+    use super::{Disposition, Site};
+
+    #[allow(missing_docs)]
+    pub const ERROR_NOT_ENOUGH_MEMORY: i32 = 8;
+    #[allow(missing_docs)]
+    pub const ERROR_NETNAME_DELETED: i32 = 64;
+    #[allow(missing_docs)]
+    pub const ERROR_BROKEN_PIPE: i32 = 109;
+    #[allow(missing_docs)]
+    pub const ERROR_OPERATION_ABORTED: i32 = 995;
+    #[allow(missing_docs)]
+    pub const WSAEINTR: i32 = 10004;
+    #[allow(missing_docs)]
+    pub const WSAEBADF: i32 = 10009;
+    #[allow(missing_docs)]
+    pub const WSAEACCES: i32 = 10013;
+    #[allow(missing_docs)]
+    pub const WSAEFAULT: i32 = 10014;
+    #[allow(missing_docs)]
+    pub const WSAEINVAL: i32 = 10022;
+    #[allow(missing_docs)]
+    pub const WSAEMFILE: i32 = 10024;
+    #[allow(missing_docs)]
+    pub const WSAEWOULDBLOCK: i32 = 10035;
+    #[allow(missing_docs)]
+    pub const WSAEINPROGRESS: i32 = 10036;
+    #[allow(missing_docs)]
+    pub const WSAENOTSOCK: i32 = 10038;
+    #[allow(missing_docs)]
+    pub const WSAEOPNOTSUPP: i32 = 10045;
+    #[allow(missing_docs)]
+    pub const WSAENETDOWN: i32 = 10050;
+    #[allow(missing_docs)]
+    pub const WSAENETUNREACH: i32 = 10051;
+    #[allow(missing_docs)]
+    pub const WSAENETRESET: i32 = 10052;
+    #[allow(missing_docs)]
+    pub const WSAECONNABORTED: i32 = 10053;
+    #[allow(missing_docs)]
+    pub const WSAECONNRESET: i32 = 10054;
+    #[allow(missing_docs)]
+    pub const WSAENOBUFS: i32 = 10055;
+    #[allow(missing_docs)]
+    pub const WSAENOTCONN: i32 = 10057;
+    #[allow(missing_docs)]
+    pub const WSAESHUTDOWN: i32 = 10058;
+    #[allow(missing_docs)]
+    pub const WSAETIMEDOUT: i32 = 10060;
+    #[allow(missing_docs)]
+    pub const WSAEHOSTDOWN: i32 = 10064;
+    #[allow(missing_docs)]
+    pub const WSAEHOSTUNREACH: i32 = 10065;
+    #[allow(missing_docs)]
+    pub const WSAEPROVIDERFAILEDINIT: i32 = 10106;
+
+    /// Classify WSA / Win32 `code` at `site`.
+    pub fn classify(site: Site, code: i32) -> Disposition {
+        use Disposition as D;
+        match code {
+            WSAEINTR if site == Site::Close => D::PeerGone,
+            WSAEINTR => D::Retry,
+            WSAEWOULDBLOCK | WSAEINPROGRESS => D::WouldBlock,
+            ERROR_OPERATION_ABORTED => D::Canceled,
+            WSAECONNABORTED | WSAECONNRESET | WSAENETDOWN | WSAENETUNREACH | WSAEHOSTUNREACH
+            | WSAEHOSTDOWN
+                if site == Site::Accept =>
+            {
+                D::SkipPeer
+            }
+            WSAECONNRESET | ERROR_NETNAME_DELETED | WSAECONNABORTED | WSAENETRESET
+            | WSAETIMEDOUT | WSAENOTCONN | WSAESHUTDOWN | WSAEHOSTUNREACH | WSAENETUNREACH
+            | WSAENETDOWN | ERROR_BROKEN_PIPE => D::PeerGone,
+            WSAEMFILE | WSAENOBUFS | ERROR_NOT_ENOUGH_MEMORY => D::Exhausted,
+            WSAEOPNOTSUPP | WSAEPROVIDERFAILEDINIT => D::Unsupported,
+            WSAEACCES if site == Site::Accept => D::SkipPeer,
+            WSAEBADF | WSAEFAULT | WSAEINVAL | WSAENOTSOCK => D::Fatal,
+            _ => D::Fatal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Disposition as D;
+
+    #[test]
+    fn kinds_without_os_code() {
+        let e = io::Error::new(io::ErrorKind::WouldBlock, "x");
+        assert_eq!(classify(Site::Recv, &e), D::WouldBlock);
+        let e = io::Error::new(io::ErrorKind::ConnectionReset, "x");
+        assert_eq!(classify(Site::Send, &e), D::PeerGone);
+        let e = io::Error::new(io::ErrorKind::Interrupted, "x");
+        assert_eq!(classify(Site::Recv, &e), D::Retry);
+        assert_eq!(classify(Site::Close, &e), D::PeerGone);
+        let e = io::Error::new(io::ErrorKind::Other, "x");
+        assert_eq!(classify(Site::Recv, &e), D::Fatal);
+    }
+
+    #[test]
+    fn disposition_index_matches_all() {
+        for (i, d) in Disposition::ALL.iter().enumerate() {
+            assert_eq!(d.index(), i);
+            assert!(!d.name().is_empty());
+        }
+    }
+
+    #[test]
+    fn completion_result_is_negated_errno() {
+        let e = from_completion(-11);
+        assert_eq!(e.raw_os_error(), Some(11));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn unix_table() {
+        use libc::*;
+        let accept = [
+            (EINTR, D::Retry),
+            (EAGAIN, D::WouldBlock),
+            (EWOULDBLOCK, D::WouldBlock),
+            (ECONNABORTED, D::SkipPeer),
+            (EPROTO, D::SkipPeer),
+            (ENETDOWN, D::SkipPeer),
+            (ENOPROTOOPT, D::SkipPeer),
+            (EHOSTDOWN, D::SkipPeer),
+            (EHOSTUNREACH, D::SkipPeer),
+            (EOPNOTSUPP, D::SkipPeer),
+            (ENETUNREACH, D::SkipPeer),
+            (EPERM, D::SkipPeer),
+            (EMFILE, D::Exhausted),
+            (ENFILE, D::Exhausted),
+            (ENOBUFS, D::Exhausted),
+            (ENOMEM, D::Exhausted),
+            (EBADF, D::Fatal),
+            (EFAULT, D::Fatal),
+            (ENOTSOCK, D::Fatal),
+            (EINVAL, D::Fatal),
+            (ENOSYS, D::Unsupported),
+            (ECANCELED, D::Canceled),
+        ];
+        for (code, want) in accept {
+            assert_eq!(unix::classify(Site::Accept, code), want, "accept errno {code}");
+        }
+        #[cfg(target_os = "linux")]
+        assert_eq!(unix::classify(Site::Accept, ENONET), D::SkipPeer);
+
+        let stream = [
+            (EINTR, D::Retry),
+            (EAGAIN, D::WouldBlock),
+            (EINPROGRESS, D::WouldBlock),
+            (ECONNRESET, D::PeerGone),
+            (EPIPE, D::PeerGone),
+            (ECONNABORTED, D::PeerGone),
+            (ETIMEDOUT, D::PeerGone),
+            (ENOTCONN, D::PeerGone),
+            (EHOSTUNREACH, D::PeerGone),
+            (ENETUNREACH, D::PeerGone),
+            (ENOBUFS, D::Exhausted),
+            (ENOMEM, D::Exhausted),
+            (EOPNOTSUPP, D::Unsupported),
+            (EBADF, D::Fatal),
+            (EFAULT, D::Fatal),
+            (ENOTSOCK, D::Fatal),
+            (EINVAL, D::Fatal),
+            (ECANCELED, D::Canceled),
+        ];
+        for site in [Site::Recv, Site::Send, Site::BufferRing] {
+            for (code, want) in stream {
+                assert_eq!(unix::classify(site, code), want, "{site:?} errno {code}");
+            }
+        }
+
+        let setup = [
+            (ENOSYS, D::Unsupported),
+            (EPERM, D::Unsupported),
+            (EACCES, D::Unsupported),
+            (EOPNOTSUPP, D::Unsupported),
+            (EINVAL, D::Unsupported),
+            (ENOMEM, D::Unsupported),
+            (EMFILE, D::Exhausted),
+            (EINTR, D::Retry),
+            (EFAULT, D::Fatal),
+        ];
+        for (code, want) in setup {
+            assert_eq!(unix::classify(Site::RingSetup, code), want, "setup errno {code}");
+        }
+
+        assert_eq!(unix::classify(Site::Close, EINTR), D::PeerGone, "never retry close");
+        assert_eq!(unix::classify(Site::Close, EIO), D::PeerGone);
+        assert_eq!(unix::classify(Site::Close, EBADF), D::Fatal);
+        assert_eq!(unix::classify(Site::Timer, ETIME), D::Expired);
+        assert_eq!(unix::classify(Site::Timer, ECANCELED), D::Canceled);
+        assert_eq!(unix::classify(Site::Wait, EBUSY), D::Exhausted);
+        assert_eq!(unix::classify(Site::Wait, EINTR), D::Retry);
+        assert_eq!(unix::classify(Site::Wait, EBADF), D::Fatal);
+        assert_eq!(unix::classify(Site::Configure, ENOPROTOOPT), D::Unsupported);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn classify_uses_the_os_code() {
+        let e = io::Error::from_raw_os_error(libc::EMFILE);
+        assert_eq!(classify(Site::Accept, &e), D::Exhausted);
+        assert!(is_out_of_descriptors(&e));
+        let e = io::Error::from_raw_os_error(libc::ENOBUFS);
+        assert_eq!(classify(Site::BufferRing, &e), D::Exhausted);
+        assert!(!is_out_of_descriptors(&e));
+        assert_eq!(
+            classify(Site::Recv, &from_completion(-libc::ECONNRESET)),
+            D::PeerGone
+        );
+    }
+
+    #[test]
+    fn windows_table() {
+        use windows::*;
+        let stream = [
+            (WSAEINTR, D::Retry),
+            (WSAEWOULDBLOCK, D::WouldBlock),
+            (WSAEINPROGRESS, D::WouldBlock),
+            (WSAECONNRESET, D::PeerGone),
+            (ERROR_NETNAME_DELETED, D::PeerGone),
+            (WSAECONNABORTED, D::PeerGone),
+            (WSAENETRESET, D::PeerGone),
+            (WSAETIMEDOUT, D::PeerGone),
+            (WSAENOTCONN, D::PeerGone),
+            (WSAESHUTDOWN, D::PeerGone),
+            (WSAEHOSTUNREACH, D::PeerGone),
+            (WSAENETUNREACH, D::PeerGone),
+            (ERROR_BROKEN_PIPE, D::PeerGone),
+            (WSAENOBUFS, D::Exhausted),
+            (WSAEMFILE, D::Exhausted),
+            (ERROR_NOT_ENOUGH_MEMORY, D::Exhausted),
+            (WSAEOPNOTSUPP, D::Unsupported),
+            (ERROR_OPERATION_ABORTED, D::Canceled),
+            (WSAEBADF, D::Fatal),
+            (WSAEFAULT, D::Fatal),
+            (WSAEINVAL, D::Fatal),
+            (WSAENOTSOCK, D::Fatal),
+        ];
+        for site in [Site::Recv, Site::Send] {
+            for (code, want) in stream {
+                assert_eq!(windows::classify(site, code), want, "{site:?} code {code}");
+            }
+        }
+        let accept = [
+            (WSAECONNRESET, D::SkipPeer),
+            (WSAECONNABORTED, D::SkipPeer),
+            (WSAENETDOWN, D::SkipPeer),
+            (WSAEHOSTUNREACH, D::SkipPeer),
+            (WSAEMFILE, D::Exhausted),
+            (WSAENOBUFS, D::Exhausted),
+            (WSAEWOULDBLOCK, D::WouldBlock),
+            (WSAENOTSOCK, D::Fatal),
+        ];
+        for (code, want) in accept {
+            assert_eq!(windows::classify(Site::Accept, code), want, "accept code {code}");
+        }
+        assert_eq!(windows::classify(Site::Close, WSAEINTR), D::PeerGone);
+    }
+}

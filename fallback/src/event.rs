@@ -1,0 +1,408 @@
+//! The contract between the I/O drivers and the worker pool.
+//!
+//! A driver (readiness on `polling`, or completion on io_uring) owns its sockets and their
+//! write queues. It reports what happens on a connection to a [`Dispatch`], which either
+//! runs the service inline or hands the events to a worker thread in batches. What a
+//! service answers comes back to the driver as [`Command`]s, applied in order.
+//!
+//! Rules every driver follows:
+//! - per connection, events are reported in order: [`Dispatch::open`], then any number of
+//!   [`Dispatch::data`], then at most one [`Dispatch::eof`], then exactly one
+//!   [`Dispatch::closed`];
+//! - [`Dispatch::flush`] once per loop turn, after the I/O of that turn, then
+//!   [`Dispatch::commands`];
+//! - before blocking, [`Waker::prepare_sleep`] then [`Dispatch::ready`]: if it says work is
+//!   waiting, do not block;
+//! - a command whose [`ConnId`] generation does not match the live connection in that slot
+//!   is dropped: a recycled slot never receives another connection's bytes.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::errno::Disposition;
+
+/// Identifies one connection for its whole life: driver index, slot and generation.
+///
+/// Packed into 64 bits: driver (8) | generation (24) | slot (32). The generation changes
+/// every time a slot is reused, so a late command for a closed connection never reaches
+/// the connection that took its slot.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(u64);
+
+impl ConnId {
+    /// Largest generation before it wraps.
+    pub const GENERATION_MASK: u32 = (1 << 24) - 1;
+
+    /// Builds an id. `generation` is taken modulo 2^24; `driver` must be below 256.
+    pub fn new(driver: usize, slot: u32, generation: u32) -> ConnId {
+        debug_assert!(driver < 256);
+        ConnId(
+            ((driver as u64 & 0xff) << 56)
+                | ((u64::from(generation & Self::GENERATION_MASK)) << 32)
+                | u64::from(slot),
+        )
+    }
+
+    /// The I/O thread that owns the connection.
+    pub fn driver(self) -> usize {
+        (self.0 >> 56) as usize
+    }
+
+    /// The slot in that driver's connection table.
+    pub fn slot(self) -> u32 {
+        self.0 as u32
+    }
+
+    /// How many times the slot was used before.
+    pub fn generation(self) -> u32 {
+        ((self.0 >> 32) as u32) & Self::GENERATION_MASK
+    }
+
+    /// The packed value (for io_uring user data, hashing).
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// Rebuilds an id from [`ConnId::raw`].
+    pub fn from_raw(raw: u64) -> ConnId {
+        ConnId(raw)
+    }
+}
+
+impl fmt::Debug for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ConnId({}:{}#{})",
+            self.driver(),
+            self.slot(),
+            self.generation()
+        )
+    }
+}
+
+/// What a service asks the driver to do with a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// Write these bytes after everything queued before them.
+    Send(&'a [u8]),
+    /// Write everything queued, then close the connection.
+    Close,
+}
+
+/// Where a driver reports connection events and collects the answers.
+///
+/// Implemented by the root crate's pool (worker threads) and inline mode (services run on
+/// the I/O thread).
+pub trait Dispatch {
+    /// A new connection was accepted.
+    fn open(&mut self, conn: ConnId);
+    /// Bytes arrived on `conn`. The slice is only valid during the call.
+    fn data(&mut self, conn: ConnId, bytes: &[u8]);
+    /// The peer stopped sending (read returned 0). The service may still answer.
+    fn eof(&mut self, conn: ConnId);
+    /// The connection is closed; no more commands for it will be applied.
+    fn closed(&mut self, conn: ConnId);
+    /// True while events for `conn` cannot be handed off (its worker is behind): the
+    /// driver stops reading from `conn` until this turns false.
+    fn congested(&self, conn: ConnId) -> bool;
+    /// End of a driver turn: hand off what was buffered.
+    fn flush(&mut self);
+    /// Apply every command that is ready, in order, through `apply`.
+    fn commands(&mut self, apply: &mut dyn FnMut(ConnId, Command<'_>));
+    /// True if commands are waiting or congestion may have cleared (checked before sleep).
+    fn ready(&self) -> bool;
+    /// True when nothing handed off is still being worked on (used at shutdown).
+    fn settled(&self) -> bool;
+}
+
+/// Wakes a driver that sleeps in its poll / ring wait.
+///
+/// The driver sets [`Waker::prepare_sleep`] before it blocks and [`Waker::awake`] after.
+/// Other threads call [`Waker::wake`] after they queue work for it: the system call that
+/// interrupts the wait is made only when the driver really sleeps.
+pub struct Waker {
+    sleeping: AtomicBool,
+    notify: Box<dyn Fn() + Send + Sync>,
+    wakeups: AtomicU64,
+}
+
+impl Waker {
+    /// A waker whose `notify` interrupts the driver's wait (`Poller::notify`, an eventfd
+    /// write, ...).
+    pub fn new(notify: Box<dyn Fn() + Send + Sync>) -> Arc<Waker> {
+        Arc::new(Waker {
+            sleeping: AtomicBool::new(false),
+            notify,
+            wakeups: AtomicU64::new(0),
+        })
+    }
+
+    /// Called by the driver before it checks for work one last time and blocks.
+    pub fn prepare_sleep(&self) {
+        self.sleeping.store(true, Ordering::SeqCst);
+    }
+
+    /// Called by the driver after its wait returns (or when it decides not to block).
+    pub fn awake(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+    }
+
+    /// Called by other threads after queueing work for the driver.
+    pub fn wake(&self) {
+        if self.sleeping.load(Ordering::SeqCst) && self.sleeping.swap(false, Ordering::SeqCst) {
+            self.wakeups.fetch_add(1, Ordering::Relaxed);
+            (self.notify)();
+        }
+    }
+
+    /// Interrupt the wait whether or not the driver looks asleep (shutdown).
+    pub fn force_wake(&self) {
+        self.wakeups.fetch_add(1, Ordering::Relaxed);
+        (self.notify)();
+    }
+
+    /// How many times the wait was interrupted.
+    pub fn wakeups(&self) -> u64 {
+        self.wakeups.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for Waker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waker")
+            .field("sleeping", &self.sleeping.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// Counters kept by one driver, readable from any thread.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted and admitted.
+    pub accepted: AtomicU64,
+    /// Connections closed (any reason).
+    pub closed: AtomicU64,
+    /// Connections refused at once because of the connection cap.
+    pub refused: AtomicU64,
+    /// Connections closed by the idle timeout.
+    pub timed_out: AtomicU64,
+    /// Bytes read from peers.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to peers.
+    pub bytes_out: AtomicU64,
+    /// Times the accept loop paused because it was out of a resource.
+    pub accept_pauses: AtomicU64,
+    /// io_uring receives that found the provided-buffer ring empty (ENOBUFS).
+    pub enobufs: AtomicU64,
+    /// Times reading from a connection was paused (output over the high-water mark or
+    /// its worker behind).
+    pub read_pauses: AtomicU64,
+    /// Failed calls, by [`Disposition::index`].
+    pub errors: [AtomicU64; Disposition::ALL.len()],
+}
+
+impl Stats {
+    /// Count one failed call.
+    pub fn error(&self, d: Disposition) {
+        self.errors[d.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Add `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Read a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Limits and sizes a driver works with. Both drivers read the same fields.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Index of this driver (goes into every [`ConnId`]).
+    pub index: usize,
+    /// Size of the buffer one read goes into.
+    pub read_buffer: usize,
+    /// Bytes read from one connection per wake before others get a turn.
+    pub read_budget: usize,
+    /// Connections beyond this (per driver) are accepted and closed at once.
+    pub max_connections: usize,
+    /// Per-connection queued output above which reading pauses.
+    pub output_high: usize,
+    /// Queued output below which a paused connection reads again.
+    pub output_low: usize,
+    /// Close a connection that sent nothing for this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// First pause of the accept loop when out of descriptors or memory.
+    pub accept_backoff_min: Duration,
+    /// Longest pause of the accept loop.
+    pub accept_backoff_max: Duration,
+    /// How long shutdown waits for owed output before closing anyway.
+    pub shutdown_grace: Duration,
+    /// io_uring: provided buffers per ring (a power of two).
+    pub ring_buffers: u16,
+    /// io_uring: size of each provided buffer.
+    pub buffer_size: u32,
+    /// io_uring: submission queue entries.
+    pub ring_entries: u32,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            index: 0,
+            read_buffer: 64 * 1024,
+            read_budget: 256 * 1024,
+            max_connections: 100_000,
+            output_high: 1024 * 1024,
+            output_low: 256 * 1024,
+            idle_timeout: None,
+            accept_backoff_min: Duration::from_millis(10),
+            accept_backoff_max: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(5),
+            ring_buffers: 1024,
+            buffer_size: 16 * 1024,
+            ring_entries: 1024,
+        }
+    }
+}
+
+/// State shared by every thread of one server.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Set once to ask every driver to stop accepting, flush and exit.
+    pub shutdown: AtomicBool,
+}
+
+impl Shared {
+    /// True once shutdown was requested.
+    pub fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+}
+
+/// Accept-loop pause after running out of a resource: starts at `min`, doubles up to `max`,
+/// resets on the next successful accept.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// A backoff between `min` and `max`.
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff { min, max, next: min }
+    }
+
+    /// The pause to take now; the next one is twice as long (up to the maximum).
+    pub fn step(&mut self) -> Duration {
+        let now = self.next;
+        self.next = (self.next * 2).min(self.max);
+        now
+    }
+
+    /// Back to the shortest pause.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// Rate limit for log lines: at most one per `every`.
+#[derive(Debug)]
+pub struct LogLimit {
+    every: Duration,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    /// At most one line per `every`.
+    pub fn new(every: Duration) -> LogLimit {
+        LogLimit {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Returns `Some(n)` when a line may be printed now (`n` lines were suppressed since
+    /// the last one), `None` when it must be dropped.
+    pub fn allow(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < self.every => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_id_round_trips() {
+        let id = ConnId::new(7, 123_456, 99);
+        assert_eq!(id.driver(), 7);
+        assert_eq!(id.slot(), 123_456);
+        assert_eq!(id.generation(), 99);
+        assert_eq!(ConnId::from_raw(id.raw()), id);
+        let wrapped = ConnId::new(0, 1, ConnId::GENERATION_MASK + 1);
+        assert_eq!(wrapped.generation(), 0);
+        assert_ne!(ConnId::new(0, 1, 1), ConnId::new(0, 1, 2));
+        assert_ne!(ConnId::new(0, 1, 1), ConnId::new(1, 1, 1));
+    }
+
+    #[test]
+    fn backoff_doubles_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(10), Duration::from_millis(50));
+        assert_eq!(b.step(), Duration::from_millis(10));
+        assert_eq!(b.step(), Duration::from_millis(20));
+        assert_eq!(b.step(), Duration::from_millis(40));
+        assert_eq!(b.step(), Duration::from_millis(50));
+        assert_eq!(b.step(), Duration::from_millis(50));
+        b.reset();
+        assert_eq!(b.step(), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn log_limit_suppresses_within_period() {
+        let mut l = LogLimit::new(Duration::from_secs(3600));
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), None);
+        assert_eq!(l.allow(), None);
+        let mut l = LogLimit::new(Duration::ZERO);
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), Some(0));
+    }
+
+    #[test]
+    fn waker_notifies_only_a_sleeper() {
+        use std::sync::atomic::AtomicUsize;
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        let w = Waker::new(Box::new(move || {
+            h.fetch_add(1, Ordering::SeqCst);
+        }));
+        w.wake();
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        w.prepare_sleep();
+        w.wake();
+        w.wake();
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(w.wakeups(), 1);
+    }
+}

@@ -1,0 +1,78 @@
+//! Sockets: listeners for every I/O thread, options on accepted connections.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Listen backlog used for every listener.
+pub const BACKLOG: i32 = 4096;
+
+/// Create `count` listeners on `addr`, one per I/O thread.
+///
+/// On Linux each thread gets its own socket bound with `SO_REUSEPORT`, so the kernel spreads
+/// connections across threads. Elsewhere (where `SO_REUSEPORT` does not balance) every thread
+/// shares one socket through `try_clone`. Port 0 works: the port the first listener got is
+/// used for the others.
+///
+/// # Errors
+/// Fails when the address cannot be bound (in use, not local, no permission).
+pub fn listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
+    let count = count.max(1);
+    let first = bind(addr, cfg!(target_os = "linux") && count > 1)?;
+    let bound = first.local_addr()?;
+    let mut out = Vec::with_capacity(count);
+    out.push(first);
+    for _ in 1..count {
+        let l = if cfg!(target_os = "linux") {
+            bind(bound, true)?
+        } else {
+            out[0].try_clone()?
+        };
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Bind one non-blocking listener.
+///
+/// # Errors
+/// Fails when the socket cannot be created, bound or put in listening state.
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse_port;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Options every accepted connection gets: non-blocking (when `nonblocking`), no Nagle
+/// delay, and no SIGPIPE on Apple systems (`SO_NOSIGPIPE`). On Linux and the other Unixes
+/// `TcpStream::write` sends with `MSG_NOSIGNAL`, so a write to a closed peer is an `EPIPE`
+/// error, never a signal.
+///
+/// # Errors
+/// Fails when an option cannot be set (the peer may already be gone).
+pub fn prepare_stream(stream: &TcpStream, nonblocking: bool) -> io::Result<()> {
+    if nonblocking {
+        stream.set_nonblocking(true)?;
+    }
+    stream.set_nodelay(true)?;
+    #[cfg(any(
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "tvos",
+        target_os = "watchos",
+        target_os = "visionos"
+    ))]
+    socket2::SockRef::from(stream).set_nosigpipe(true)?;
+    Ok(())
+}
