@@ -1,1 +1,30 @@
+//! ringport: a TCP server engine. On Linux it reads and writes by completion through
+//! io_uring; everywhere else (and on Linux when io_uring is not allowed) it runs a portable
+//! readiness driver on `polling`. Both drivers feed one worker pool and decide what a failed
+//! call means with one errno classifier ([`fallback::errno`]).
+//!
+//! ```no_run
+//! use ringport::{Backend, Server, service::Echo};
+//!
+//! let mut builder = Server::builder();
+//! builder.listen("127.0.0.1:0".parse().unwrap()).backend(Backend::Auto).workers(2);
+//! let server = builder.build(Echo)?;
+//! println!("{}", server.banner());
+//! server.shutdown();
+//! let stats = server.wait()?;
+//! println!("{stats}");
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
+#![warn(missing_docs)]
+
+pub mod load;
+pub mod pool;
+pub mod server;
+pub mod service;
+#[cfg(target_os = "linux")]
+pub mod uring;
+
+pub use ringport_fallback as fallback;
+pub use server::{Backend, Server, ServerBuilder, ServerStats, ShutdownHandle};
+pub use service::{Flow, Output, Service};

@@ -1,1 +1,7 @@
-fn main(){}
+//! The `ringport` program: `ringport serve` and `ringport bench`.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -126,7 +126,8 @@ pub struct PollDriver {
 }
 
 impl PollDriver {
-    /// A driver that will accept from `listener` (already non-blocking and listening).
+    /// A driver that will accept from `listener`. `waker` gets this driver's notify
+    /// (`Poller::notify`); build the driver on the thread that will run it.
     ///
     /// # Errors
     /// Fails when the poller cannot be created or the listener cannot be registered.
@@ -135,12 +136,13 @@ impl PollDriver {
         cfg: DriverConfig,
         stats: Arc<Stats>,
         shared: Arc<Shared>,
+        waker: Arc<Waker>,
     ) -> io::Result<PollDriver> {
         let poller = Arc::new(Poller::new()?);
         listener.set_nonblocking(true)?;
         register(&poller, &listener, Event::readable(LISTENER))?;
         let notifier = poller.clone();
-        let waker = Waker::new(Box::new(move || {
+        waker.set_notify(Box::new(move || {
             // A failed notify means the poller is gone: the driver is exiting anyway.
             let _ = notifier.notify();
         }));
@@ -169,11 +171,6 @@ impl PollDriver {
         })
     }
 
-    /// The waker other threads use to interrupt this driver's wait.
-    pub fn waker(&self) -> Arc<Waker> {
-        self.waker.clone()
-    }
-
     /// The address the listener is bound to.
     ///
     /// # Errors
@@ -181,7 +178,10 @@ impl PollDriver {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match &self.listener {
             Some(l) => l.local_addr(),
-            None => Err(io::Error::new(io::ErrorKind::NotConnected, "listener closed")),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "listener closed",
+            )),
         }
     }
 
@@ -441,7 +441,11 @@ impl PollDriver {
         writable: bool,
         dispatch: &mut D,
     ) {
-        match self.slots.get_mut(slot as usize).and_then(|s| s.conn.as_mut()) {
+        match self
+            .slots
+            .get_mut(slot as usize)
+            .and_then(|s| s.conn.as_mut())
+        {
             Some(c) => c.armed = Interest::default(),
             None => return,
         }

@@ -182,7 +182,11 @@ pub mod unix {
         // Platform-independent meanings first.
         if code == EINTR {
             // close(2) must never be retried: on Linux the descriptor is gone already.
-            return if site == Site::Close { D::PeerGone } else { D::Retry };
+            return if site == Site::Close {
+                D::PeerGone
+            } else {
+                D::Retry
+            };
         }
         if code == EAGAIN || code == EWOULDBLOCK || code == EINPROGRESS {
             return D::WouldBlock;
@@ -382,9 +386,17 @@ pub mod windows {
             {
                 D::SkipPeer
             }
-            WSAECONNRESET | ERROR_NETNAME_DELETED | WSAECONNABORTED | WSAENETRESET
-            | WSAETIMEDOUT | WSAENOTCONN | WSAESHUTDOWN | WSAEHOSTUNREACH | WSAENETUNREACH
-            | WSAENETDOWN | ERROR_BROKEN_PIPE => D::PeerGone,
+            WSAECONNRESET
+            | ERROR_NETNAME_DELETED
+            | WSAECONNABORTED
+            | WSAENETRESET
+            | WSAETIMEDOUT
+            | WSAENOTCONN
+            | WSAESHUTDOWN
+            | WSAEHOSTUNREACH
+            | WSAENETUNREACH
+            | WSAENETDOWN
+            | ERROR_BROKEN_PIPE => D::PeerGone,
             WSAEMFILE | WSAENOBUFS | ERROR_NOT_ENOUGH_MEMORY => D::Exhausted,
             WSAEOPNOTSUPP | WSAEPROVIDERFAILEDINIT => D::Unsupported,
             WSAEACCES if site == Site::Accept => D::SkipPeer,
@@ -455,7 +467,11 @@ mod tests {
             (ECANCELED, D::Canceled),
         ];
         for (code, want) in accept {
-            assert_eq!(unix::classify(Site::Accept, code), want, "accept errno {code}");
+            assert_eq!(
+                unix::classify(Site::Accept, code),
+                want,
+                "accept errno {code}"
+            );
         }
         #[cfg(target_os = "linux")]
         assert_eq!(unix::classify(Site::Accept, ENONET), D::SkipPeer);
@@ -498,10 +514,18 @@ mod tests {
             (EFAULT, D::Fatal),
         ];
         for (code, want) in setup {
-            assert_eq!(unix::classify(Site::RingSetup, code), want, "setup errno {code}");
+            assert_eq!(
+                unix::classify(Site::RingSetup, code),
+                want,
+                "setup errno {code}"
+            );
         }
 
-        assert_eq!(unix::classify(Site::Close, EINTR), D::PeerGone, "never retry close");
+        assert_eq!(
+            unix::classify(Site::Close, EINTR),
+            D::PeerGone,
+            "never retry close"
+        );
         assert_eq!(unix::classify(Site::Close, EIO), D::PeerGone);
         assert_eq!(unix::classify(Site::Close, EBADF), D::Fatal);
         assert_eq!(unix::classify(Site::Timer, ETIME), D::Expired);
@@ -570,7 +594,11 @@ mod tests {
             (WSAENOTSOCK, D::Fatal),
         ];
         for (code, want) in accept {
-            assert_eq!(windows::classify(Site::Accept, code), want, "accept code {code}");
+            assert_eq!(
+                windows::classify(Site::Accept, code),
+                want,
+                "accept code {code}"
+            );
         }
         assert_eq!(windows::classify(Site::Close, WSAEINTR), D::PeerGone);
     }

@@ -18,7 +18,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::errno::Disposition;
@@ -125,19 +125,39 @@ pub trait Dispatch {
 /// interrupts the wait is made only when the driver really sleeps.
 pub struct Waker {
     sleeping: AtomicBool,
-    notify: Box<dyn Fn() + Send + Sync>,
+    notify: OnceLock<Box<dyn Fn() + Send + Sync>>,
     wakeups: AtomicU64,
 }
 
 impl Waker {
-    /// A waker whose `notify` interrupts the driver's wait (`Poller::notify`, an eventfd
-    /// write, ...).
-    pub fn new(notify: Box<dyn Fn() + Send + Sync>) -> Arc<Waker> {
+    /// A waker with no way to notify yet: the driver installs one with
+    /// [`Waker::set_notify`] once it has built its poller or ring (on its own thread).
+    /// Until then [`Waker::wake`] does nothing, which is right: the driver is not asleep.
+    pub fn new() -> Arc<Waker> {
         Arc::new(Waker {
             sleeping: AtomicBool::new(false),
-            notify,
+            notify: OnceLock::new(),
             wakeups: AtomicU64::new(0),
         })
+    }
+
+    /// A waker whose `notify` interrupts the driver's wait (`Poller::notify`, an eventfd
+    /// write, ...).
+    pub fn with_notify(notify: Box<dyn Fn() + Send + Sync>) -> Arc<Waker> {
+        let w = Waker::new();
+        w.set_notify(notify);
+        w
+    }
+
+    /// Install the call that interrupts the driver's wait. Only the first call counts.
+    pub fn set_notify(&self, notify: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.notify.set(notify);
+    }
+
+    fn notify(&self) {
+        if let Some(n) = self.notify.get() {
+            n();
+        }
     }
 
     /// Called by the driver before it checks for work one last time and blocks.
@@ -154,14 +174,14 @@ impl Waker {
     pub fn wake(&self) {
         if self.sleeping.load(Ordering::SeqCst) && self.sleeping.swap(false, Ordering::SeqCst) {
             self.wakeups.fetch_add(1, Ordering::Relaxed);
-            (self.notify)();
+            self.notify();
         }
     }
 
     /// Interrupt the wait whether or not the driver looks asleep (shutdown).
     pub fn force_wake(&self) {
         self.wakeups.fetch_add(1, Ordering::Relaxed);
-        (self.notify)();
+        self.notify();
     }
 
     /// How many times the wait was interrupted.
@@ -298,7 +318,11 @@ pub struct Backoff {
 impl Backoff {
     /// A backoff between `min` and `max`.
     pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff { min, max, next: min }
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
     }
 
     /// The pause to take now; the next one is twice as long (up to the maximum).
@@ -394,7 +418,7 @@ mod tests {
         use std::sync::atomic::AtomicUsize;
         let hits = Arc::new(AtomicUsize::new(0));
         let h = hits.clone();
-        let w = Waker::new(Box::new(move || {
+        let w = Waker::with_notify(Box::new(move || {
             h.fetch_add(1, Ordering::SeqCst);
         }));
         w.wake();

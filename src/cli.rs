@@ -1,0 +1,196 @@
+//! Command line: `ringport serve`, `ringport bench`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ringport::load::BenchArgs;
+use ringport::service::Echo;
+use ringport::{Backend, Server};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringport",
+    version,
+    about = "A TCP server engine: io_uring completions on Linux, a portable readiness driver everywhere else",
+    after_help = "Examples:\n  ringport serve                                  echo on 127.0.0.1:7000\n  ringport serve --listen 0.0.0.0:9000 --backend poll\n  ringport bench --addr 127.0.0.1:7000 --connections 50 --duration 10"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Serve a protocol until SIGINT or SIGTERM.
+    #[command(
+        after_help = "Examples:\n  ringport serve\n  ringport serve --listen 127.0.0.1:0 --workers 0\n  RINGPORT_BACKEND=poll ringport serve --io-threads 2\n  ringport serve --max-connections 1000 --idle-timeout 30s --output-limit 1MiB"
+    )]
+    Serve(ServeArgs),
+    /// Load an echo server and report throughput and latency.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the banner says which).
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    listen: SocketAddr,
+    /// The protocol to serve.
+    #[arg(long, default_value = "echo", value_parser = ["echo"])]
+    service: String,
+    /// I/O driver: auto (io_uring where allowed, else poll), uring, or poll.
+    #[arg(long, env = "RINGPORT_BACKEND", default_value = "auto")]
+    backend: Backend,
+    /// I/O threads, each with its own listener and ring or poller.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=255))]
+    io_threads: u16,
+    /// Worker threads running the service (default: one per core); 0 runs it inline on
+    /// the I/O threads.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Connections open at once; more are accepted and closed at once.
+    #[arg(long, default_value_t = 100_000)]
+    max_connections: usize,
+    /// Close a connection that sends nothing for this long (e.g. 30s, 500ms; 0: never).
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Queued output per connection above which reading from it pauses (e.g. 1MiB).
+    #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
+    output_limit: usize,
+    /// How long shutdown waits for owed output before closing anyway.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+    /// io_uring: provided receive buffers per I/O thread (a power of two).
+    #[arg(long, default_value_t = 1024)]
+    ring_buffers: u16,
+    /// io_uring: size of each provided receive buffer (e.g. 16KiB).
+    #[arg(long, default_value = "16KiB", value_parser = parse_bytes)]
+    buffer_size: usize,
+}
+
+/// Parse `500ms`, `2s`, `1m`; a bare `0` means zero.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("'{s}' is not a duration like 500ms or 2s: {e}"))
+}
+
+/// Parse `4096`, `64KiB`, `1MiB`, `1G` (K/M/G are powers of 1024).
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size like 4096, 64KiB or 1MiB"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "'{s}': unknown unit '{unit}' (use B, KiB, MiB or GiB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Commands::Serve(args) => serve(args),
+        Commands::Bench(args) => ringport::load::main(&args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let mut builder = Server::builder();
+    builder
+        .listen(args.listen)
+        .backend(args.backend)
+        .io_threads(usize::from(args.io_threads))
+        .max_connections(args.max_connections)
+        .idle_timeout(Some(args.idle_timeout))
+        .output_limit(args.output_limit)
+        .shutdown_grace(args.shutdown_grace)
+        .ring_buffers(args.ring_buffers)
+        .buffer_size(u32::try_from(args.buffer_size).unwrap_or(u32::MAX));
+    if let Some(w) = args.workers {
+        builder.workers(w);
+    }
+    let server = match args.service.as_str() {
+        "echo" => builder.build(Echo),
+        other => {
+            eprintln!("ringport: unknown service '{other}'");
+            return ExitCode::from(2);
+        }
+    };
+    let server = match server {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringport: cannot serve on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(reason) = server.fallback_reason() {
+        eprintln!("ringport: {reason}; using the poll backend");
+    }
+    println!("{}, service {}", server.banner(), args.service);
+    let handle = server.shutdown_handle();
+    let signals = AtomicUsize::new(0);
+    let installed = ctrlc::set_handler(move || {
+        if signals.fetch_add(1, Ordering::SeqCst) == 0 {
+            eprintln!("ringport: shutting down (again to exit at once)");
+            handle.shutdown();
+        } else {
+            std::process::exit(130);
+        }
+    });
+    if let Err(e) = installed {
+        eprintln!("ringport: cannot install the signal handler: {e}");
+        return ExitCode::FAILURE;
+    }
+    match server.wait() {
+        Ok(stats) => {
+            eprintln!("ringport: stopped; {stats}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringport: stopped with an error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("64KiB"), Ok(65536));
+        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
+        assert!(parse_bytes("1XB").unwrap_err().contains("unknown unit"));
+        assert!(parse_bytes("lots").is_err());
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

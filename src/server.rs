@@ -1,0 +1,621 @@
+//! Bind, choose the backend, start the threads, shut down.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ringport_fallback::errno::{classify, Disposition, Site};
+use ringport_fallback::event::{DriverConfig, Shared, Stats, Waker};
+use ringport_fallback::{net, Dispatch, PollDriver};
+
+use crate::pool::{Inline, Pool};
+use crate::service::Service;
+
+/// Which I/O driver a server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Backend {
+    /// io_uring where the kernel allows it, else the readiness driver.
+    #[default]
+    Auto,
+    /// The io_uring completion driver (Linux); an error if it cannot start.
+    Uring,
+    /// The portable readiness driver on `polling`.
+    Poll,
+}
+
+impl Backend {
+    /// The name used on the command line and in the banner.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Uring => "uring",
+            Backend::Poll => "poll",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Backend::Auto),
+            "uring" | "io_uring" | "io-uring" => Ok(Backend::Uring),
+            "poll" | "polling" | "readiness" => Ok(Backend::Poll),
+            other => Err(format!(
+                "unknown backend '{other}' (expected auto, uring or poll)"
+            )),
+        }
+    }
+}
+
+/// Configures and starts a [`Server`].
+#[derive(Debug, Clone)]
+pub struct ServerBuilder {
+    listen: SocketAddr,
+    backend: Backend,
+    io_threads: usize,
+    workers: usize,
+    driver: DriverConfig,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ServerBuilder {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            backend: Backend::Auto,
+            io_threads: 1,
+            workers: cores,
+            driver: DriverConfig::default(),
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// Defaults: 127.0.0.1:7000, backend auto, one I/O thread, one worker per core.
+    pub fn new() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// Address to listen on (port 0 picks a free port).
+    pub fn listen(&mut self, addr: SocketAddr) -> &mut Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Which driver to run.
+    pub fn backend(&mut self, backend: Backend) -> &mut Self {
+        self.backend = backend;
+        self
+    }
+
+    /// I/O threads (each with its own listener, ring or poller). At least 1, at most 255.
+    pub fn io_threads(&mut self, n: usize) -> &mut Self {
+        self.io_threads = n.clamp(1, 255);
+        self
+    }
+
+    /// Worker threads running the service; 0 runs it inline on the I/O threads.
+    pub fn workers(&mut self, n: usize) -> &mut Self {
+        self.workers = n;
+        self
+    }
+
+    /// Connections admitted at once (across all I/O threads); more are accepted and
+    /// closed at once.
+    pub fn max_connections(&mut self, n: usize) -> &mut Self {
+        self.driver.max_connections = n.max(1);
+        self
+    }
+
+    /// Queued output per connection above which reading from it pauses (it resumes below
+    /// a quarter of that).
+    pub fn output_limit(&mut self, bytes: usize) -> &mut Self {
+        self.driver.output_high = bytes.max(1);
+        self.driver.output_low = bytes / 4;
+        self
+    }
+
+    /// Close connections that sent nothing for this long (`None` or zero: never).
+    pub fn idle_timeout(&mut self, t: Option<Duration>) -> &mut Self {
+        self.driver.idle_timeout = t.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// How long shutdown waits for owed output before closing anyway.
+    pub fn shutdown_grace(&mut self, t: Duration) -> &mut Self {
+        self.driver.shutdown_grace = t;
+        self
+    }
+
+    /// io_uring: provided buffers per ring (rounded up to a power of two).
+    pub fn ring_buffers(&mut self, n: u16) -> &mut Self {
+        self.driver.ring_buffers = n.max(1).checked_next_power_of_two().unwrap_or(1 << 15);
+        self
+    }
+
+    /// io_uring: size of each provided buffer.
+    pub fn buffer_size(&mut self, bytes: u32) -> &mut Self {
+        self.driver.buffer_size = bytes.max(64);
+        self
+    }
+
+    /// The driver settings as they stand.
+    pub fn driver_config(&self) -> &DriverConfig {
+        &self.driver
+    }
+
+    /// Bind, pick the backend, start the I/O threads and the workers.
+    ///
+    /// # Errors
+    /// Fails when the address cannot be bound, when `Backend::Uring` was asked for and
+    /// io_uring cannot start (the error names the reason), or when threads cannot start.
+    pub fn build<S: Service>(&self, service: S) -> io::Result<Server> {
+        let io_threads = self.io_threads.clamp(1, 255);
+        let listeners = net::listeners(self.listen, io_threads)?;
+        let local_addr = listeners[0].local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let mut cfg = self.driver.clone();
+        // The cap is for the whole server; each driver holds its share.
+        cfg.max_connections = self.driver.max_connections.div_ceil(io_threads).max(1);
+
+        let (backend, fallback_reason) = choose_backend(self.backend, &cfg)?;
+        let wakers: Vec<Arc<Waker>> = (0..io_threads).map(|_| Waker::new()).collect();
+        let stats: Vec<Arc<Stats>> = (0..io_threads)
+            .map(|_| Arc::new(Stats::default()))
+            .collect();
+        let service = Arc::new(service);
+
+        let mut starting = Vec::with_capacity(io_threads);
+        let pool = if self.workers == 0 {
+            for (i, l) in listeners.into_iter().enumerate() {
+                let dispatch = Inline::new(service.clone());
+                let parts = DriverParts::new(i, backend, l, &cfg, &stats, &shared, &wakers);
+                starting.push(spawn_driver(parts, dispatch)?);
+            }
+            None
+        } else {
+            let (pool, links) = Pool::start(service, self.workers, &wakers)?;
+            for (i, (l, link)) in listeners.into_iter().zip(links).enumerate() {
+                let parts = DriverParts::new(i, backend, l, &cfg, &stats, &shared, &wakers);
+                starting.push(spawn_driver(parts, link)?);
+            }
+            Some(pool)
+        };
+        let mut threads = Vec::with_capacity(starting.len());
+        let mut failure = None;
+        for (handle, ready) in starting {
+            match ready.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = failure.or(Some(e)),
+                Err(_) => {
+                    failure = failure.or(Some(io::Error::other("an I/O thread died at start")))
+                }
+            }
+            threads.push(handle);
+        }
+        let server = Server {
+            local_addr,
+            backend,
+            fallback_reason,
+            io_threads,
+            workers: self.workers,
+            shared,
+            wakers,
+            stats,
+            threads,
+            pool,
+        };
+        match failure {
+            // Dropping the server stops the threads that did start.
+            Some(e) => Err(e),
+            None => Ok(server),
+        }
+    }
+}
+
+/// The two drivers, dispatched by enum.
+enum Driver {
+    Poll(PollDriver),
+    #[cfg(target_os = "linux")]
+    Uring(crate::uring::UringDriver),
+}
+
+impl Driver {
+    fn run<D: Dispatch>(self, dispatch: &mut D) -> io::Result<()> {
+        match self {
+            Driver::Poll(d) => d.run(dispatch),
+            #[cfg(target_os = "linux")]
+            Driver::Uring(d) => d.run(dispatch),
+        }
+    }
+}
+
+/// Decide the backend before any thread starts. `auto` builds a real ring with the real
+/// flags and falls back to poll when setup is classified `Unsupported`.
+fn choose_backend(wanted: Backend, cfg: &DriverConfig) -> io::Result<(Backend, Option<String>)> {
+    match wanted {
+        Backend::Poll => Ok((Backend::Poll, None)),
+        Backend::Uring | Backend::Auto => match probe_uring(cfg) {
+            Ok(()) => Ok((Backend::Uring, None)),
+            Err(e) => {
+                let reason = uring_unavailable_reason(&e);
+                if wanted == Backend::Auto
+                    && classify(Site::RingSetup, &e) == Disposition::Unsupported
+                {
+                    Ok((Backend::Poll, Some(reason)))
+                } else {
+                    Err(io::Error::new(e.kind(), reason))
+                }
+            }
+        },
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn probe_uring(cfg: &DriverConfig) -> io::Result<()> {
+    crate::uring::UringDriver::probe(cfg)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn probe_uring(_cfg: &DriverConfig) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "io_uring exists only on Linux",
+    ))
+}
+
+/// What one I/O thread needs to build its driver.
+struct DriverParts {
+    backend: Backend,
+    listener: TcpListener,
+    cfg: DriverConfig,
+    stats: Arc<Stats>,
+    shared: Arc<Shared>,
+    waker: Arc<Waker>,
+}
+
+impl DriverParts {
+    fn new(
+        index: usize,
+        backend: Backend,
+        listener: TcpListener,
+        cfg: &DriverConfig,
+        stats: &[Arc<Stats>],
+        shared: &Arc<Shared>,
+        wakers: &[Arc<Waker>],
+    ) -> DriverParts {
+        DriverParts {
+            backend,
+            listener,
+            cfg: DriverConfig {
+                index,
+                ..cfg.clone()
+            },
+            stats: stats[index].clone(),
+            shared: shared.clone(),
+            waker: wakers[index].clone(),
+        }
+    }
+
+    fn build(self) -> io::Result<Driver> {
+        let DriverParts {
+            backend,
+            listener,
+            cfg,
+            stats,
+            shared,
+            waker,
+        } = self;
+        match backend {
+            #[cfg(target_os = "linux")]
+            Backend::Uring => crate::uring::UringDriver::new(listener, cfg, stats, shared, waker)
+                .map(Driver::Uring)
+                .map_err(|e| io::Error::new(e.kind(), uring_unavailable_reason(&e))),
+            _ => PollDriver::new(listener, cfg, stats, shared, waker).map(Driver::Poll),
+        }
+    }
+}
+
+type Starting = (
+    JoinHandle<io::Result<()>>,
+    crossbeam_channel::Receiver<io::Result<()>>,
+);
+
+/// Start an I/O thread. The driver is built on that thread (an io_uring ring set up with
+/// SINGLE_ISSUER must be driven by the thread that created it); whether that worked comes
+/// back on the returned channel.
+fn spawn_driver<D: Dispatch + Send + 'static>(
+    parts: DriverParts,
+    mut dispatch: D,
+) -> io::Result<Starting> {
+    let index = parts.cfg.index;
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+    let handle = std::thread::Builder::new()
+        .name(format!("ringport-io-{index}"))
+        .spawn(move || match parts.build() {
+            Ok(driver) => {
+                let _ = ready_tx.send(Ok(()));
+                driver.run(&mut dispatch)
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                Ok(())
+            }
+        })?;
+    Ok((handle, ready_rx))
+}
+
+/// One line saying why io_uring cannot run and what to do about it.
+fn uring_unavailable_reason(e: &io::Error) -> String {
+    let hint = match classify(Site::RingSetup, e) {
+        Disposition::Unsupported => match e.raw_os_error() {
+            Some(code) if code == libc_code("EPERM") || code == libc_code("EACCES") => {
+                "io_uring is forbidden here (seccomp filter such as Docker's default profile, \
+                 or sysctl kernel.io_uring_disabled); allow io_uring_setup or use --backend poll"
+            }
+            Some(code) if code == libc_code("ENOMEM") => {
+                "not enough locked memory for the ring; raise RLIMIT_MEMLOCK (ulimit -l) or \
+                 use fewer --ring-buffers"
+            }
+            Some(code) if code == libc_code("ENOSYS") => {
+                "this kernel has no io_uring (Linux 5.19 or newer is needed)"
+            }
+            _ => "this kernel lacks an io_uring feature ringport needs (Linux 6.0 or newer)",
+        },
+        _ => "io_uring setup failed",
+    };
+    format!("io_uring unavailable: {e}: {hint}")
+}
+
+/// errno numbers for the message above, without comparing errnos outside the classifier's
+/// crate on non-Unix systems.
+fn libc_code(name: &str) -> i32 {
+    #[cfg(unix)]
+    {
+        match name {
+            "EPERM" => libc::EPERM,
+            "EACCES" => libc::EACCES,
+            "ENOMEM" => libc::ENOMEM,
+            "ENOSYS" => libc::ENOSYS,
+            _ => -1,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = name;
+        -1
+    }
+}
+
+/// A running server.
+pub struct Server {
+    local_addr: SocketAddr,
+    backend: Backend,
+    fallback_reason: Option<String>,
+    io_threads: usize,
+    workers: usize,
+    shared: Arc<Shared>,
+    wakers: Vec<Arc<Waker>>,
+    stats: Vec<Arc<Stats>>,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+    pool: Option<Pool>,
+}
+
+impl Server {
+    /// Start building a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::new()
+    }
+
+    /// The address the server listens on (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The backend that runs (`Uring` or `Poll`, never `Auto`).
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Why `auto` fell back to the readiness driver, if it did.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
+    }
+
+    /// The one-line banner printed at start.
+    pub fn banner(&self) -> String {
+        format!(
+            "ringport: listening on {}, backend {}, io-threads {}, workers {}",
+            self.local_addr,
+            self.backend,
+            self.io_threads,
+            if self.workers == 0 {
+                "0 (inline)".to_string()
+            } else {
+                self.workers.to_string()
+            }
+        )
+    }
+
+    /// A handle that can stop the server from another thread (or a signal handler thread).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            shared: self.shared.clone(),
+            wakers: self.wakers.clone(),
+        }
+    }
+
+    /// Counters summed over every I/O thread.
+    pub fn stats(&self) -> ServerStats {
+        ServerStats::collect(self.backend, &self.stats)
+    }
+
+    /// Ask the server to stop: stop accepting, flush what is owed, close.
+    pub fn shutdown(&self) {
+        self.shutdown_handle().shutdown();
+    }
+
+    /// Wait until every thread has exited (after [`Server::shutdown`]).
+    ///
+    /// # Errors
+    /// The first error an I/O thread exited with.
+    pub fn wait(mut self) -> io::Result<ServerStats> {
+        let mut result = Ok(());
+        for t in self.threads.drain(..) {
+            let r = t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("an I/O thread panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        if let Some(pool) = self.pool.take() {
+            pool.join();
+        }
+        result.map(|()| self.stats())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.shutdown();
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
+            if let Some(pool) = self.pool.take() {
+                pool.join();
+            }
+        }
+    }
+}
+
+/// Stops a server from another thread.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    shared: Arc<Shared>,
+    wakers: Vec<Arc<Waker>>,
+}
+
+impl ShutdownHandle {
+    /// Stop accepting, flush what is owed, close every connection, let the threads exit.
+    pub fn shutdown(&self) {
+        self.shared
+            .shutdown
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for w in &self.wakers {
+            w.force_wake();
+        }
+    }
+}
+
+/// A snapshot of a server's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// `"uring"` or `"poll"`.
+    pub backend: &'static str,
+    /// Connections admitted.
+    pub accepted: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Connections closed.
+    pub closed: u64,
+    /// Connections refused by the connection cap.
+    pub refused: u64,
+    /// Connections closed by the idle timeout.
+    pub timed_out: u64,
+    /// Bytes read.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+    /// Accept pauses after resource exhaustion.
+    pub accept_pauses: u64,
+    /// io_uring buffer-ring exhaustion (ENOBUFS) events.
+    pub enobufs: u64,
+    /// Read pauses (output over the limit, or worker behind).
+    pub read_pauses: u64,
+    /// Failed calls by disposition name (only non-zero ones).
+    pub errors: Vec<(&'static str, u64)>,
+}
+
+impl ServerStats {
+    fn collect(backend: Backend, all: &[Arc<Stats>]) -> ServerStats {
+        let sum = |f: fn(&Stats) -> &std::sync::atomic::AtomicU64| -> u64 {
+            all.iter().map(|s| Stats::get(f(s))).sum()
+        };
+        let accepted = sum(|s| &s.accepted);
+        let closed = sum(|s| &s.closed);
+        let errors = Disposition::ALL
+            .iter()
+            .map(|d| {
+                let n: u64 = all.iter().map(|s| Stats::get(&s.errors[d.index()])).sum();
+                (d.name(), n)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        ServerStats {
+            backend: backend.name(),
+            accepted,
+            open: accepted.saturating_sub(closed),
+            closed,
+            refused: sum(|s| &s.refused),
+            timed_out: sum(|s| &s.timed_out),
+            bytes_in: sum(|s| &s.bytes_in),
+            bytes_out: sum(|s| &s.bytes_out),
+            accept_pauses: sum(|s| &s.accept_pauses),
+            enobufs: sum(|s| &s.enobufs),
+            read_pauses: sum(|s| &s.read_pauses),
+            errors,
+        }
+    }
+
+    /// The error count for a disposition.
+    pub fn errors_of(&self, d: Disposition) -> u64 {
+        self.errors
+            .iter()
+            .find(|(n, _)| *n == d.name())
+            .map_or(0, |(_, c)| *c)
+    }
+}
+
+impl fmt::Display for ServerStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "backend {} accepted {} open {} closed {} refused {} timed_out {} bytes_in {} \
+             bytes_out {} accept_pauses {} enobufs {} read_pauses {}",
+            self.backend,
+            self.accepted,
+            self.open,
+            self.closed,
+            self.refused,
+            self.timed_out,
+            self.bytes_in,
+            self.bytes_out,
+            self.accept_pauses,
+            self.enobufs,
+            self.read_pauses
+        )?;
+        if self.errors.is_empty() {
+            write!(f, " errors none")
+        } else {
+            write!(f, " errors")?;
+            for (name, n) in &self.errors {
+                write!(f, " {name}={n}")?;
+            }
+            Ok(())
+        }
+    }
+}
