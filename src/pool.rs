@@ -380,6 +380,8 @@ pub struct PoolLink {
     from_workers: Receiver<Box<Exchange>>,
     pending: Vec<Option<Box<Exchange>>>,
     outstanding: Vec<usize>,
+    /// Boxed: exchanges travel through channels and come back; moving a pointer is cheap.
+    #[allow(clippy::vec_box)]
     free: Vec<Box<Exchange>>,
 }
 
@@ -540,7 +542,8 @@ mod tests {
             n.fetch_add(1, Ordering::SeqCst);
         }));
         let service = Arc::new(Counting(AtomicUsize::new(0)));
-        let (pool, mut links) = Pool::start(service.clone(), 3, &[waker.clone()]).unwrap();
+        let (pool, mut links) =
+            Pool::start(service.clone(), 3, std::slice::from_ref(&waker)).unwrap();
         let mut link = links.pop().unwrap();
         let conns: Vec<ConnId> = (0..10).map(|s| ConnId::new(0, s, 7)).collect();
         for &c in &conns {

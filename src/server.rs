@@ -225,7 +225,8 @@ impl ServerBuilder {
     }
 }
 
-/// The two drivers, dispatched by enum.
+/// The two drivers, dispatched by enum. Built once per thread, so size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Driver {
     Poll(PollDriver),
     #[cfg(target_os = "linux")]

@@ -312,11 +312,10 @@ pub mod unix {
     }
 }
 
-/// The Windows table, on plain WSA / Win32 numbers. Compiled and tested everywhere,
-/// consulted only on Windows.
+/// The Windows table, on plain WSA / Win32 numbers as `WSAGetLastError` reports them.
+/// Compiled and tested everywhere, consulted only on Windows.
 #[cfg_attr(not(windows), allow(dead_code))]
 pub mod windows {
-    //! Codes as `GetLastError` / `WSAGetLastError` report them.
     use super::{Disposition, Site};
 
     #[allow(missing_docs)]
