@@ -26,5 +26,5 @@ pub mod service;
 pub mod uring;
 
 pub use ringport_fallback as fallback;
-pub use server::{Backend, Server, ServerBuilder, ServerStats, ShutdownHandle};
+pub use server::{available_backends, Backend, Server, ServerBuilder, ServerStats, ShutdownHandle};
 pub use service::{Flow, Output, Service};

@@ -264,6 +264,17 @@ fn choose_backend(wanted: Backend, cfg: &DriverConfig) -> io::Result<(Backend, O
     }
 }
 
+/// The backends that can run on this machine, strongest first: `Uring` when io_uring
+/// starts here with the default settings, and always `Poll`.
+pub fn available_backends() -> Vec<Backend> {
+    let mut out = Vec::with_capacity(2);
+    if probe_uring(&DriverConfig::default()).is_ok() {
+        out.push(Backend::Uring);
+    }
+    out.push(Backend::Poll);
+    out
+}
+
 #[cfg(target_os = "linux")]
 fn probe_uring(cfg: &DriverConfig) -> io::Result<()> {
     crate::uring::UringDriver::probe(cfg)

@@ -1,0 +1,224 @@
+//! Helpers shared by the integration tests: servers on every backend, clients, processes.
+
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ringport::service::Echo;
+use ringport::{Backend, Server, ServerBuilder};
+
+/// Generous deadline for anything a test waits on: CI machines are small and busy.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Generate one `#[test]` per backend and mode for each listed case:
+/// `uring_pool_NAME`, `uring_inline_NAME`, `poll_pool_NAME`, `poll_inline_NAME`.
+/// Each case is a `fn NAME(setup: Setup)`. A backend this machine cannot run is reported
+/// and skipped.
+#[macro_export]
+macro_rules! every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod uring_pool { $( #[test] fn $name() { $crate::common::run(ringport::Backend::Uring, 2, super::$name) } )* }
+        mod uring_inline { $( #[test] fn $name() { $crate::common::run(ringport::Backend::Uring, 0, super::$name) } )* }
+        mod poll_pool { $( #[test] fn $name() { $crate::common::run(ringport::Backend::Poll, 2, super::$name) } )* }
+        mod poll_inline { $( #[test] fn $name() { $crate::common::run(ringport::Backend::Poll, 0, super::$name) } )* }
+    };
+}
+
+/// Backend and worker count of one generated test.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    pub backend: Backend,
+    pub workers: usize,
+}
+
+impl Setup {
+    /// A builder on 127.0.0.1:0 with this backend and worker count.
+    pub fn builder(&self) -> ServerBuilder {
+        let mut b = Server::builder();
+        b.listen("127.0.0.1:0".parse().unwrap())
+            .backend(self.backend)
+            .workers(self.workers);
+        b
+    }
+
+    /// An echo server with the defaults.
+    pub fn echo(&self) -> Server {
+        self.builder().build(Echo).expect("echo server starts")
+    }
+
+    /// The `--backend` value for the binary.
+    pub fn backend_arg(&self) -> &'static str {
+        self.backend.name()
+    }
+}
+
+/// True when `backend` runs on this machine.
+pub fn available(backend: Backend) -> bool {
+    ringport::available_backends().contains(&backend)
+}
+
+/// Run `case` on `backend` with `workers`, or say why it is skipped.
+pub fn run(backend: Backend, workers: usize, case: fn(Setup)) {
+    if !available(backend) {
+        eprintln!("skipped: backend {backend} is not available on this machine");
+        return;
+    }
+    case(Setup { backend, workers });
+}
+
+/// Wait until `cond` holds, panicking with `what` after [`DEADLINE`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// A small deterministic generator for payloads and chunk sizes.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(n + 8);
+        while v.len() < n {
+            v.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        v.truncate(n);
+        v
+    }
+}
+
+/// Connect with a read timeout so a broken server fails the test instead of hanging it.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.set_write_timeout(Some(DEADLINE)).unwrap();
+    s
+}
+
+/// Send `payload` in random chunks from one thread while reading the echo on this one;
+/// returns what came back before EOF (when `half_close`) or exactly `payload.len()` bytes.
+pub fn echo_exchange(addr: SocketAddr, payload: &[u8], seed: u64, half_close: bool) -> Vec<u8> {
+    let stream = connect(addr);
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = stream;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut rng = Rng::new(seed);
+            let mut off = 0;
+            while off < payload.len() {
+                let n = rng.range(1, 64 * 1024).min(payload.len() - off);
+                writer.write_all(&payload[off..off + n]).unwrap();
+                off += n;
+            }
+            if half_close {
+                writer.shutdown(std::net::Shutdown::Write).unwrap();
+            }
+        });
+        let mut got = Vec::with_capacity(payload.len());
+        if half_close {
+            reader.read_to_end(&mut got).expect("read echo until EOF");
+        } else {
+            got.resize(payload.len(), 0);
+            reader.read_exact(&mut got).expect("read echo");
+        }
+        got
+    })
+}
+
+/// Count this process's open descriptors.
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// A child process killed (and reaped) when dropped.
+pub struct ChildGuard {
+    pub child: Child,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `ringport serve` process on port 0, with its banner parsed.
+pub struct ServeProcess {
+    pub guard: ChildGuard,
+    pub addr: SocketAddr,
+    pub banner: String,
+    pub stderr: Option<ChildStderr>,
+}
+
+/// Start `ringport serve --listen 127.0.0.1:0 ARGS...` and wait for its banner.
+pub fn serve_process(args: &[&str]) -> io::Result<ServeProcess> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringport"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take();
+    let guard = ChildGuard { child };
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|a| a.trim().parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no banner, got {line:?}")))?;
+    Ok(ServeProcess {
+        guard,
+        addr,
+        banner: line,
+        stderr,
+    })
+}
+
+/// Send SIGTERM to a child.
+pub fn sigterm(child: &Child) {
+    // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill failed");
+}
+
+/// Wait for a child to exit, with the deadline.
+pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(start.elapsed() < DEADLINE, "process did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
