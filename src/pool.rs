@@ -25,7 +25,7 @@ use crate::service::{Flow, Output, Service};
 /// Exchanges a driver may have out per worker at once.
 pub const CREDITS: usize = 4;
 /// Pending bytes for one worker above which its connections stop being read.
-pub const PENDING_HIGH: usize = 1024 * 1024;
+pub const PENDING_HIGH: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EventKind {
@@ -447,10 +447,11 @@ impl Dispatch for PoolLink {
             self.outstanding[ex.worker] -= 1;
             ex.cmds.apply(apply);
             ex.cmds.clear();
-            if ex.cmds.bytes.capacity() > 4 * PENDING_HIGH {
+            // A burst may have grown the buffers; do not keep that memory around.
+            if ex.cmds.bytes.capacity() > 2 * PENDING_HIGH {
                 ex.cmds.bytes = Vec::new();
             }
-            if ex.events.bytes.capacity() > 4 * PENDING_HIGH {
+            if ex.events.bytes.capacity() > 2 * PENDING_HIGH {
                 ex.events.bytes = Vec::new();
             }
             self.free.push(ex);

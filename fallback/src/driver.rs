@@ -40,6 +40,8 @@ use crate::net::prepare_stream;
 
 /// Poller key of the listener (connections use their slot number).
 const LISTENER: usize = usize::MAX - 1;
+/// Output buffer capacity a connection keeps once its queue is empty.
+const KEEP_OUTPUT_CAPACITY: usize = 64 * 1024;
 /// Most connections accepted per listener wake before other work gets a turn.
 pub const ACCEPT_BATCH: usize = 256;
 
@@ -498,8 +500,12 @@ impl PollDriver {
                     Stats::add(&self.stats.bytes_in, n as u64);
                     dispatch.data(c.id, &self.read_buf[..n]);
                     total += n;
-                    if total >= self.cfg.read_budget || c.out_paused {
-                        // Fairness: the re-arm at the end of the turn brings us back.
+                    if total >= self.cfg.read_budget
+                        || c.queued() + total >= self.cfg.output_high
+                    {
+                        // Fairness: the re-arm at the end of the turn brings us back. A
+                        // connection whose answers are piling up reads no further ahead than
+                        // its output limit.
                         return true;
                     }
                 }
@@ -549,6 +555,10 @@ impl PollDriver {
         if c.queued() == 0 {
             c.out.clear();
             c.out_pos = 0;
+            if c.out.capacity() > KEEP_OUTPUT_CAPACITY {
+                // A burst is over: give its memory back instead of holding it per connection.
+                c.out = Vec::new();
+            }
             if c.closing {
                 self.to_close.push((slot, CloseWhy::Done));
                 return false;

@@ -177,7 +177,21 @@ pub struct ServeProcess {
 
 /// Start `ringport serve --listen 127.0.0.1:0 ARGS...` and wait for its banner.
 pub fn serve_process(args: &[&str]) -> io::Result<ServeProcess> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringport"))
+    serve_process_under(&[], args)
+}
+
+/// Like [`serve_process`], run through `wrapper` (e.g. `["prlimit", "--nofile=64:64"]`).
+pub fn serve_process_under(wrapper: &[&str], args: &[&str]) -> io::Result<ServeProcess> {
+    let bin = env!("CARGO_BIN_EXE_ringport");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let mut child = cmd
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
@@ -220,5 +234,51 @@ pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
         }
         assert!(start.elapsed() < DEADLINE, "process did not exit");
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// CPU time (user + system) a process has used, in clock ticks, from /proc/PID/stat.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
+pub fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+/// Resident memory of a process in bytes, from /proc/PID/status.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Echo `msg` on a fresh connection; `Err` if the server does not answer correctly.
+pub fn try_echo(addr: SocketAddr, msg: &[u8]) -> io::Result<()> {
+    let mut c = TcpStream::connect(addr)?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    c.write_all(msg)?;
+    let mut buf = vec![0; msg.len()];
+    c.read_exact(&mut buf)?;
+    if buf == msg {
+        Ok(())
+    } else {
+        Err(io::Error::other("echo differs"))
     }
 }

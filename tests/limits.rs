@@ -1,0 +1,286 @@
+//! Protections: connection cap, idle timeout, output limit, descriptor exhaustion, resets.
+//! Every case runs on every backend this machine has.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{
+    available, connect, cpu_ticks, echo_exchange, rss_bytes, serve_process, serve_process_under,
+    ticks_per_second, try_echo, wait_until, Rng, Setup,
+};
+use ringport::service::Echo;
+use ringport::Backend;
+
+every_backend!(
+    connection_cap_holds,
+    idle_client_is_closed_active_one_is_not,
+    reset_during_large_write_closes_only_that_connection,
+    writes_to_half_closed_peer_are_quiet,
+);
+
+/// Beyond `--max-connections`, connections are accepted and closed at once; the admitted
+/// ones keep being served and a freed place is given to the next one.
+fn connection_cap_holds(setup: Setup) {
+    let mut b = setup.builder();
+    b.max_connections(10);
+    let server = b.build(Echo).unwrap();
+    let addr = server.local_addr();
+    let mut admitted: Vec<TcpStream> = Vec::new();
+    for i in 0..10 {
+        let mut c = connect(addr);
+        let msg = format!("hello {i}");
+        c.write_all(msg.as_bytes()).unwrap();
+        let mut buf = vec![0; msg.len()];
+        c.read_exact(&mut buf).unwrap();
+        admitted.push(c);
+    }
+    for _ in 0..5 {
+        let mut extra = connect(addr);
+        // Closed at once: EOF or reset, never an echo.
+        let _ = extra.write_all(b"let me in");
+        let mut buf = [0u8; 16];
+        match extra.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => panic!("refused connection got {n} bytes"),
+            Err(e) => assert!(
+                matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted),
+                "unexpected error {e}"
+            ),
+        }
+    }
+    assert!(server.stats().refused >= 5, "{}", server.stats());
+    for (i, c) in admitted.iter_mut().enumerate() {
+        let msg = format!("still here {i}");
+        c.write_all(msg.as_bytes()).unwrap();
+        let mut buf = vec![0; msg.len()];
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, msg.as_bytes());
+    }
+    drop(admitted.pop());
+    wait_until("a place frees up", || server.stats().open == 9);
+    try_echo(addr, b"my turn").expect("admitted after a place freed");
+}
+
+/// A connection that sends nothing for the idle timeout is closed; one that keeps talking
+/// stays open past it.
+fn idle_client_is_closed_active_one_is_not(setup: Setup) {
+    let mut b = setup.builder();
+    b.idle_timeout(Some(Duration::from_millis(600)));
+    let server = b.build(Echo).unwrap();
+    let addr = server.local_addr();
+    let mut silent = connect(addr);
+    let mut chatty = connect(addr);
+    let start = Instant::now();
+    let mut i = 0u32;
+    while start.elapsed() < Duration::from_millis(2500) {
+        let msg = format!("tick {i};");
+        chatty.write_all(msg.as_bytes()).unwrap();
+        let mut buf = vec![0; msg.len()];
+        chatty.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, msg.as_bytes());
+        i += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut rest = Vec::new();
+    assert_eq!(silent.read_to_end(&mut rest).unwrap(), 0, "silent client closed");
+    let st = server.stats();
+    assert_eq!(st.timed_out, 1, "{st}");
+    assert_eq!(st.open, 1, "{st}");
+}
+
+/// A peer that resets while the server is writing a lot to it: that connection closes,
+/// others are unaffected, nothing leaks.
+fn reset_during_large_write_closes_only_that_connection(setup: Setup) {
+    let server = setup.echo();
+    let addr = server.local_addr();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for round in 0..30u64 {
+                let payload = Rng::new(round + 100).bytes(200_000);
+                let got = echo_exchange(addr, &payload, round, true);
+                assert!(got == payload, "bystander round {round}");
+            }
+        });
+        for _ in 0..30 {
+            let mut c = connect(addr);
+            let big = vec![0x55u8; 2 << 20];
+            c.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+            let _ = c.write_all(&big);
+            socket2::SockRef::from(&c)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        }
+    });
+    wait_until("every connection closed", || server.stats().open == 0);
+    let st = server.stats();
+    assert_eq!(st.accepted, 60, "{st}");
+    assert_eq!(st.closed, 60, "{st}");
+}
+
+/// The client shuts down both directions' use (reads nothing, closes) while the server still
+/// owes output: the write fails with EPIPE/ECONNRESET, quietly.
+fn writes_to_half_closed_peer_are_quiet(setup: Setup) {
+    let server = setup.echo();
+    let addr = server.local_addr();
+    for _ in 0..20 {
+        let mut c = connect(addr);
+        c.write_all(&vec![1u8; 300_000]).unwrap();
+        c.shutdown(Shutdown::Both).unwrap();
+    }
+    wait_until("every connection closed", || server.stats().open == 0);
+    try_echo(addr, b"alive").unwrap();
+}
+
+fn backends() -> Vec<Backend> {
+    [Backend::Uring, Backend::Poll]
+        .into_iter()
+        .filter(|b| {
+            let ok = available(*b);
+            if !ok {
+                eprintln!("skipped: backend {b} is not available on this machine");
+            }
+            ok
+        })
+        .collect()
+}
+
+/// Out of descriptors (`prlimit --nofile=64`), 300 clients connect and hold: the server
+/// keeps serving what it has, uses almost no CPU (no accept loop spinning), and serves new
+/// clients again once descriptors are released.
+#[cfg(target_os = "linux")]
+#[test]
+fn out_of_descriptors_backs_off_and_recovers() {
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("prlimit (util-linux) is needed for this test");
+    }
+    for backend in backends() {
+        let p = serve_process_under(
+            &["prlimit", "--nofile=64:64"],
+            &["--backend", backend.name(), "--workers", "1"],
+        )
+        .unwrap();
+        let pid = p.guard.child.id();
+        let addr = p.addr;
+        let mut holders: Vec<TcpStream> = Vec::new();
+        for _ in 0..300 {
+            holders.push(connect(addr));
+        }
+        // The first clients were accepted before descriptors ran out: still served.
+        holders[0].write_all(b"first").unwrap();
+        let mut buf = [0u8; 5];
+        holders[0].read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"first");
+
+        // Measure CPU over a window while the backlog holds connections it cannot accept.
+        let window = Duration::from_secs(2);
+        let before = cpu_ticks(pid);
+        let t0 = Instant::now();
+        std::thread::sleep(window);
+        let used = cpu_ticks(pid) - before;
+        let wall = t0.elapsed().as_secs_f64() * ticks_per_second() as f64;
+        let share = used as f64 / wall;
+        eprintln!("{backend}: CPU while out of descriptors: {:.1}% of a core", share * 100.0);
+        assert!(
+            share < 0.25,
+            "{backend}: server used {:.0}% of a core while out of descriptors",
+            share * 100.0
+        );
+        // Still serving the open connection while exhausted.
+        holders[1].write_all(b"second").unwrap();
+        let mut buf = [0u8; 6];
+        holders[1].read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"second");
+
+        drop(holders);
+        wait_until("served again once descriptors are free", || {
+            try_echo(addr, b"back").is_ok()
+        });
+        common::sigterm(&p.guard.child);
+        let mut p = p;
+        let st = common::wait_exit(&mut p.guard.child);
+        assert!(st.success(), "{backend}: exit {st}");
+        let mut err = String::new();
+        p.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert!(
+            err.contains("out of file descriptors"),
+            "{backend}: stderr {err}"
+        );
+        let lines = err.matches("out of file descriptors").count();
+        assert!(lines <= 10, "{backend}: {lines} log lines in a few seconds");
+    }
+}
+
+/// 20 clients each send 20 MB and never read: the server stops reading from them once
+/// their output is over the limit, so its memory stays bounded; others are still served.
+#[cfg(target_os = "linux")]
+#[test]
+fn non_reading_clients_cannot_grow_memory() {
+    const LIMIT: u64 = 256 * 1024;
+    for backend in backends() {
+        let p = serve_process(&[
+            "--backend",
+            backend.name(),
+            "--workers",
+            "1",
+            "--output-limit",
+            "256KiB",
+        ])
+        .unwrap();
+        let pid = p.guard.child.id();
+        let addr = p.addr;
+        try_echo(addr, b"warm").unwrap();
+        let baseline = rss_bytes(pid);
+        let chunk = vec![0x42u8; 64 * 1024];
+        let sent: Vec<u64> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..20)
+                .map(|_| {
+                    let chunk = &chunk;
+                    s.spawn(move || {
+                        let mut c = connect(addr);
+                        // Blocked writes end the client: that is the backpressure.
+                        c.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+                        let mut sent = 0u64;
+                        while sent < 20 << 20 {
+                            match c.write(chunk) {
+                                Ok(n) => sent += n as u64,
+                                Err(_) => break,
+                            }
+                        }
+                        // Keep the connection (unread) open while memory is measured.
+                        (c, sent)
+                    })
+                })
+                .collect();
+            let results: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+            let rss = rss_bytes(pid);
+            let growth = rss.saturating_sub(baseline);
+            eprintln!(
+                "{backend}: RSS {} KiB -> {} KiB with 20 non-reading clients",
+                baseline / 1024,
+                rss / 1024
+            );
+            // Output queues (limit + one read each), pending input and fixed buffers.
+            let bound = 20 * 4 * LIMIT + (24 << 20);
+            assert!(
+                growth < bound,
+                "{backend}: RSS grew by {} KiB (bound {} KiB)",
+                growth / 1024,
+                bound / 1024
+            );
+            try_echo(addr, b"still served").expect("another client is served");
+            results.into_iter().map(|(_, n)| n).collect()
+        });
+        let total: u64 = sent.iter().sum();
+        assert!(
+            total < 20 * (20 << 20),
+            "{backend}: every client sent everything, so nothing pushed back"
+        );
+    }
+}
