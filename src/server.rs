@@ -151,6 +151,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Scripted syscall failures at the drivers' choke points (tests only).
+    #[cfg(feature = "fault-injection")]
+    pub fn faults(&mut self, plan: Arc<ringport_fallback::fault::FaultPlan>) -> &mut Self {
+        self.driver.faults = Some(plan);
+        self
+    }
+
     /// The driver settings as they stand.
     pub fn driver_config(&self) -> &DriverConfig {
         &self.driver

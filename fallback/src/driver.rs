@@ -336,7 +336,7 @@ impl PollDriver {
             let Some(listener) = self.listener.as_ref() else {
                 return;
             };
-            match listener.accept() {
+            match accept_at_choke_point(&self.cfg, listener) {
                 Ok((stream, _peer)) => {
                     accepted += 1;
                     self.backoff.reset();
@@ -489,7 +489,7 @@ impl PollDriver {
                 }
                 return true;
             }
-            match c.stream.read(&mut self.read_buf) {
+            match read_at_choke_point(&self.cfg, &mut c.stream, &mut self.read_buf) {
                 Ok(0) => {
                     c.read_eof = true;
                     dispatch.eof(c.id);
@@ -500,9 +500,7 @@ impl PollDriver {
                     Stats::add(&self.stats.bytes_in, n as u64);
                     dispatch.data(c.id, &self.read_buf[..n]);
                     total += n;
-                    if total >= self.cfg.read_budget
-                        || c.queued() + total >= self.cfg.output_high
-                    {
+                    if total >= self.cfg.read_budget || c.queued() + total >= self.cfg.output_high {
                         // Fairness: the re-arm at the end of the turn brings us back. A
                         // connection whose answers are piling up reads no further ahead than
                         // its output limit.
@@ -533,7 +531,7 @@ impl PollDriver {
             return false;
         };
         while c.queued() > 0 {
-            match c.stream.write(&c.out[c.out_pos..]) {
+            match write_at_choke_point(&self.cfg, &mut c.stream, &c.out[c.out_pos..]) {
                 Ok(n) => {
                     c.out_pos += n;
                     Stats::add(&self.stats.bytes_out, n as u64);
@@ -703,6 +701,58 @@ fn log_fatal(limit: &mut LogLimit, what: &str, id: ConnId, e: &io::Error) {
             "ringport: BUG: {what} on {id:?} failed: {e}; closing that connection \
              ({suppressed} similar lines suppressed)"
         );
+    }
+}
+
+// The choke points: every accept, read and write result this driver classifies comes
+// through one of these three functions. With the `fault-injection` feature and a plan in the
+// config, a scripted result can stand in for the real call.
+
+fn accept_at_choke_point(
+    cfg: &DriverConfig,
+    listener: &TcpListener,
+) -> io::Result<(TcpStream, SocketAddr)> {
+    #[cfg(feature = "fault-injection")]
+    if let Some(f) = cfg.fault_plan().and_then(|p| p.next(Site::Accept)) {
+        if let Some(e) = f.error() {
+            return Err(e);
+        }
+    }
+    let _ = cfg;
+    listener.accept()
+}
+
+fn read_at_choke_point(
+    cfg: &DriverConfig,
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    #[cfg(feature = "fault-injection")]
+    return crate::fault::intercept(cfg.fault_plan(), Site::Recv, |cap| {
+        let n = cap.map_or(buf.len(), |c| c.min(buf.len()));
+        stream.read(&mut buf[..n])
+    });
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        let _ = cfg;
+        stream.read(buf)
+    }
+}
+
+fn write_at_choke_point(
+    cfg: &DriverConfig,
+    stream: &mut TcpStream,
+    buf: &[u8],
+) -> io::Result<usize> {
+    #[cfg(feature = "fault-injection")]
+    return crate::fault::intercept(cfg.fault_plan(), Site::Send, |cap| {
+        let n = cap.map_or(buf.len(), |c| c.min(buf.len()));
+        stream.write(&buf[..n])
+    });
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        let _ = cfg;
+        stream.write(buf)
     }
 }
 

@@ -270,6 +270,17 @@ pub struct DriverConfig {
     pub buffer_size: u32,
     /// io_uring: submission queue entries.
     pub ring_entries: u32,
+    /// Scripted failures at the drivers' choke points (tests only).
+    #[cfg(feature = "fault-injection")]
+    pub faults: Option<Arc<crate::fault::FaultPlan>>,
+}
+
+impl DriverConfig {
+    /// The fault plan, if one is set (always `None` without the `fault-injection` feature).
+    #[cfg(feature = "fault-injection")]
+    pub fn fault_plan(&self) -> Option<&crate::fault::FaultPlan> {
+        self.faults.as_deref()
+    }
 }
 
 impl Default for DriverConfig {
@@ -288,6 +299,8 @@ impl Default for DriverConfig {
             ring_buffers: 1024,
             buffer_size: 16 * 1024,
             ring_entries: 1024,
+            #[cfg(feature = "fault-injection")]
+            faults: None,
         }
     }
 }

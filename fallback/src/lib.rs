@@ -22,6 +22,8 @@
 pub mod driver;
 pub mod errno;
 pub mod event;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod net;
 
 pub use driver::PollDriver;
