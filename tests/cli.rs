@@ -2,12 +2,16 @@
 
 mod common;
 
+#[cfg(unix)]
 use std::io::{Read, Write};
 use std::process::Command;
 
+#[cfg(unix)]
 use common::{available, connect, serve_process, sigterm, wait_exit, Rng};
+#[cfg(unix)]
 use ringport::Backend;
 
+#[cfg(unix)]
 fn serve_echo_then_sigterm_exits_zero(backend: Backend, workers: &str) {
     if !available(backend) {
         eprintln!("skipped: backend {backend} is not available on this machine");
@@ -41,26 +45,31 @@ fn serve_echo_then_sigterm_exits_zero(backend: Backend, workers: &str) {
     assert_eq!(c.read_to_end(&mut rest).unwrap(), 0);
 }
 
+#[cfg(unix)]
 #[test]
 fn uring_pool_serve_then_sigterm() {
     serve_echo_then_sigterm_exits_zero(Backend::Uring, "2");
 }
 
+#[cfg(unix)]
 #[test]
 fn uring_inline_serve_then_sigterm() {
     serve_echo_then_sigterm_exits_zero(Backend::Uring, "0");
 }
 
+#[cfg(unix)]
 #[test]
 fn poll_pool_serve_then_sigterm() {
     serve_echo_then_sigterm_exits_zero(Backend::Poll, "2");
 }
 
+#[cfg(unix)]
 #[test]
 fn poll_inline_serve_then_sigterm() {
     serve_echo_then_sigterm_exits_zero(Backend::Poll, "0");
 }
 
+#[cfg(unix)]
 #[test]
 fn backend_from_environment() {
     let mut p = Command::new(env!("CARGO_BIN_EXE_ringport"));

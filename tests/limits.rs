@@ -7,11 +7,13 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
+#[cfg(target_os = "linux")]
 use common::{
-    available, connect, cpu_ticks, echo_exchange, rss_bytes, serve_process, serve_process_under,
-    ticks_per_second, try_echo, wait_until, Rng, Setup,
+    available, cpu_ticks, rss_bytes, serve_process, serve_process_under, ticks_per_second,
 };
+use common::{connect, echo_exchange, try_echo, wait_until, Rng, Setup};
 use ringport::service::Echo;
+#[cfg(target_os = "linux")]
 use ringport::Backend;
 
 every_backend!(
@@ -46,7 +48,10 @@ fn connection_cap_holds(setup: Setup) {
             Ok(0) => {}
             Ok(n) => panic!("refused connection got {n} bytes"),
             Err(e) => assert!(
-                matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted),
+                matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                ),
                 "unexpected error {e}"
             ),
         }
@@ -85,7 +90,11 @@ fn idle_client_is_closed_active_one_is_not(setup: Setup) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut rest = Vec::new();
-    assert_eq!(silent.read_to_end(&mut rest).unwrap(), 0, "silent client closed");
+    assert_eq!(
+        silent.read_to_end(&mut rest).unwrap(),
+        0,
+        "silent client closed"
+    );
     let st = server.stats();
     assert_eq!(st.timed_out, 1, "{st}");
     assert_eq!(st.open, 1, "{st}");
@@ -107,7 +116,8 @@ fn reset_during_large_write_closes_only_that_connection(setup: Setup) {
         for _ in 0..30 {
             let mut c = connect(addr);
             let big = vec![0x55u8; 2 << 20];
-            c.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+            c.set_write_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
             let _ = c.write_all(&big);
             socket2::SockRef::from(&c)
                 .set_linger(Some(Duration::ZERO))
@@ -134,6 +144,7 @@ fn writes_to_half_closed_peer_are_quiet(setup: Setup) {
     try_echo(addr, b"alive").unwrap();
 }
 
+#[cfg(target_os = "linux")]
 fn backends() -> Vec<Backend> {
     [Backend::Uring, Backend::Poll]
         .into_iter()
@@ -186,7 +197,10 @@ fn out_of_descriptors_backs_off_and_recovers() {
         let used = cpu_ticks(pid) - before;
         let wall = t0.elapsed().as_secs_f64() * ticks_per_second() as f64;
         let share = used as f64 / wall;
-        eprintln!("{backend}: CPU while out of descriptors: {:.1}% of a core", share * 100.0);
+        eprintln!(
+            "{backend}: CPU while out of descriptors: {:.1}% of a core",
+            share * 100.0
+        );
         assert!(
             share < 0.25,
             "{backend}: server used {:.0}% of a core while out of descriptors",

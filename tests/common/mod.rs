@@ -219,6 +219,7 @@ pub fn serve_process_under(wrapper: &[&str], args: &[&str]) -> io::Result<ServeP
 }
 
 /// Send SIGTERM to a child.
+#[cfg(unix)]
 pub fn sigterm(child: &Child) {
     // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
@@ -238,6 +239,7 @@ pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
 }
 
 /// CPU time (user + system) a process has used, in clock ticks, from /proc/PID/stat.
+#[cfg(target_os = "linux")]
 pub fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
     // Fields after the command name, which is in parentheses and may contain spaces.
@@ -248,6 +250,7 @@ pub fn cpu_ticks(pid: u32) -> u64 {
 }
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
+#[cfg(target_os = "linux")]
 pub fn ticks_per_second() -> u64 {
     // SAFETY: sysconf only reads a configuration value.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -259,6 +262,7 @@ pub fn ticks_per_second() -> u64 {
 }
 
 /// Resident memory of a process in bytes, from /proc/PID/status.
+#[cfg(target_os = "linux")]
 pub fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
     status

@@ -1,0 +1,279 @@
+//! `ringport bench` as a process: against ringport's own echo server on every backend this
+//! machine runs, against a closed port, and against servers that answer wrongly.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringport");
+/// Generous: a loaded CI machine may be slow to start a process.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A `ringport serve` child, killed when dropped (also when the test panics).
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `ringport serve` on port 0 with `backend`; `None` when that backend does not start
+/// here (it exits, or its banner names another backend).
+fn serve(backend: &str) -> Option<Server> {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--io-threads", "1"])
+        .args(["--workers", "1", "--backend", backend])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn ringport serve");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    // Own the child from here so a panic below still kills it.
+    let mut server = Server {
+        child,
+        addr: "0.0.0.0:0".parse().unwrap(),
+    };
+    let line = rx
+        .recv_timeout(DEADLINE)
+        .expect("ringport serve printed no banner in time");
+    // An empty line: stdout closed without a banner (the backend failed to start).
+    if !line.contains(&format!("backend {backend},")) {
+        return None;
+    }
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no address in banner {line:?}"));
+    server.addr = addr;
+    Some(server)
+}
+
+/// Run `ringport bench` with `args` and collect its output, failing the test if it hangs.
+fn bench(args: &[&str]) -> Output {
+    let child = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ringport bench");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(out) => out.expect("wait for ringport bench"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("ringport bench {args:?} did not finish within {DEADLINE:?}");
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    let stdout = text(&out.stdout);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout:?}"))
+}
+
+/// Closed loop, verified, against a real echo server.
+fn closed_loop_verifies_and_reports_json(server: &Server) {
+    let addr = server.addr.to_string();
+    let out = bench(&[
+        "--addr",
+        &addr,
+        "--connections",
+        "8",
+        "--depth",
+        "4",
+        "--size",
+        "100",
+        "--verify",
+        "--warmup",
+        "0.2",
+        "--duration",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "bench failed: {}", text(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["errors"], 0, "{v}");
+    assert_eq!(v["mode"], "closed");
+    assert_eq!(v["connections"], 8);
+    assert_eq!(v["size"], 100);
+    let msgs = v["msgs"].as_u64().expect("msgs");
+    assert!(msgs > 0, "{v}");
+    assert!(v["msgs_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["latency_us"]["p50"].as_f64().unwrap() > 0.0);
+    assert!(v["latency_us"]["p99"].as_f64().unwrap() >= v["latency_us"]["p50"].as_f64().unwrap());
+}
+
+/// Open loop: the number answered follows the schedule, not the server's speed.
+fn open_loop_keeps_the_rate(server: &Server) {
+    let addr = server.addr.to_string();
+    let out = bench(&[
+        "--addr",
+        &addr,
+        "--connections",
+        "4",
+        "--rate",
+        "2000",
+        "--verify",
+        "--warmup",
+        "0.2",
+        "--duration",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "bench failed: {}", text(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["mode"], "open");
+    assert_eq!(v["errors"], 0);
+    let msgs = v["msgs"].as_u64().unwrap();
+    // 2000 msgs/s for about a second; generous bounds for a loaded machine.
+    assert!((1000..=3000).contains(&msgs), "{msgs} answered: {v}");
+}
+
+fn poll_server() -> Server {
+    serve("poll").expect("the poll backend starts everywhere")
+}
+
+/// The uring server, or `None` (with a note) where it does not start yet or is not allowed.
+fn uring_server() -> Option<Server> {
+    let s = serve("uring");
+    if s.is_none() {
+        eprintln!("skipped: `ringport serve --backend uring` does not start on this machine");
+    }
+    s
+}
+
+#[test]
+fn poll_closed_loop_verifies_and_reports_json() {
+    closed_loop_verifies_and_reports_json(&poll_server());
+}
+
+#[test]
+fn uring_closed_loop_verifies_and_reports_json() {
+    if let Some(s) = uring_server() {
+        closed_loop_verifies_and_reports_json(&s);
+    }
+}
+
+#[test]
+fn poll_open_loop_keeps_the_rate() {
+    open_loop_keeps_the_rate(&poll_server());
+}
+
+#[test]
+fn uring_open_loop_keeps_the_rate() {
+    if let Some(s) = uring_server() {
+        open_loop_keeps_the_rate(&s);
+    }
+}
+
+#[test]
+fn refused_connection_is_named_and_fails() {
+    let addr = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let out = bench(&["--addr", &addr.to_string(), "--duration", "1"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("connection refused"), "{err}");
+    assert!(err.contains(&addr.to_string()), "{err}");
+}
+
+/// A server thread that answers every connection with `answer(input)`, or closes it when
+/// `answer` returns `None`.
+fn fake_server(answer: fn(&[u8]) -> Option<Vec<u8>>) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in l.incoming() {
+            let Ok(mut s) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    match answer(&buf[..n]) {
+                        Some(reply) => {
+                            if s.write_all(&reply).is_err() {
+                                return;
+                            }
+                        }
+                        None => return,
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn wrong_bytes_fail_verification_and_name_the_mismatch() {
+    let addr = fake_server(|input| Some(input.iter().map(|b| b.wrapping_add(1)).collect()));
+    let out = bench(&[
+        "--addr",
+        &addr.to_string(),
+        "--connections",
+        "2",
+        "--verify",
+        "--warmup",
+        "0",
+        "--duration",
+        "5",
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("verify mismatch on connection"), "{err}");
+    assert!(err.contains("byte 0 of message 0"), "{err}");
+}
+
+#[test]
+fn server_closing_mid_run_fails_the_run() {
+    // Close each connection at its first message.
+    let addr = fake_server(|_| None);
+    let out = bench(&[
+        "--addr",
+        &addr.to_string(),
+        "--connections",
+        "2",
+        "--warmup",
+        "0",
+        "--duration",
+        "5",
+        "--json",
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("the server closed the connection"), "{err}");
+    let v = json(&out);
+    assert!(v["errors"].as_u64().unwrap() >= 1, "{v}");
+}
