@@ -17,12 +17,16 @@
 //! ```
 
 #![warn(missing_docs)]
+// Unsafe code lives only in the io_uring driver, where every block says why it is sound.
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod load;
 pub mod pool;
 pub mod server;
 pub mod service;
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
 pub mod uring;
 
 pub use ringport_fallback as fallback;

@@ -760,15 +760,71 @@ fn idle_scan_period(limit: Duration) -> Duration {
     (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
+/// A stream registered with a poller, deleted from it before the stream is closed: the safe
+/// way to use `polling` outside this driver (the load generator uses it).
+pub struct Registered {
+    poller: Arc<Poller>,
+    stream: TcpStream,
+}
+
+impl Registered {
+    /// Register `stream` with `poller` for `interest` in `mode`.
+    ///
+    /// # Errors
+    /// Fails when the poller refuses the descriptor.
+    pub fn new(
+        poller: &Arc<Poller>,
+        stream: TcpStream,
+        interest: Event,
+        mode: polling::PollMode,
+    ) -> io::Result<Registered> {
+        register_with_mode(poller, &stream, interest, mode)?;
+        Ok(Registered {
+            poller: poller.clone(),
+            stream,
+        })
+    }
+}
+
+impl std::ops::Deref for Registered {
+    type Target = TcpStream;
+    fn deref(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+impl std::ops::DerefMut for Registered {
+    fn deref_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        // Delete before the stream field is dropped (closed) right after this.
+        let _ = self.poller.delete(&self.stream);
+    }
+}
+
+/// Register `source` with `poller` (oneshot).
+fn register<S: polling::AsRawSource>(poller: &Poller, source: S, ev: Event) -> io::Result<()> {
+    register_with_mode(poller, source, ev, polling::PollMode::Oneshot)
+}
+
 /// Register `source` with `poller`.
 ///
 /// The one `unsafe` call of this crate: `polling` requires that a registered source is
 /// deleted from the poller before it is closed, or the OS may deliver events for a reused
 /// descriptor.
 #[allow(unsafe_code)]
-fn register<S: polling::AsRawSource>(poller: &Poller, source: S, ev: Event) -> io::Result<()> {
-    // SAFETY: every source registered here is a socket owned by the driver (the listener or
-    // a connection in `slots`), and the driver calls `poller.delete` on it before dropping
-    // it (see `close`, `begin_shutdown`); the poller lives as long as the driver.
-    unsafe { poller.add(source, ev) }
+fn register_with_mode<S: polling::AsRawSource>(
+    poller: &Poller,
+    source: S,
+    ev: Event,
+    mode: polling::PollMode,
+) -> io::Result<()> {
+    // SAFETY: every source registered here is a socket that is deleted from the poller
+    // before it is dropped: the driver's listener and connections (see `close`,
+    // `begin_shutdown`) and `Registered` streams (its `Drop`).
+    unsafe { poller.add_with_mode(source, ev, mode) }
 }

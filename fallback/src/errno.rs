@@ -419,7 +419,7 @@ mod tests {
         let e = io::Error::new(io::ErrorKind::Interrupted, "x");
         assert_eq!(classify(Site::Recv, &e), D::Retry);
         assert_eq!(classify(Site::Close, &e), D::PeerGone);
-        let e = io::Error::new(io::ErrorKind::Other, "x");
+        let e = io::Error::other("x");
         assert_eq!(classify(Site::Recv, &e), D::Fatal);
     }
 

@@ -26,6 +26,6 @@ pub mod event;
 pub mod fault;
 pub mod net;
 
-pub use driver::PollDriver;
+pub use driver::{PollDriver, Registered};
 pub use errno::{classify, Disposition, Site};
 pub use event::{Command, ConnId, Dispatch, DriverConfig, Shared, Stats, Waker};
