@@ -64,7 +64,7 @@ struct ServeArgs {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     shutdown_grace: Duration,
     /// io_uring: provided receive buffers per I/O thread (a power of two).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 256)]
     ring_buffers: u16,
     /// io_uring: size of each provided receive buffer (e.g. 16KiB).
     #[arg(long, default_value = "16KiB", value_parser = parse_bytes)]
@@ -144,7 +144,6 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(reason) = server.fallback_reason() {
         eprintln!("ringport: {reason}; using the poll backend");
     }
-    println!("{}, service {}", server.banner(), args.service);
     let handle = server.shutdown_handle();
     let signals = AtomicUsize::new(0);
     let installed = ctrlc::set_handler(move || {
@@ -159,6 +158,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("ringport: cannot install the signal handler: {e}");
         return ExitCode::FAILURE;
     }
+    // After the handler is in place: whoever reads the banner may signal at once.
+    println!("{}, service {}", server.banner(), args.service);
     match server.wait() {
         Ok(stats) => {
             eprintln!("ringport: stopped; {stats}");

@@ -296,7 +296,7 @@ impl Default for DriverConfig {
             accept_backoff_min: Duration::from_millis(10),
             accept_backoff_max: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
-            ring_buffers: 1024,
+            ring_buffers: 256,
             buffer_size: 16 * 1024,
             ring_entries: 1024,
             #[cfg(feature = "fault-injection")]

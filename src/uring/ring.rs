@@ -1,0 +1,102 @@
+//! Ring setup: flags tried strongest first, the features the driver needs, the wake eventfd.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use io_uring::{opcode, IoUring, Probe};
+use ringport_fallback::errno::{classify, Disposition, Site};
+
+/// Which setup flags the ring got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    /// `SINGLE_ISSUER | DEFER_TASKRUN`: completions run only when this thread waits.
+    DeferTaskrun,
+    /// `COOP_TASKRUN | TASKRUN_FLAG`: no interrupt to run completions, a flag instead.
+    CoopTaskrun,
+    /// No optional flags.
+    Plain,
+}
+
+impl Flavor {
+    const ALL: [Flavor; 3] = [Flavor::DeferTaskrun, Flavor::CoopTaskrun, Flavor::Plain];
+}
+
+/// Build a ring of `entries` submission entries (completion queue four times that), with
+/// the strongest flags this kernel accepts.
+///
+/// A flag set that setup rejects as `Unsupported` (`EINVAL` from a kernel that does not
+/// know a flag; the classifier decides) is dropped and the next weaker one tried. The error
+/// of the last attempt is returned; the caller classifies it at `Site::RingSetup`.
+///
+/// # Errors
+/// The setup error of the plain ring (`EPERM` under seccomp, `ENOSYS`, `ENOMEM`, ...).
+pub(crate) fn build(entries: u32) -> io::Result<(IoUring, Flavor)> {
+    let entries = entries.clamp(8, 32768);
+    let mut last = None;
+    for flavor in Flavor::ALL {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(entries.saturating_mul(4)).setup_clamp();
+        match flavor {
+            Flavor::DeferTaskrun => {
+                b.setup_single_issuer().setup_defer_taskrun();
+            }
+            Flavor::CoopTaskrun => {
+                b.setup_coop_taskrun().setup_taskrun_flag();
+            }
+            Flavor::Plain => {}
+        }
+        match b.build(entries) {
+            Ok(ring) => return Ok((ring, flavor)),
+            Err(e) => match classify(Site::RingSetup, &e) {
+                Disposition::Unsupported => last = Some(e),
+                _ => return Err(e),
+            },
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::Unsupported)))
+}
+
+/// Check that the ring can do what the driver asks of it.
+///
+/// # Errors
+/// `EOPNOTSUPP` (classified `Unsupported` at `Site::RingSetup`) when a feature is missing.
+pub(crate) fn check_features(ring: &IoUring) -> io::Result<()> {
+    let params = ring.params();
+    // Waits with a timeout (EXT_ARG, 5.11) and no lost completions on overflow (NODROP, 5.5).
+    if !params.is_feature_ext_arg() || !params.is_feature_nodrop() {
+        return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+    }
+    let mut probe = Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    // Multishot receive came with Linux 6.0, like SEND_ZC, which the probe can see: its
+    // presence stands for "multishot receive and accept work here".
+    let needed = [
+        opcode::AcceptMulti::CODE,
+        opcode::RecvMulti::CODE,
+        opcode::Send::CODE,
+        opcode::Read::CODE,
+        opcode::AsyncCancel2::CODE,
+        opcode::SendZc::CODE,
+    ];
+    if needed.iter().all(|&op| probe.is_supported(op)) {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
+}
+
+/// A blocking eventfd (an io_uring read on a non-blocking one would fail with `EAGAIN`
+/// instead of waiting), close-on-exec.
+///
+/// # Errors
+/// `eventfd(2)` failures (out of descriptors).
+pub(crate) fn eventfd() -> io::Result<File> {
+    // SAFETY: eventfd takes no pointers; the result is checked before use.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by eventfd, is valid and owned by nothing else.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}

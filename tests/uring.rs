@@ -1,0 +1,431 @@
+//! io_uring driver tests: a starved buffer ring, closes racing in-flight operations, and the
+//! real fallback when seccomp forbids io_uring (as Docker's default profile does).
+//!
+//! Each test holds one lock for its whole run: the descriptor-count test counts this
+//! process's descriptors, so no other test may open sockets meanwhile.
+
+#![cfg(target_os = "linux")]
+
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ringport::{Backend, Server, ServerStats};
+
+/// Generous bound for anything the tests wait for.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Deterministic bytes for connection `seed`, different for every seed.
+fn payload(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Poll `cond` until it holds or the deadline passes; the condition is what synchronizes.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn uring_server(workers: usize, configure: impl FnOnce(&mut ringport::ServerBuilder)) -> Server {
+    let mut b = Server::builder();
+    b.listen("127.0.0.1:0".parse().unwrap())
+        .backend(Backend::Uring)
+        .workers(workers);
+    configure(&mut b);
+    let server = b
+        .build(ringport::service::Echo)
+        .expect("uring server starts");
+    assert_eq!(server.backend(), Backend::Uring);
+    server
+}
+
+fn stop(server: Server) -> ServerStats {
+    server.shutdown();
+    let stats = server.wait().expect("server exits cleanly");
+    eprintln!("{stats}");
+    assert_eq!(stats.open, 0, "{stats}");
+    stats
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.set_write_timeout(Some(DEADLINE)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Echo `total` bytes over `stream` in rounds of `chunk` and check them byte for byte.
+fn echo_exact(stream: &mut TcpStream, seed: u64, total: usize) {
+    let data = payload(seed, total);
+    let mut back = vec![0u8; total];
+    stream.write_all(&data).unwrap();
+    stream.read_exact(&mut back).unwrap();
+    assert!(back == data, "connection {seed}: echo differs");
+}
+
+/// 500 connections, all open at once, all sending at once, against 4 receive buffers of
+/// 1 KiB: the ring runs dry again and again, and not one byte may be lost or moved.
+fn tiny_buffer_ring(workers: usize) {
+    let _serial = serial();
+    const CONNS: usize = 500;
+    const THREADS: usize = 25;
+    const ROUNDS: usize = 8;
+    let server = uring_server(workers, |b| {
+        b.ring_buffers(4).buffer_size(1024);
+    });
+    let addr = server.local_addr();
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let clients: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                let ids: Vec<u64> = (0..CONNS / THREADS)
+                    .map(|i| (t * 1000 + i) as u64)
+                    .collect();
+                let mut socks: Vec<TcpStream> = ids.iter().map(|_| connect(addr)).collect();
+                // Every connection is open before any traffic starts.
+                barrier.wait();
+                let mut sent = vec![Vec::new(); socks.len()];
+                for round in 0..ROUNDS {
+                    // Sizes straddle the 1 KiB buffers: one message spans several buffers.
+                    let len = 700 + (round * 977 + t * 131) % 5000;
+                    for (i, s) in socks.iter_mut().enumerate() {
+                        let chunk = payload(ids[i] << 8 | round as u64, len);
+                        s.write_all(&chunk).unwrap();
+                        sent[i].push(chunk);
+                    }
+                    for (i, s) in socks.iter_mut().enumerate() {
+                        let want = sent[i].last().unwrap();
+                        let mut got = vec![0u8; want.len()];
+                        s.read_exact(&mut got).unwrap();
+                        assert!(&got == want, "conn {} round {round}: echo differs", ids[i]);
+                    }
+                }
+                for s in &mut socks {
+                    s.shutdown(Shutdown::Write).unwrap();
+                    let mut rest = Vec::new();
+                    s.read_to_end(&mut rest).unwrap();
+                    assert!(rest.is_empty(), "bytes after the echo: {}", rest.len());
+                }
+                socks.len()
+            })
+        })
+        .collect();
+    let mut conns = 0;
+    for c in clients {
+        conns += c.join().expect("client thread");
+    }
+    assert_eq!(conns, CONNS);
+    wait_until("every connection closed", || server.stats().open == 0);
+    let stats = stop(server);
+    assert_eq!(stats.accepted, CONNS as u64, "{stats}");
+    assert_eq!(stats.closed, CONNS as u64, "{stats}");
+    assert_eq!(stats.bytes_in, stats.bytes_out, "{stats}");
+    assert!(
+        stats.enobufs > 0,
+        "4 buffers for 500 busy connections never ran dry: {stats}"
+    );
+    assert_eq!(stats.errors_of(ringport::fallback::Disposition::Fatal), 0);
+}
+
+#[test]
+fn tiny_buffer_ring_stays_byte_exact_inline() {
+    tiny_buffer_ring(0);
+}
+
+#[test]
+fn tiny_buffer_ring_stays_byte_exact_with_workers() {
+    tiny_buffer_ring(2);
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Connect, push as much as the socket takes without ever reading, then reset: the server
+/// has a send blocked on a full window and a receive armed when the RST lands.
+fn abuse(addr: SocketAddr, seed: u64) {
+    let s = connect(addr);
+    s.set_nonblocking(true).unwrap();
+    let junk = payload(seed, 64 * 1024);
+    let mut s_ref = &s;
+    let mut written = 0;
+    while written < 4 * 1024 * 1024 {
+        match s_ref.write(&junk) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    // Linger 0: close sends RST instead of FIN.
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s);
+}
+
+#[test]
+fn close_with_ops_in_flight_leaks_nothing_and_misdelivers_nothing() {
+    let _serial = serial();
+    const ROUNDS: u64 = 200;
+    const ABUSERS: u64 = 4;
+    const CHECKERS: u64 = 3;
+    let server = uring_server(2, |b| {
+        // Small limits: the read pause (output over the limit) is hit as well.
+        b.ring_buffers(64).buffer_size(4096).output_limit(64 * 1024);
+    });
+    let addr = server.local_addr();
+    let baseline = open_fds();
+    for round in 0..ROUNDS {
+        let mut threads = Vec::new();
+        for a in 0..ABUSERS {
+            threads.push(thread::spawn(move || abuse(addr, round << 16 | a)));
+        }
+        for c in 0..CHECKERS {
+            threads.push(thread::spawn(move || {
+                let mut s = connect(addr);
+                let seed = 1 << 40 | round << 16 | c;
+                // Several exchanges on one connection: any stranger's byte would show.
+                for part in 0..4 {
+                    echo_exact(&mut s, seed << 3 | part, 3000 + (part as usize) * 4096);
+                }
+                s.shutdown(Shutdown::Write).unwrap();
+                let mut rest = Vec::new();
+                s.read_to_end(&mut rest).unwrap();
+                assert!(rest.is_empty(), "round {round}: {} stray bytes", rest.len());
+            }));
+        }
+        for t in threads {
+            t.join().expect("client");
+        }
+    }
+    let total = ROUNDS * (ABUSERS + CHECKERS);
+    wait_until("every connection closed", || {
+        let s = server.stats();
+        s.open == 0 && s.accepted == total
+    });
+    // Closed connections' descriptors are gone: back to what the server held when idle.
+    wait_until("descriptor count back to the baseline", || {
+        open_fds() == baseline
+    });
+    let stats = stop(server);
+    assert_eq!(stats.closed, total, "{stats}");
+    assert_eq!(
+        stats.errors_of(ringport::fallback::Disposition::Fatal),
+        0,
+        "{stats}"
+    );
+}
+
+// ---- the fallback, for real: io_uring_setup forbidden by seccomp ----
+
+// `AUDIT_ARCH_*` from <linux/audit.h>: the ELF machine | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 183 | 0x8000_0000 | 0x4000_0000;
+
+/// A classic BPF seccomp filter: on this architecture, `io_uring_setup` fails with EPERM
+/// (what Docker's default profile does); every other call is allowed.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn deny_io_uring_filter() -> Vec<libc::sock_filter> {
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    // struct seccomp_data { int nr; __u32 arch; ... }
+    const NR: u32 = 0;
+    const ARCH: u32 = 4;
+    vec![
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, ARCH),
+        // Another architecture: allow (jump over the next three to ALLOW).
+        jump(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            AUDIT_ARCH,
+            0,
+            3,
+        ),
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, NR),
+        jump(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            libc::SYS_io_uring_setup as u32,
+            0,
+            1,
+        ),
+        stmt(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | (libc::EPERM as u32 & libc::SECCOMP_RET_DATA),
+        ),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ]
+}
+
+/// Start `ringport serve` under the filter.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn spawn_without_io_uring(backend: &str) -> io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let filter = deny_io_uring_filter();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringport"));
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        backend,
+        "--workers",
+        "1",
+    ])
+    .env_remove("RINGPORT_BACKEND")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    // SAFETY: the closure runs in the forked child before exec and only makes two prctl
+    // calls with a filter program built on the stack from `filter`, which was allocated
+    // before the fork and is only read: no allocation, no lock, async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr().cast_mut(),
+            };
+            if libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Lines of a child's pipe, read on a thread so that waits can have a deadline.
+fn lines<R: Read + Send + 'static>(r: R) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The first line from `rx` that satisfies `pred`, within the deadline.
+fn expect_line(rx: &mpsc::Receiver<String>, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let end = Instant::now() + DEADLINE;
+    let mut seen = Vec::new();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if pred(&line) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no {what}; lines seen: {seen:?}"),
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            panic!("child did not exit");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[test]
+fn seccomp_denied_io_uring_falls_back_to_poll() {
+    let _serial = serial();
+
+    // auto: one line on stderr saying io_uring is out and why, a banner with `backend poll`,
+    // and it serves.
+    let mut child = spawn_without_io_uring("auto").expect("spawn ringport");
+    let out = lines(child.stdout.take().unwrap());
+    let err = lines(child.stderr.take().unwrap());
+    let reason = expect_line(&err, "stderr line naming io_uring", |l| {
+        l.contains("io_uring")
+    });
+    eprintln!("child: {reason}");
+    assert!(
+        reason.contains("not permitted") || reason.contains("forbidden"),
+        "the reason names EPERM/seccomp: {reason}"
+    );
+    let banner = expect_line(&out, "banner", |l| l.contains("listening on"));
+    assert!(banner.contains("backend poll"), "banner: {banner}");
+    let addr: SocketAddr = banner
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in banner: {banner}"));
+    let mut s = connect(addr);
+    echo_exact(&mut s, 77, 100_000);
+    drop(s);
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped yet.
+    let killed = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(killed, 0);
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "SIGTERM ends serve cleanly: {status}");
+
+    // uring, explicitly: an error naming io_uring, non-zero exit, no banner.
+    let mut child = spawn_without_io_uring("uring").expect("spawn ringport");
+    let out = lines(child.stdout.take().unwrap());
+    let err = lines(child.stderr.take().unwrap());
+    let status = wait_exit(&mut child);
+    assert!(
+        !status.success(),
+        "explicit uring without io_uring must fail"
+    );
+    let msg = expect_line(&err, "error naming io_uring", |l| l.contains("io_uring"));
+    assert!(msg.contains("cannot serve"), "error line: {msg}");
+    let stdout: Vec<String> = out.try_iter().collect();
+    assert!(
+        stdout.iter().all(|l| !l.contains("listening on")),
+        "no banner expected: {stdout:?}"
+    );
+}
