@@ -32,6 +32,10 @@ pub enum Site {
     Timer,
     /// Setting a socket option or another configuration call on a socket.
     Configure,
+    /// Cancelling an operation in flight (io_uring `ASYNC_CANCEL`).
+    Cancel,
+    /// Reading the driver's own wake-up eventfd.
+    Wake,
 }
 
 /// What the driver does about a failed call.
@@ -236,7 +240,10 @@ pub mod unix {
                 }
             }
             Site::Wait => {
-                if code == EBUSY || exhausted(code) {
+                if code == ETIME {
+                    // A wait with a timeout that ran out.
+                    D::Expired
+                } else if code == EBUSY || exhausted(code) {
                     // io_uring_enter: completion queue overflow backlog, or no memory for
                     // the submission: reap completions and submit again.
                     D::Exhausted
@@ -255,6 +262,21 @@ pub mod unix {
             Site::Timer => {
                 if code == ETIME {
                     D::Expired
+                } else {
+                    D::Fatal
+                }
+            }
+            Site::Cancel => {
+                if code == ENOENT || code == EALREADY {
+                    // Nothing left to cancel: it completed, or is completing now.
+                    D::Canceled
+                } else {
+                    D::Fatal
+                }
+            }
+            Site::Wake => {
+                if exhausted(code) {
+                    D::Exhausted
                 } else {
                     D::Fatal
                 }
@@ -532,6 +554,12 @@ mod tests {
         assert_eq!(unix::classify(Site::Wait, EBUSY), D::Exhausted);
         assert_eq!(unix::classify(Site::Wait, EINTR), D::Retry);
         assert_eq!(unix::classify(Site::Wait, EBADF), D::Fatal);
+        assert_eq!(unix::classify(Site::Wait, ETIME), D::Expired);
+        assert_eq!(unix::classify(Site::Cancel, ENOENT), D::Canceled);
+        assert_eq!(unix::classify(Site::Cancel, EALREADY), D::Canceled);
+        assert_eq!(unix::classify(Site::Cancel, EINVAL), D::Fatal);
+        assert_eq!(unix::classify(Site::Wake, EAGAIN), D::WouldBlock);
+        assert_eq!(unix::classify(Site::Wake, EBADF), D::Fatal);
         assert_eq!(unix::classify(Site::Configure, ENOPROTOOPT), D::Unsupported);
     }
 
