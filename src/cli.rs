@@ -26,7 +26,7 @@ struct Cli {
 enum Commands {
     /// Serve a protocol until SIGINT or SIGTERM.
     #[command(
-        after_help = "Examples:\n  ringport serve\n  ringport serve --listen 127.0.0.1:0 --workers 0\n  RINGPORT_BACKEND=poll ringport serve --io-threads 2\n  ringport serve --max-connections 1000 --idle-timeout 30s --output-limit 1MiB"
+        after_help = "Examples:\n  ringport serve\n  ringport serve --listen 127.0.0.1:0 --workers 2\n  RINGPORT_BACKEND=poll ringport serve --io-threads 2\n  ringport serve --max-connections 1000 --idle-timeout 30s --output-limit 1MiB"
     )]
     Serve(ServeArgs),
     /// Load an echo server and report throughput and latency.
@@ -47,10 +47,11 @@ struct ServeArgs {
     /// I/O threads, each with its own listener and ring or poller.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=255))]
     io_threads: u16,
-    /// Worker threads running the service (default: one per core); 0 runs it inline on
-    /// the I/O threads.
-    #[arg(long)]
-    workers: Option<usize>,
+    /// Worker threads running the service; 0 runs it inline on the I/O threads (cheapest
+    /// for light services such as echo). Give workers to services that do real work per
+    /// request, so a slow request does not hold up the I/O thread.
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
     /// Connections open at once; more are accepted and closed at once.
     #[arg(long, default_value_t = 100_000)]
     max_connections: usize,
@@ -124,9 +125,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         .shutdown_grace(args.shutdown_grace)
         .ring_buffers(args.ring_buffers)
         .buffer_size(u32::try_from(args.buffer_size).unwrap_or(u32::MAX));
-    if let Some(w) = args.workers {
-        builder.workers(w);
-    }
+    builder.workers(args.workers);
     let server = match args.service.as_str() {
         "echo" => builder.build(Echo),
         other => {

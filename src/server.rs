@@ -71,19 +71,20 @@ pub struct ServerBuilder {
 
 impl Default for ServerBuilder {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         ServerBuilder {
             listen: SocketAddr::from(([127, 0, 0, 1], 7000)),
             backend: Backend::Auto,
             io_threads: 1,
-            workers: cores,
+            // Inline: for cheap services (echo) the hop to a worker thread costs more than
+            // the service itself (see the README's Performance section).
+            workers: 0,
             driver: DriverConfig::default(),
         }
     }
 }
 
 impl ServerBuilder {
-    /// Defaults: 127.0.0.1:7000, backend auto, one I/O thread, one worker per core.
+    /// Defaults: 127.0.0.1:7000, backend auto, one I/O thread, the service inline on it.
     pub fn new() -> ServerBuilder {
         ServerBuilder::default()
     }
@@ -106,7 +107,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Worker threads running the service; 0 runs it inline on the I/O threads.
+    /// Worker threads running the service; 0 (the default) runs it inline on the I/O
+    /// threads, which is cheapest for services that do little work per message.
     pub fn workers(&mut self, n: usize) -> &mut Self {
         self.workers = n;
         self

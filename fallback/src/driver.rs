@@ -10,8 +10,9 @@
 //! - Listener: accept until `WouldBlock` (at most [`ACCEPT_BATCH`] per wake). `SkipPeer`
 //!   errors go on with the next; `Exhausted` (out of descriptors or memory) pauses accepting
 //!   with a doubling backoff, logged at most once a second.
-//! - Reads: until `WouldBlock`, up to `read_budget` bytes per wake so one busy peer cannot
-//!   starve the others. A read of 0 bytes is EOF: the service is told, and whatever it still
+//! - Reads: until `WouldBlock` (or a short read, which on a stream socket means the same:
+//!   the receive queue is empty; the oneshot re-arm reports anything that arrives after),
+//!   up to `read_budget` bytes per wake so one busy peer cannot starve the others. A read of 0 bytes is EOF: the service is told, and whatever it still
 //!   owes is written before the socket is closed.
 //! - Writes: immediately; what the socket does not take is queued and writable interest is
 //!   armed. Over `output_high` queued bytes, reading from that connection pauses until the
@@ -500,6 +501,12 @@ impl PollDriver {
                     Stats::add(&self.stats.bytes_in, n as u64);
                     dispatch.data(c.id, &self.read_buf[..n]);
                     total += n;
+                    if n < self.read_buf.len() {
+                        // A short read on a stream socket means its receive queue is empty
+                        // now: one `WouldBlock` read saved per wake. Anything that arrives
+                        // later is reported by the oneshot re-arm at the end of the turn.
+                        return true;
+                    }
                     if total >= self.cfg.read_budget || c.queued() + total >= self.cfg.output_high {
                         // Fairness: the re-arm at the end of the turn brings us back. A
                         // connection whose answers are piling up reads no further ahead than
