@@ -37,6 +37,8 @@
 //! - Every failed call or completion goes through the classifier
 //!   ([`ringport_fallback::errno`]); this module never compares errno values. A failing
 //!   operation is never re-armed in a tight loop.
+//! - Every accept, receive and send result passes one choke point ([`choke`]) before it is
+//!   used; with the `fault-injection` feature a test can script failures there.
 //!
 //! # Memory the kernel uses
 //!
@@ -49,6 +51,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod buf_ring;
+mod choke;
 mod ring;
 
 use std::cell::UnsafeCell;
@@ -70,6 +73,7 @@ use ringport_fallback::net::prepare_stream;
 use ringport_fallback::{Command, ConnId, Dispatch, DriverConfig, Shared, Stats, Waker};
 
 use buf_ring::BufRing;
+use choke::Injected;
 
 /// Longest a send request asks for at once.
 const MAX_SEND: usize = 1 << 30;
@@ -146,6 +150,8 @@ struct Conn {
     sending: Vec<u8>,
     send_pos: usize,
     send_busy: bool,
+    /// The error the send in flight was scripted to fail with (fault injection only).
+    send_fault: choke::ScriptedSend,
     /// Output that arrived while a send was in flight, coalesced.
     pending: Vec<u8>,
     /// A multishot receive is in flight (until a completion without `MORE`).
@@ -385,14 +391,10 @@ impl UringDriver {
         let Err(e) = result else {
             return Ok(());
         };
-        // The wait's own timer expiring (ETIME) is not a failure.
-        match classify(Site::Timer, &e) {
-            Disposition::Expired | Disposition::Retry => return Ok(()),
-            _ => {}
-        }
         match classify(Site::Wait, &e) {
-            // Interrupted, or a completion backlog: reap and go round again.
-            Disposition::Retry | Disposition::Exhausted => Ok(()),
+            // The wait's own timeout ran out, it was interrupted, or a completion backlog:
+            // reap and go round again.
+            Disposition::Expired | Disposition::Retry | Disposition::Exhausted => Ok(()),
             d => {
                 self.stats.error(d);
                 Err(e)
@@ -483,7 +485,8 @@ impl UringDriver {
                 Some(Op::CancelConn) => self.on_close_cancel(slot, generation, res, dispatch),
                 Some(Op::CancelRecv) => self.on_recv_cancel(slot, generation, res),
                 // Accept or exit cancels: the cancelled requests report themselves.
-                Some(Op::Cancel) | None => {}
+                Some(Op::Cancel) => self.on_cancel(res),
+                None => {}
             }
         }
         self.cqes = cqes;
@@ -503,7 +506,7 @@ impl UringDriver {
     fn on_wake(&mut self, res: i32) {
         self.wake_armed = false;
         if res < 0 {
-            match classify(Site::Recv, &from_completion(res)) {
+            match classify(Site::Wake, &from_completion(res)) {
                 Disposition::Canceled | Disposition::Retry | Disposition::WouldBlock => {}
                 d => {
                     self.stats.error(d);
@@ -556,28 +559,46 @@ impl UringDriver {
         if !more {
             self.accept_armed = false;
         }
+        let scripted = choke::accept(&self.cfg);
         if res >= 0 {
             // SAFETY: a successful accept completion's result is a new descriptor that
             // nothing else owns; the stream closes it.
             let stream = unsafe { TcpStream::from_raw_fd(res) };
-            self.backoff.reset();
-            if self.stopping_since.is_some() {
-                // Accepted while the accept was being cancelled: not admitted.
-                return;
+            self.accepted(stream, dispatch);
+            // A scripted failure never costs the descriptor the kernel handed over: the
+            // connection is admitted, then the failure is acted on as if the next accept
+            // had reported it.
+            if let Some(e) = scripted {
+                self.accept_failed(e, more);
             }
-            if self.open >= self.cfg.max_connections {
-                // Accepted and closed at once, so it does not sit in the backlog.
-                Stats::add(&self.stats.refused, 1);
-                return;
-            }
-            if let Err(e) = prepare_stream(&stream, false) {
-                self.stats.error(classify(Site::Configure, &e));
-                return;
-            }
-            self.admit(stream, dispatch);
             return;
         }
-        let e = from_completion(res);
+        // A failed completion carries nothing: a scripted error can stand in for it.
+        let e = scripted.unwrap_or_else(|| from_completion(res));
+        self.accept_failed(e, more);
+    }
+
+    /// A new connection from the listener: admit it, or close it at once.
+    fn accepted<D: Dispatch>(&mut self, stream: TcpStream, dispatch: &mut D) {
+        self.backoff.reset();
+        if self.stopping_since.is_some() {
+            // Accepted while the accept was being cancelled: not admitted.
+            return;
+        }
+        if self.open >= self.cfg.max_connections {
+            // Accepted and closed at once, so it does not sit in the backlog.
+            Stats::add(&self.stats.refused, 1);
+            return;
+        }
+        if let Err(e) = prepare_stream(&stream, false) {
+            self.stats.error(classify(Site::Configure, &e));
+            return;
+        }
+        self.admit(stream, dispatch);
+    }
+
+    /// An accept failed with `e`; `more`: the multishot accept is still armed.
+    fn accept_failed(&mut self, e: io::Error, more: bool) {
         match classify(Site::Accept, &e) {
             // Re-armed at the end of the turn if the multishot ended.
             Disposition::Retry | Disposition::WouldBlock | Disposition::Canceled => {}
@@ -628,6 +649,7 @@ impl UringDriver {
             sending: Vec::new(),
             send_pos: 0,
             send_busy: false,
+            send_fault: choke::ScriptedSend::default(),
             pending: Vec::new(),
             recv_armed: false,
             recv_cancel: false,
@@ -690,6 +712,7 @@ impl UringDriver {
     ) {
         let more = cqueue::more(flags);
         let bid = cqueue::buffer_select(flags);
+        let scripted = choke::recv(&self.cfg);
         let Some(c) = live(&mut self.slots, slot, generation) else {
             // Cannot happen (a slot is reused only after its last completion); keep the
             // buffer anyway.
@@ -707,19 +730,21 @@ impl UringDriver {
                     Stats::add(&self.stats.bytes_in, n as u64);
                     if deliver {
                         c.last_read = self.now;
-                        if c.stalled || dispatch.congested(c.id) {
-                            // The worker is behind: stop reading (the receive is cancelled
-                            // at the end of the turn) and hold what still arrives until it
-                            // catches up, in order, so the hand-off stays bounded as with
-                            // the readiness driver.
-                            if !c.stalled {
-                                c.stalled = true;
-                                Stats::add(&self.stats.read_pauses, 1);
-                                self.stalled.push(slot);
+                        for piece in bytes.chunks(scripted.piece.unwrap_or(n)) {
+                            if c.stalled || dispatch.congested(c.id) {
+                                // The worker is behind: stop reading (the receive is
+                                // cancelled at the end of the turn) and hold what still
+                                // arrives until it catches up, in order, so the hand-off
+                                // stays bounded as with the readiness driver.
+                                if !c.stalled {
+                                    c.stalled = true;
+                                    Stats::add(&self.stats.read_pauses, 1);
+                                    self.stalled.push(slot);
+                                }
+                                c.held.extend_from_slice(piece);
+                            } else {
+                                dispatch.data(c.id, piece);
                             }
-                            c.held.extend_from_slice(bytes);
-                        } else {
-                            dispatch.data(c.id, bytes);
                         }
                     }
                 }
@@ -728,7 +753,10 @@ impl UringDriver {
                 }
             }
         } else if res == 0 {
-            if deliver && !c.read_eof {
+            // A scripted error stands in for an EOF, which stays in the socket: the
+            // re-armed receive reports it again.
+            let replaced = scripted.recv.is_some() || scripted.ring.is_some();
+            if deliver && !c.read_eof && !replaced {
                 c.read_eof = true;
                 if c.held.len() > c.held_pos {
                     c.held_eof = true;
@@ -737,19 +765,31 @@ impl UringDriver {
                 }
             }
         } else {
-            let e = from_completion(res);
-            match classify(Site::BufferRing, &e) {
-                // The buffer ring ran dry: the data waits in the socket. Re-armed from the
-                // starved queue once this turn's buffers are back.
-                Disposition::Exhausted => {
-                    Stats::add(&self.stats.enobufs, 1);
-                    if !more && !c.starved {
-                        c.starved = true;
-                        self.starved.push_back((slot, generation));
-                    }
-                }
-                Disposition::Canceled | Disposition::Retry | Disposition::WouldBlock => {}
-                d => abort = Some((d, e)),
+            let (e, key) = (from_completion(res), (slot, generation));
+            abort = recv_failed(
+                c,
+                Site::BufferRing,
+                e,
+                !more,
+                &self.stats,
+                &mut self.starved,
+                key,
+            );
+        }
+        // Scripted errors: as if the receive had ended with them after this completion.
+        // Its multishot may still be running: a starved connection does not want it, so it
+        // is cancelled and re-armed from the starved queue, as after a real ENOBUFS;
+        // after EINTR or EAGAIN it just goes on.
+        for (site, e) in [
+            (Site::Recv, scripted.recv),
+            (Site::BufferRing, scripted.ring),
+        ] {
+            let Some(e) = e else {
+                continue;
+            };
+            if abort.is_none() {
+                let key = (slot, generation);
+                abort = recv_failed(c, site, e, true, &self.stats, &mut self.starved, key);
             }
         }
         if let Some(bid) = bid {
@@ -778,10 +818,35 @@ impl UringDriver {
         if res >= 0 {
             return;
         }
-        // Nothing was cancelled (the receive had just ended, or was running): allow the
-        // next pass to try again if the receive is still armed.
-        if let Some(c) = live(&mut self.slots, slot, generation) {
-            c.recv_cancel = false;
+        let e = from_completion(res);
+        let Some(c) = live(&mut self.slots, slot, generation) else {
+            return;
+        };
+        // Nothing was cancelled (Canceled: the receive had just ended, or was running):
+        // allow the next pass to try again if the receive is still armed.
+        c.recv_cancel = false;
+        let d = classify(Site::Cancel, &e);
+        if d != Disposition::Canceled {
+            self.stats.error(d);
+            log_fatal(&mut self.fatal_log, "receive cancel", c.id, &e);
+        }
+    }
+
+    /// The completion of an accept or exit cancel (the cancelled requests report
+    /// themselves).
+    fn on_cancel(&mut self, res: i32) {
+        if res >= 0 {
+            return;
+        }
+        let e = from_completion(res);
+        let d = classify(Site::Cancel, &e);
+        if d != Disposition::Canceled {
+            self.stats.error(d);
+            if let Some(suppressed) = self.fatal_log.allow() {
+                eprintln!(
+                    "ringport: BUG: cancel failed: {e} ({suppressed} similar lines suppressed)"
+                );
+            }
         }
     }
 
@@ -809,11 +874,25 @@ impl UringDriver {
             return;
         };
         let rest = &c.sending[c.send_pos..];
-        let len = rest.len().min(MAX_SEND) as u32;
-        let entry = opcode::Send::new(Fd(c.fd), rest.as_ptr(), len)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(user_data(Op::Send, c.id.generation(), slot));
+        let mut len = rest.len().min(MAX_SEND);
+        let ud = user_data(Op::Send, c.id.generation(), slot);
+        let entry = match choke::send(&self.cfg) {
+            Some(Injected::Error(e)) => {
+                // Scripted to fail: nothing is sent; a no-op takes the send's place and its
+                // completion reports `e`.
+                c.send_fault.set(e);
+                opcode::Nop::new().build().user_data(ud)
+            }
+            scripted => {
+                if let Some(Injected::Short(n)) = scripted {
+                    len = len.min(n);
+                }
+                opcode::Send::new(Fd(c.fd), rest.as_ptr(), len as u32)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+                    .user_data(ud)
+            }
+        };
         c.send_busy = true;
         self.push(entry);
     }
@@ -823,34 +902,27 @@ impl UringDriver {
             return;
         };
         c.send_busy = false;
+        let scripted = c.send_fault.take();
         if c.dying.is_some() {
             self.maybe_finalize(slot, dispatch);
             return;
         }
-        if res > 0 {
-            let n = res as usize;
-            c.send_pos += n;
-            Stats::add(&self.stats.bytes_out, n as u64);
-            if c.send_pos < c.sending.len() {
-                // Short send: the rest goes out next, before anything coalesced behind it.
-                self.submit_send(slot);
-            } else {
-                c.sending.clear();
-                c.send_pos = 0;
-                self.mark_dirty(slot);
+        let e = match scripted {
+            // The request was a no-op standing in for a failed send: nothing was written.
+            Some(e) => e,
+            None if res > 0 => {
+                self.sent(slot, res as usize);
+                return;
             }
-            return;
-        }
-        let e = if res == 0 {
             // A send of a non-empty buffer that wrote nothing: the connection is unusable.
-            io::Error::from(io::ErrorKind::WriteZero)
-        } else {
-            from_completion(res)
+            None if res == 0 => io::Error::from(io::ErrorKind::WriteZero),
+            None => from_completion(res),
         };
         match classify(Site::Send, &e) {
             // Nothing was written: send the same bytes again (a cancel meant for an earlier
-            // connection on this descriptor number is the only source of Canceled here).
-            Disposition::Retry | Disposition::WouldBlock | Disposition::Canceled if res < 0 => {
+            // connection on this descriptor number is the only real source of Canceled here;
+            // a write of zero bytes is never classified as one of these).
+            Disposition::Retry | Disposition::WouldBlock | Disposition::Canceled => {
                 self.submit_send(slot)
             }
             d => {
@@ -860,6 +932,23 @@ impl UringDriver {
                 }
                 self.begin_close(slot, CloseWhy::Abort, dispatch);
             }
+        }
+    }
+
+    /// `n` more bytes of the send in flight were written.
+    fn sent(&mut self, slot: u32, n: usize) {
+        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
+            return;
+        };
+        c.send_pos += n;
+        Stats::add(&self.stats.bytes_out, n as u64);
+        if c.send_pos < c.sending.len() {
+            // Short send: the rest goes out next, before anything coalesced behind it.
+            self.submit_send(slot);
+        } else {
+            c.sending.clear();
+            c.send_pos = 0;
+            self.mark_dirty(slot);
         }
     }
 
@@ -877,8 +966,11 @@ impl UringDriver {
         let left = usize::from(c.recv_armed) + usize::from(c.send_busy);
         if res < 0 {
             let e = from_completion(res);
-            // "Nothing found" or "already running" are expected; only a bug is reported.
-            if classify(Site::Close, &e) == Disposition::Fatal {
+            // "Nothing found" or "already running" (Canceled: nothing left to cancel) are
+            // expected; anything else is a bug.
+            let d = classify(Site::Cancel, &e);
+            if d != Disposition::Canceled {
+                self.stats.error(d);
                 log_fatal(&mut self.fatal_log, "cancel", c.id, &e);
             }
         }
@@ -1197,6 +1289,35 @@ fn live(slots: &mut [Slot], slot: u32, generation: u32) -> Option<&mut Conn> {
         .get_mut(slot as usize)
         .filter(|s| s.generation == generation)
         .and_then(|s| s.conn.as_mut())
+}
+
+/// A receive of `c` failed with `e` at `site`. `ended`: the receive is over because of it,
+/// or is to be ended (only then does an empty buffer ring starve it). Returns the reason to
+/// close the connection, if it must close.
+fn recv_failed(
+    c: &mut Conn,
+    site: Site,
+    e: io::Error,
+    ended: bool,
+    stats: &Stats,
+    starved: &mut VecDeque<(u32, u32)>,
+    key: (u32, u32),
+) -> Option<(Disposition, io::Error)> {
+    match classify(site, &e) {
+        // The buffer ring ran dry: the data waits in the socket. Re-armed from the starved
+        // queue once this turn's buffers are back (a receive still running is cancelled
+        // first: a starved connection does not want one).
+        Disposition::Exhausted => {
+            Stats::add(&stats.enobufs, 1);
+            if ended && !c.starved {
+                c.starved = true;
+                starved.push_back(key);
+            }
+            None
+        }
+        Disposition::Canceled | Disposition::Retry | Disposition::WouldBlock => None,
+        d => Some((d, e)),
+    }
 }
 
 fn log_fatal(limit: &mut LogLimit, what: &str, id: ConnId, e: &io::Error) {
