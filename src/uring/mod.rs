@@ -392,9 +392,14 @@ impl UringDriver {
             return Ok(());
         };
         match classify(Site::Wait, &e) {
-            // The wait's own timeout ran out, it was interrupted, or a completion backlog:
-            // reap and go round again.
-            Disposition::Expired | Disposition::Retry | Disposition::Exhausted => Ok(()),
+            // The wait's own timeout ran out, or it was interrupted: go round again.
+            Disposition::Expired | Disposition::Retry => Ok(()),
+            // A completion backlog (EBUSY) or no memory for the submission (EAGAIN, ENOMEM):
+            // reap what completed, which frees both, and go round again.
+            d @ (Disposition::Exhausted | Disposition::WouldBlock) => {
+                self.stats.error(d);
+                Ok(())
+            }
             d => {
                 self.stats.error(d);
                 Err(e)
