@@ -58,6 +58,10 @@ struct ServeArgs {
     /// Close a connection that sends nothing for this long (e.g. 30s, 500ms; 0: never).
     #[arg(long, default_value = "0", value_parser = parse_duration)]
     idle_timeout: Duration,
+    /// Close a connection whose queued output made no progress for this long: a peer that
+    /// stopped reading (0: never).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    send_timeout: Duration,
     /// Queued output per connection above which reading from it pauses (e.g. 1MiB).
     #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
     output_limit: usize,
@@ -121,6 +125,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         .io_threads(usize::from(args.io_threads))
         .max_connections(args.max_connections)
         .idle_timeout(Some(args.idle_timeout))
+        .send_timeout(Some(args.send_timeout))
         .output_limit(args.output_limit)
         .shutdown_grace(args.shutdown_grace)
         .ring_buffers(args.ring_buffers)

@@ -135,6 +135,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Close connections whose queued output made no progress for this long (`None` or
+    /// zero: never). Default 60 s.
+    pub fn send_timeout(&mut self, t: Option<Duration>) -> &mut Self {
+        self.driver.send_timeout = t.filter(|d| !d.is_zero());
+        self
+    }
+
     /// How long shutdown waits for owed output before closing anyway.
     pub fn shutdown_grace(&mut self, t: Duration) -> &mut Self {
         self.driver.shutdown_grace = t;

@@ -21,6 +21,9 @@ every_backend!(
     idle_client_is_closed_active_one_is_not,
     reset_during_large_write_closes_only_that_connection,
     writes_to_half_closed_peer_are_quiet,
+    lingering_close_delivers_everything_written,
+    slow_reader_is_not_idle,
+    half_closed_non_reader_is_closed_by_send_timeout,
 );
 
 /// Beyond `--max-connections`, connections are accepted and closed at once; the admitted
@@ -142,6 +145,105 @@ fn writes_to_half_closed_peer_are_quiet(setup: Setup) {
     }
     wait_until("every connection closed", || server.stats().open == 0);
     try_echo(addr, b"alive").unwrap();
+}
+
+/// lingering_close: the server shuts down while the client is still sending and has not
+/// read its echo. Every byte the server wrote must reach the client, ending in a clean EOF
+/// — not a reset caused by closing with unread input.
+fn lingering_close_delivers_everything_written(setup: Setup) {
+    let mut b = setup.builder();
+    b.shutdown_grace(Duration::from_secs(30));
+    let server = b.build(Echo).unwrap();
+    let addr = server.local_addr();
+    let payload = Rng::new(5).bytes(4 << 20);
+    let c = connect(addr);
+    let mut writer = c.try_clone().unwrap();
+    let mut reader = c;
+    let sent = payload.clone();
+    let w = std::thread::spawn(move || {
+        for chunk in sent.chunks(64 * 1024) {
+            if writer.write_all(chunk).is_err() {
+                break;
+            }
+        }
+        let _ = writer.shutdown(Shutdown::Write);
+    });
+    wait_until("server read some input", || {
+        server.stats().bytes_in >= 256 * 1024
+    });
+    server.shutdown();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("connection ended with {e} after {} bytes", got.len()),
+        }
+    }
+    w.join().unwrap();
+    let st = server.wait().expect("clean exit");
+    assert!(
+        got[..] == payload[..got.len()],
+        "not an echo of what was sent"
+    );
+    assert_eq!(
+        got.len() as u64,
+        st.bytes_out,
+        "bytes written but not delivered"
+    );
+    assert!(!got.is_empty());
+}
+
+/// A client that keeps sending but reads slowly makes progress, so it is not idle, even
+/// while the server has stopped reading from it for longer than the idle timeout (its
+/// output is over the limit and drains only as fast as the client reads).
+fn slow_reader_is_not_idle(setup: Setup) {
+    let mut b = setup.builder();
+    b.idle_timeout(Some(Duration::from_millis(300)))
+        .output_limit(1 << 20);
+    let server = b.build(Echo).unwrap();
+    let payload = Rng::new(11).bytes(6 << 20);
+    let c = connect(server.local_addr());
+    let mut writer = c.try_clone().unwrap();
+    let mut reader = c;
+    let sent = payload.clone();
+    let w = std::thread::spawn(move || {
+        writer.write_all(&sent).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("slow reader cut off after {} bytes: {e}", got.len()),
+        }
+        // About 1 MB/s: once kernel buffers are full, the server's output queue takes longer
+        // than the idle timeout to drain from the limit to the resume mark, so it reads
+        // nothing from this client for that long.
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    w.join().unwrap();
+    assert_eq!(got.len(), payload.len());
+    assert!(got == payload);
+    assert_eq!(server.stats().timed_out, 0);
+}
+
+/// A peer that sends, half-closes and never reads leaves output the server cannot write:
+/// with no progress for the send timeout, the connection is closed and its memory freed.
+fn half_closed_non_reader_is_closed_by_send_timeout(setup: Setup) {
+    let mut b = setup.builder();
+    b.send_timeout(Some(Duration::from_millis(500)))
+        .output_limit(64 << 20);
+    let server = b.build(Echo).unwrap();
+    let mut c = connect(server.local_addr());
+    c.write_all(&vec![7u8; 8 << 20]).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    wait_until("stuck connection closed", || server.stats().open == 0);
+    assert_eq!(server.stats().timed_out, 1);
+    drop(c);
 }
 
 #[cfg(target_os = "linux")]

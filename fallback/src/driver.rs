@@ -71,7 +71,14 @@ struct Conn {
     armed: Interest,
     /// Queued for the end-of-turn re-arm.
     dirty: bool,
+    /// Last time bytes arrived, or reading resumed after a pause (idle timeout).
     last_read: Instant,
+    /// Last time queued output made progress, or output was queued on an empty queue
+    /// (send timeout).
+    last_write: Instant,
+    /// Lingering close: output written, write side shut down, input read and discarded
+    /// until the peer's EOF or this deadline.
+    linger_until: Option<Instant>,
 }
 
 impl Conn {
@@ -80,6 +87,12 @@ impl Conn {
     }
 
     fn want(&self, stopping: bool) -> Interest {
+        if self.linger_until.is_some() {
+            return Interest {
+                read: true,
+                write: false,
+            };
+        }
         Interest {
             read: !self.read_eof && !self.closing && !self.out_paused && !self.stalled && !stopping,
             write: self.queued() > 0,
@@ -95,8 +108,10 @@ struct Slot {
 /// Why a connection is being closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CloseWhy {
-    /// Orderly: the service finished, output written.
+    /// Orderly: the service finished, output written. Lingers for the peer's EOF first.
     Done,
+    /// The end of an orderly close (EOF seen, or the linger deadline passed).
+    Final,
     /// The peer is gone or a call failed: drop queued output.
     Abort,
     /// Idle timeout.
@@ -117,6 +132,7 @@ pub struct PollDriver {
     open: usize,
     dirty: Vec<u32>,
     stalled: Vec<u32>,
+    lingering: Vec<u32>,
     to_close: Vec<(u32, CloseWhy)>,
     read_buf: Vec<u8>,
     backoff: Backoff,
@@ -164,6 +180,7 @@ impl PollDriver {
             open: 0,
             dirty: Vec::new(),
             stalled: Vec::new(),
+            lingering: Vec::new(),
             to_close: Vec::new(),
             accept_paused_until: None,
             accept_log: LogLimit::new(Duration::from_secs(1)),
@@ -195,8 +212,8 @@ impl PollDriver {
     /// Returns the error of a poller wait that failed for a reason other than an interrupt.
     pub fn run<D: Dispatch>(mut self, dispatch: &mut D) -> io::Result<()> {
         let mut events = Events::new();
-        if let Some(t) = self.cfg.idle_timeout {
-            self.next_idle_scan = Some(Instant::now() + idle_scan_period(t));
+        if let Some(t) = self.scan_period() {
+            self.next_idle_scan = Some(Instant::now() + t);
         }
         loop {
             if self.shared.stopping() && self.stopping_since.is_none() {
@@ -227,8 +244,22 @@ impl PollDriver {
             if let Err(e) = waited {
                 match classify(Site::Wait, &e) {
                     Disposition::Retry => {}
+                    d @ (Disposition::Exhausted | Disposition::WouldBlock) => {
+                        // The kernel is short of memory for the wait: back off, then retry.
+                        self.stats.error(d);
+                        std::thread::sleep(self.cfg.accept_backoff_min);
+                        continue;
+                    }
                     d => {
                         self.stats.error(d);
+                        eprintln!("ringport: BUG: poller wait failed: {e}; stopping the server");
+                        // Close everything the normal way (each session told once), and stop
+                        // the whole server rather than run on without this thread.
+                        self.close_all(dispatch);
+                        dispatch.flush();
+                        self.shared
+                            .shutdown
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
                         return Err(e);
                     }
                 }
@@ -256,13 +287,19 @@ impl PollDriver {
         }
         self.resume_stalled(dispatch);
         self.rearm();
-        if !self.to_close.is_empty() {
+        // Closes may start lingering connections, which need their interest re-armed; a
+        // re-arm may find more to close. Two rounds settle it; the rest waits a turn.
+        for _ in 0..2 {
+            if self.to_close.is_empty() {
+                break;
+            }
             let mut closing = std::mem::take(&mut self.to_close);
             for (slot, why) in closing.drain(..) {
                 self.close(slot, why, dispatch);
             }
             self.to_close = closing;
             dispatch.flush();
+            self.rearm();
         }
     }
 
@@ -274,6 +311,14 @@ impl PollDriver {
             }
         };
         consider(self.next_idle_scan);
+        for &slot in &self.lingering {
+            consider(
+                self.slots[slot as usize]
+                    .conn
+                    .as_ref()
+                    .and_then(|c| c.linger_until),
+            );
+        }
         consider(self.stopping_since.map(|s| s + self.cfg.shutdown_grace));
         if self.stopping_since.is_some() {
             // Poll the workers' progress while draining for shutdown.
@@ -283,6 +328,19 @@ impl PollDriver {
     }
 
     fn timers<D: Dispatch>(&mut self, dispatch: &mut D) {
+        let now = self.now;
+        self.lingering
+            .retain(|&slot| match self.slots[slot as usize].conn.as_ref() {
+                Some(c) => match c.linger_until {
+                    Some(t) if now >= t => {
+                        self.to_close.push((slot, CloseWhy::Final));
+                        false
+                    }
+                    Some(_) => true,
+                    None => false,
+                },
+                None => false,
+            });
         if let Some(until) = self.accept_paused_until {
             if self.now >= until {
                 self.accept_paused_until = None;
@@ -290,14 +348,36 @@ impl PollDriver {
                 self.accept(dispatch);
             }
         }
-        if let (Some(scan), Some(limit)) = (self.next_idle_scan, self.cfg.idle_timeout) {
+        if let (Some(scan), Some(period)) = (self.next_idle_scan, self.scan_period()) {
             if self.now >= scan {
-                self.next_idle_scan = Some(self.now + idle_scan_period(limit));
-                for (i, slot) in self.slots.iter().enumerate() {
-                    if let Some(c) = &slot.conn {
-                        if !c.closing && self.now.duration_since(c.last_read) >= limit {
-                            self.to_close.push((i as u32, CloseWhy::Idle));
-                        }
+                self.next_idle_scan = Some(self.now + period);
+                let now = self.now;
+                let stopping = self.stopping_since.is_some();
+                for (i, slot) in self.slots.iter_mut().enumerate() {
+                    let Some(c) = slot.conn.as_mut() else {
+                        continue;
+                    };
+                    if c.linger_until.is_some() {
+                        continue; // bounded by its linger deadline
+                    }
+                    // Idle: the server was ready to read and nothing came. While reading is
+                    // paused by the server itself (output over the limit, worker behind) the
+                    // clock does not run.
+                    let reading = c.want(stopping).read;
+                    if !reading {
+                        c.last_read = now;
+                    }
+                    let idle = self
+                        .cfg
+                        .idle_timeout
+                        .is_some_and(|t| reading && now.duration_since(c.last_read) >= t);
+                    // Send timeout: output is owed and the peer took none of it for that long.
+                    let stuck = self
+                        .cfg
+                        .send_timeout
+                        .is_some_and(|t| c.queued() > 0 && now.duration_since(c.last_write) >= t);
+                    if idle || stuck {
+                        self.to_close.push((i as u32, CloseWhy::Idle));
                     }
                 }
             }
@@ -391,7 +471,16 @@ impl PollDriver {
             match self.poller.modify(l, Event::readable(LISTENER)) {
                 Ok(()) => self.listener_armed = true,
                 Err(e) => {
+                    // Retry through the accept-pause timer rather than stop accepting.
                     self.stats.error(classify(Site::Configure, &e));
+                    let pause = self.backoff.step();
+                    self.accept_paused_until = Some(self.now + pause);
+                    if let Some(suppressed) = self.accept_log.allow() {
+                        eprintln!(
+                            "ringport: cannot re-arm the listener ({e}); retrying in {pause:?} \
+                             ({suppressed} similar lines suppressed)"
+                        );
+                    }
                 }
             }
         }
@@ -431,6 +520,8 @@ impl PollDriver {
             },
             dirty: false,
             last_read: self.now,
+            last_write: self.now,
+            linger_until: None,
         });
         self.open += 1;
         Stats::add(&self.stats.accepted, 1);
@@ -479,6 +570,22 @@ impl PollDriver {
         };
         if !c.want(stopping).read {
             return true;
+        }
+        if c.linger_until.is_some() {
+            // Lingering: discard input until EOF; then the close is final.
+            loop {
+                match read_at_choke_point(&self.cfg, &mut c.stream, &mut self.read_buf) {
+                    Ok(0) => break,
+                    Ok(_) => continue,
+                    Err(e) => match classify(Site::Recv, &e) {
+                        Disposition::Retry => continue,
+                        Disposition::WouldBlock => return true,
+                        _ => break,
+                    },
+                }
+            }
+            self.to_close.push((slot, CloseWhy::Final));
+            return false;
         }
         let mut total = 0usize;
         loop {
@@ -541,6 +648,9 @@ impl PollDriver {
             match write_at_choke_point(&self.cfg, &mut c.stream, &c.out[c.out_pos..]) {
                 Ok(n) => {
                     c.out_pos += n;
+                    if n > 0 {
+                        c.last_write = self.now;
+                    }
                     Stats::add(&self.stats.bytes_out, n as u64);
                 }
                 Err(e) => match classify(Site::Send, &e) {
@@ -564,7 +674,7 @@ impl PollDriver {
                 // A burst is over: give its memory back instead of holding it per connection.
                 c.out = Vec::new();
             }
-            if c.closing {
+            if c.closing && c.linger_until.is_none() {
                 self.to_close.push((slot, CloseWhy::Done));
                 return false;
             }
@@ -594,6 +704,9 @@ impl PollDriver {
         match cmd {
             Command::Send(bytes) => {
                 // Written at the end of the turn, coalesced with later sends.
+                if c.queued() == 0 {
+                    c.last_write = self.now;
+                }
                 c.out.extend_from_slice(bytes);
             }
             Command::Close => {
@@ -684,7 +797,38 @@ impl PollDriver {
         }
     }
 
+    /// Orderly close, step one: shut down the write side and read (discarding) until the
+    /// peer's EOF, so that unread input at close(2) does not turn into a reset that destroys
+    /// output the peer has not read yet. Returns false when the socket can close at once.
+    fn start_linger(&mut self, slot: u32) -> bool {
+        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
+            return false;
+        };
+        if c.linger_until.is_some() {
+            return true;
+        }
+        if c.read_eof {
+            // The peer already finished sending: nothing can arrive to cause a reset.
+            return false;
+        }
+        if let Err(e) = c.stream.shutdown(std::net::Shutdown::Write) {
+            self.stats.error(classify(Site::Configure, &e));
+            return false;
+        }
+        let mut until = self.now + self.cfg.linger;
+        if let Some(since) = self.stopping_since {
+            until = until.min(since + self.cfg.shutdown_grace);
+        }
+        c.linger_until = Some(until);
+        self.lingering.push(slot);
+        self.mark_dirty(slot);
+        true
+    }
+
     fn close<D: Dispatch>(&mut self, slot: u32, why: CloseWhy, dispatch: &mut D) {
+        if why == CloseWhy::Done && self.start_linger(slot) {
+            return;
+        }
         let s = &mut self.slots[slot as usize];
         let Some(c) = s.conn.take() else {
             return;
@@ -765,6 +909,17 @@ fn write_at_choke_point(
 
 fn idle_scan_period(limit: Duration) -> Duration {
     (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+impl PollDriver {
+    /// How often connections are checked against the idle and send timeouts.
+    fn scan_period(&self) -> Option<Duration> {
+        [self.cfg.idle_timeout, self.cfg.send_timeout]
+            .into_iter()
+            .flatten()
+            .map(idle_scan_period)
+            .min()
+    }
 }
 
 /// A stream registered with a poller, deleted from it before the stream is closed: the safe

@@ -256,14 +256,22 @@ pub struct DriverConfig {
     pub output_high: usize,
     /// Queued output below which a paused connection reads again.
     pub output_low: usize,
-    /// Close a connection that sent nothing for this long (`None`: never).
+    /// Close a connection that sent nothing for this long while the server was ready to
+    /// read from it (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// Close a connection whose queued output made no progress for this long: a peer that
+    /// stopped reading (`None`: never).
+    pub send_timeout: Option<Duration>,
     /// First pause of the accept loop when out of descriptors or memory.
     pub accept_backoff_min: Duration,
     /// Longest pause of the accept loop.
     pub accept_backoff_max: Duration,
     /// How long shutdown waits for owed output before closing anyway.
     pub shutdown_grace: Duration,
+    /// After an orderly close (output written, write side shut down), how long input is
+    /// still read and discarded waiting for the peer's EOF, so that closing with unread
+    /// input does not reset the connection and destroy output the peer has not read yet.
+    pub linger: Duration,
     /// io_uring: provided buffers per ring (a power of two).
     pub ring_buffers: u16,
     /// io_uring: size of each provided buffer.
@@ -293,9 +301,11 @@ impl Default for DriverConfig {
             output_high: 1024 * 1024,
             output_low: 256 * 1024,
             idle_timeout: None,
+            send_timeout: Some(Duration::from_secs(60)),
             accept_backoff_min: Duration::from_millis(10),
             accept_backoff_max: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
+            linger: Duration::from_secs(2),
             ring_buffers: 256,
             buffer_size: 16 * 1024,
             ring_entries: 1024,
