@@ -387,44 +387,10 @@ fn spawn_driver<D: Dispatch + Send + 'static>(
 
 /// One line saying why io_uring cannot run and what to do about it.
 fn uring_unavailable_reason(e: &io::Error) -> String {
-    let hint = match classify(Site::RingSetup, e) {
-        Disposition::Unsupported => match e.raw_os_error() {
-            Some(code) if code == libc_code("EPERM") || code == libc_code("EACCES") => {
-                "io_uring is forbidden here (seccomp filter such as Docker's default profile, \
-                 or sysctl kernel.io_uring_disabled); allow io_uring_setup or use --backend poll"
-            }
-            Some(code) if code == libc_code("ENOMEM") => {
-                "not enough locked memory for the ring; raise RLIMIT_MEMLOCK (ulimit -l) or \
-                 use fewer --ring-buffers"
-            }
-            Some(code) if code == libc_code("ENOSYS") => {
-                "this kernel has no io_uring (Linux 5.19 or newer is needed)"
-            }
-            _ => "this kernel lacks an io_uring feature ringport needs (Linux 6.0 or newer)",
-        },
-        _ => "io_uring setup failed",
-    };
-    format!("io_uring unavailable: {e}: {hint}")
-}
-
-/// errno numbers for the message above, without comparing errnos outside the classifier's
-/// crate on non-Unix systems.
-fn libc_code(name: &str) -> i32 {
-    #[cfg(unix)]
-    {
-        match name {
-            "EPERM" => libc::EPERM,
-            "EACCES" => libc::EACCES,
-            "ENOMEM" => libc::ENOMEM,
-            "ENOSYS" => libc::ENOSYS,
-            _ => -1,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = name;
-        -1
-    }
+    format!(
+        "io_uring unavailable: {e}: {}",
+        ringport_fallback::errno::ring_setup_hint(e)
+    )
 }
 
 /// A running server.

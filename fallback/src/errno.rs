@@ -168,6 +168,33 @@ pub fn is_out_of_descriptors(err: &io::Error) -> bool {
     }
 }
 
+/// What to tell a user whose io_uring setup failed with `err` (one clause, no errno
+/// numbers needed by the caller).
+pub fn ring_setup_hint(err: &io::Error) -> &'static str {
+    if classify(Site::RingSetup, err) != Disposition::Unsupported {
+        return "io_uring setup failed";
+    }
+    #[cfg(unix)]
+    {
+        match err.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => {
+                "io_uring is forbidden here (seccomp filter such as Docker's default profile, \
+                 or sysctl kernel.io_uring_disabled); allow io_uring_setup or use --backend poll"
+            }
+            Some(libc::ENOMEM) => {
+                "not enough locked memory for the ring; raise RLIMIT_MEMLOCK (ulimit -l) or \
+                 use fewer --ring-buffers"
+            }
+            Some(libc::ENOSYS) => "this kernel has no io_uring (Linux 5.19 or newer is needed)",
+            _ => "this kernel lacks an io_uring feature ringport needs (Linux 6.0 or newer)",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        "io_uring exists only on Linux"
+    }
+}
+
 /// Build the `io::Error` for an io_uring completion result (`res < 0` is `-errno`).
 pub fn from_completion(res: i32) -> io::Error {
     io::Error::from_raw_os_error(res.saturating_neg())
@@ -561,6 +588,17 @@ mod tests {
         assert_eq!(unix::classify(Site::Wake, EAGAIN), D::WouldBlock);
         assert_eq!(unix::classify(Site::Wake, EBADF), D::Fatal);
         assert_eq!(unix::classify(Site::Configure, ENOPROTOOPT), D::Unsupported);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn ring_setup_hints_name_the_cause() {
+        let hint = |code| ring_setup_hint(&io::Error::from_raw_os_error(code));
+        assert!(hint(libc::EPERM).contains("seccomp"));
+        assert!(hint(libc::ENOMEM).contains("RLIMIT_MEMLOCK"));
+        assert!(hint(libc::ENOSYS).contains("no io_uring"));
+        assert!(hint(libc::EINVAL).contains("feature"));
+        assert_eq!(hint(libc::EBADF), "io_uring setup failed");
     }
 
     #[cfg(unix)]
