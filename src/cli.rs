@@ -35,8 +35,9 @@ enum Commands {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port (the banner says which).
-    #[arg(long, default_value = "127.0.0.1:7000")]
+    /// Address to listen on (IP:PORT or HOST:PORT); port 0 picks a free port (the banner
+    /// says which).
+    #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_listen)]
     listen: SocketAddr,
     /// The protocol to serve.
     #[arg(long, default_value = "echo", value_parser = ["echo"])]
@@ -50,11 +51,12 @@ struct ServeArgs {
     /// Worker threads running the service; 0 runs it inline on the I/O threads (cheapest
     /// for light services such as echo). Give workers to services that do real work per
     /// request, so a slow request does not hold up the I/O thread.
-    #[arg(long, default_value_t = 0)]
-    workers: usize,
-    /// Connections open at once; more are accepted and closed at once.
-    #[arg(long, default_value_t = 100_000)]
-    max_connections: usize,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    workers: u16,
+    /// Connections open at once, across all I/O threads; more are accepted and closed at
+    /// once.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
     /// Close a connection that sends nothing for this long (e.g. 30s, 500ms; 0: never).
     #[arg(long, default_value = "0", value_parser = parse_duration)]
     idle_timeout: Duration,
@@ -63,17 +65,52 @@ struct ServeArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     send_timeout: Duration,
     /// Queued output per connection above which reading from it pauses (e.g. 1MiB).
-    #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
+    #[arg(long, default_value = "1MiB", value_parser = |s: &str| parse_bytes_in(s, 1024, 1 << 30))]
     output_limit: usize,
     /// How long shutdown waits for owed output before closing anyway.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     shutdown_grace: Duration,
-    /// io_uring: provided receive buffers per I/O thread (a power of two).
-    #[arg(long, default_value_t = 256)]
+    /// io_uring: provided receive buffers per I/O thread (a power of two, 1 to 32768).
+    #[arg(long, default_value_t = 256, value_parser = parse_ring_buffers)]
     ring_buffers: u16,
-    /// io_uring: size of each provided receive buffer (e.g. 16KiB).
-    #[arg(long, default_value = "16KiB", value_parser = parse_bytes)]
+    /// io_uring: size of each provided receive buffer (e.g. 16KiB; 64 B to 1 MiB).
+    #[arg(long, default_value = "16KiB", value_parser = |s: &str| parse_bytes_in(s, 64, 1 << 20))]
     buffer_size: usize,
+}
+
+/// An IP:PORT, or a HOST:PORT resolved now (the first address it resolves to).
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    use std::net::ToSocketAddrs;
+    match s.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("'{s}' resolves to no address")),
+        Err(e) => Err(format!("'{s}' is not an address like 127.0.0.1:7000 ({e})")),
+    }
+}
+
+/// A size within `lo..=hi` bytes.
+fn parse_bytes_in(s: &str, lo: usize, hi: usize) -> Result<usize, String> {
+    let n = parse_bytes(s)?;
+    if n < lo || n > hi {
+        return Err(format!("{n} bytes is outside {lo}..={hi}"));
+    }
+    Ok(n)
+}
+
+/// A power of two from 1 to 32768.
+fn parse_ring_buffers(s: &str) -> Result<u16, String> {
+    let n: u16 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number from 1 to 32768"))?;
+    if n == 0 || !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two from 1 to 32768"));
+    }
+    Ok(n)
 }
 
 /// Parse `500ms`, `2s`, `1m`; a bare `0` means zero.
@@ -123,14 +160,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         .listen(args.listen)
         .backend(args.backend)
         .io_threads(usize::from(args.io_threads))
-        .max_connections(args.max_connections)
+        .max_connections(usize::try_from(args.max_connections).unwrap_or(usize::MAX))
         .idle_timeout(Some(args.idle_timeout))
         .send_timeout(Some(args.send_timeout))
         .output_limit(args.output_limit)
         .shutdown_grace(args.shutdown_grace)
         .ring_buffers(args.ring_buffers)
         .buffer_size(u32::try_from(args.buffer_size).unwrap_or(u32::MAX));
-    builder.workers(args.workers);
+    builder.workers(usize::from(args.workers));
     let server = match args.service.as_str() {
         "echo" => builder.build(Echo),
         other => {
@@ -191,6 +228,17 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_bytes_in("0", 1024, 1 << 30)
+            .unwrap_err()
+            .contains("outside"));
+        assert_eq!(parse_bytes_in("4KiB", 1024, 1 << 30), Ok(4096));
+        assert_eq!(parse_ring_buffers("256"), Ok(256));
+        assert!(parse_ring_buffers("100")
+            .unwrap_err()
+            .contains("power of two"));
+        assert!(parse_ring_buffers("0").is_err());
+        assert_eq!(parse_listen("localhost:7000").map(|a| a.port()), Ok(7000));
+        assert!(parse_listen("notanaddress").is_err());
     }
 
     #[test]

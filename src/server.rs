@@ -182,9 +182,7 @@ impl ServerBuilder {
         let listeners = net::listeners(self.listen, io_threads)?;
         let local_addr = listeners[0].local_addr()?;
         let shared = Arc::new(Shared::default());
-        let mut cfg = self.driver.clone();
-        // The cap is for the whole server; each driver holds its share.
-        cfg.max_connections = self.driver.max_connections.div_ceil(io_threads).max(1);
+        let cfg = self.driver.clone();
 
         let (backend, fallback_reason) = choose_backend(self.backend, &cfg)?;
         let wakers: Vec<Arc<Waker>> = (0..io_threads).map(|_| Waker::new()).collect();

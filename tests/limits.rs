@@ -18,6 +18,7 @@ use ringport::Backend;
 
 every_backend!(
     connection_cap_holds,
+    connection_cap_is_for_the_whole_server,
     idle_client_is_closed_active_one_is_not,
     reset_during_large_write_closes_only_that_connection,
     writes_to_half_closed_peer_are_quiet,
@@ -70,6 +71,33 @@ fn connection_cap_holds(setup: Setup) {
     drop(admitted.pop());
     wait_until("a place frees up", || server.stats().open == 9);
     try_echo(addr, b"my turn").expect("admitted after a place freed");
+}
+
+/// With several I/O threads the cap counts connections across all of them: every one of
+/// `cap` clients is admitted whichever thread the kernel hands it to, and no more.
+fn connection_cap_is_for_the_whole_server(setup: Setup) {
+    let mut b = setup.builder();
+    b.max_connections(4).io_threads(2);
+    let server = b.build(Echo).unwrap();
+    let addr = server.local_addr();
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let mut c = connect(addr);
+        let msg = format!("client {i}");
+        c.write_all(msg.as_bytes()).unwrap();
+        let mut buf = vec![0; msg.len()];
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, msg.as_bytes(), "client {i} refused below the cap");
+        clients.push(c);
+    }
+    let mut extra = connect(addr);
+    let _ = extra.write_all(b"fifth");
+    let mut buf = [0u8; 8];
+    assert!(
+        matches!(extra.read(&mut buf), Ok(0) | Err(_)),
+        "fifth client admitted over the cap"
+    );
+    assert_eq!(server.stats().refused, 1);
 }
 
 /// A connection that sends nothing for the idle timeout is closed; one that keeps talking

@@ -421,7 +421,7 @@ impl PollDriver {
                 Ok((stream, _peer)) => {
                     accepted += 1;
                     self.backoff.reset();
-                    if self.open >= self.cfg.max_connections {
+                    if !self.shared.admit(self.cfg.max_connections) {
                         // Accepted and closed at once, so it does not sit in the backlog.
                         Stats::add(&self.stats.refused, 1);
                         drop(stream);
@@ -430,6 +430,7 @@ impl PollDriver {
                     if let Err(e) = prepare_stream(&stream, true) {
                         let d = classify(Site::Configure, &e);
                         self.stats.error(d);
+                        self.shared.release();
                         continue;
                     }
                     self.admit(stream, dispatch);
@@ -503,6 +504,7 @@ impl PollDriver {
             let d = classify(Site::Configure, &e);
             self.stats.error(d);
             self.free.push(slot);
+            self.shared.release();
             return;
         }
         self.slots[slot as usize].conn = Some(Conn {
@@ -841,6 +843,7 @@ impl PollDriver {
         drop(c.stream);
         self.free.push(slot);
         self.open -= 1;
+        self.shared.release();
         Stats::add(&self.stats.closed, 1);
         dispatch.closed(c.id);
     }

@@ -17,7 +17,7 @@
 //!   is dropped: a recycled slot never receives another connection's bytes.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -250,7 +250,8 @@ pub struct DriverConfig {
     pub read_buffer: usize,
     /// Bytes read from one connection per wake before others get a turn.
     pub read_budget: usize,
-    /// Connections beyond this (per driver) are accepted and closed at once.
+    /// Connections beyond this (across the server, see [`Shared::admit`]) are accepted and
+    /// closed at once.
     pub max_connections: usize,
     /// Per-connection queued output above which reading pauses.
     pub output_high: usize,
@@ -320,9 +321,27 @@ impl Default for DriverConfig {
 pub struct Shared {
     /// Set once to ask every driver to stop accepting, flush and exit.
     pub shutdown: AtomicBool,
+    /// Connections open across all drivers (for the connection cap).
+    open: AtomicUsize,
 }
 
 impl Shared {
+    /// Take a place for a new connection if fewer than `max` are open across the server.
+    /// Every `true` must be matched by one [`Shared::release`] when that connection closes.
+    pub fn admit(&self, max: usize) -> bool {
+        let before = self.open.fetch_add(1, Ordering::AcqRel);
+        if before >= max {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Give back the place of a closed connection.
+    pub fn release(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// True once shutdown was requested.
     pub fn stopping(&self) -> bool {
         self.shutdown.load(Ordering::SeqCst)
@@ -411,6 +430,16 @@ mod tests {
         assert_eq!(wrapped.generation(), 0);
         assert_ne!(ConnId::new(0, 1, 1), ConnId::new(0, 1, 2));
         assert_ne!(ConnId::new(0, 1, 1), ConnId::new(1, 1, 1));
+    }
+
+    #[test]
+    fn admission_is_capped_across_threads() {
+        let shared = Shared::default();
+        assert!(shared.admit(2));
+        assert!(shared.admit(2));
+        assert!(!shared.admit(2));
+        shared.release();
+        assert!(shared.admit(2));
     }
 
     #[test]
