@@ -25,12 +25,14 @@
 //! wrong bytes) stops the run, is printed, and makes the exit code non-zero.
 //!
 //! CPU use (`load CPU`, and with `--server-pid` the server's) is read from `/proc/PID/stat`
-//! over the measured window, on Linux only.
+//! over the measured window, on Linux only, and given in percent of one core (a load
+//! generator with 2 threads can reach 200%). When a failure stops the run during warm-up,
+//! before anything was measured, CPU use is given over the time it did run.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,6 +53,24 @@ const READ_BUFFER: usize = 64 * 1024;
 const MAX_SLEEP: Duration = Duration::from_millis(50);
 /// Largest latency the histogram holds exactly (larger ones are recorded as this).
 const MAX_LATENCY_NS: u64 = 60_000_000_000;
+/// Smallest and largest `--size`.
+const MIN_SIZE: u64 = 1;
+const MAX_SIZE: u64 = 64 << 20;
+
+/// The server to load: what the user wrote and the addresses it resolved to, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// As given (`localhost:7000`, `127.0.0.1:7000`).
+    pub name: String,
+    /// What it resolved to; never empty. Connections go to the first that accepts one.
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
 
 /// Options of `ringport bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -58,20 +78,22 @@ const MAX_LATENCY_NS: u64 = 60_000_000_000;
     after_help = "Examples:\n  ringport bench --addr 127.0.0.1:7000 --connections 50 --duration 10\n  ringport bench --depth 16 --size 4096 --verify\n  ringport bench --rate 100000 --json"
 )]
 pub struct BenchArgs {
-    /// Address of the echo server to load.
-    #[arg(long, default_value = "127.0.0.1:7000")]
-    pub addr: std::net::SocketAddr,
+    /// Address of the echo server to load: IP:PORT or HOST:PORT (resolved at start; the
+    /// first address that accepts a connection is used).
+    #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_target)]
+    pub addr: Target,
     /// Connections to open, spread over the threads.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub connections: u32,
-    /// Bytes per message.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    /// Bytes per message: a number, or with a unit (B, KiB, MiB); 1 B to 64 MiB.
+    #[arg(long, default_value = "64", value_parser = parse_size)]
     pub size: u32,
-    /// Closed loop: messages in flight per connection (1 = ping-pong).
+    /// Closed loop: messages in flight per connection (1 = ping-pong). With --rate only 1 is
+    /// accepted: the schedule decides what is in flight.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub depth: u32,
-    /// How long to measure, in seconds (2, 0.5) or with a unit (500ms).
-    #[arg(long, default_value = "5", value_parser = parse_secs)]
+    /// How long to measure, in seconds (2, 0.5) or with a unit (500ms); more than zero.
+    #[arg(long, default_value = "5", value_parser = parse_positive_secs)]
     pub duration: Duration,
     /// How long to run before measuring.
     #[arg(long, default_value = "1", value_parser = parse_secs)]
@@ -83,15 +105,15 @@ pub struct BenchArgs {
     /// Event loops (threads) of the load generator.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: u32,
-    /// Check that every byte comes back as it was sent.
+    /// Check that every byte comes back as it was sent (the summary says how many were).
     #[arg(long)]
     pub verify: bool,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
     /// Also report the CPU use of this process (the server) during the measurement, and its
-    /// CPU time per message (Linux).
-    #[arg(long, value_name = "PID")]
+    /// CPU time per message (Linux only; a PID that does not exist is an error).
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
     pub server_pid: Option<u32>,
 }
 
@@ -106,6 +128,62 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("'{s}' is not a duration like 5, 0.5 or 500ms"))
 }
 
+/// Like [`parse_secs`], but zero is refused: there would be nothing to measure.
+fn parse_positive_secs(s: &str) -> Result<Duration, String> {
+    let d = parse_secs(s)?;
+    if d.is_zero() {
+        return Err(format!(
+            "'{s}' is zero: give a duration to measure, like 5, 0.5 or 500ms"
+        ));
+    }
+    Ok(d)
+}
+
+/// Parse `64`, `4096B`, `4KiB`, `1MiB` (K and M are powers of 1024), from 1 B to 64 MiB.
+fn parse_size(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size like 64, 4KiB or 1MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        _ => {
+            return Err(format!(
+                "'{s}': unknown unit '{}' (use B, KiB or MiB)",
+                unit.trim()
+            ))
+        }
+    };
+    match n.checked_mul(mult) {
+        Some(b) if (MIN_SIZE..=MAX_SIZE).contains(&b) => {
+            Ok(u32::try_from(b).expect("64 MiB fits in u32"))
+        }
+        _ => Err(format!("'{s}' is outside 1 B to 64 MiB")),
+    }
+}
+
+/// An IP:PORT, or a HOST:PORT resolved now to all its addresses.
+fn parse_target(s: &str) -> Result<Target, String> {
+    let name = s.trim().to_string();
+    let addrs: Vec<SocketAddr> = match name.parse::<SocketAddr>() {
+        Ok(a) => vec![a],
+        Err(_) => name
+            .to_socket_addrs()
+            .map_err(|e| {
+                format!("'{s}' is not an address like 127.0.0.1:7000 or localhost:7000 ({e})")
+            })?
+            .collect(),
+    };
+    if addrs.is_empty() {
+        return Err(format!("'{s}' resolves to no address"));
+    }
+    Ok(Target { name, addrs })
+}
+
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
@@ -117,6 +195,11 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 
 /// Run `ringport bench` and return the process exit code.
 pub fn main(args: &BenchArgs) -> std::process::ExitCode {
+    // Options that cannot be honoured are a usage error (exit 2), as clap's own are.
+    if let Err(e) = validate(args) {
+        eprintln!("ringport bench: {e}");
+        return ExitCode::from(2);
+    }
     let report = match run(args) {
         Ok(r) => r,
         Err(e) => {
@@ -145,7 +228,7 @@ pub fn main(args: &BenchArgs) -> std::process::ExitCode {
 /// What a run measured.
 #[derive(Debug, Clone)]
 pub struct Report {
-    /// The server's address.
+    /// The server's address (the one connected to).
     pub addr: SocketAddr,
     /// Connections opened.
     pub connections: usize,
@@ -157,6 +240,8 @@ pub struct Report {
     pub rate: Option<f64>,
     /// Event loops used.
     pub threads: usize,
+    /// Whether the measured window opened (`false`: a failure stopped the run in warm-up).
+    pub measured: bool,
     /// Length of the measured window.
     pub elapsed: Duration,
     /// Messages answered in the window.
@@ -170,9 +255,18 @@ pub struct Report {
     pub errors: u64,
     /// What went wrong, one line each.
     pub error_messages: Vec<String>,
-    /// CPU time of the load generator in the window, if known.
+    /// Whether `--verify` checked the answers.
+    pub verify: bool,
+    /// With `--verify`: bytes that came back as sent, over the whole run (warm-up included).
+    pub verified_bytes: u64,
+    /// The time over which CPU use was measured: the window, or when the run stopped before
+    /// the window opened, the time it ran.
+    pub cpu_elapsed: Duration,
+    /// CPU time of the load generator over `cpu_elapsed`, if known.
     pub load_cpu: Option<Duration>,
-    /// The server's process id and its CPU time in the window, if asked for and known.
+    /// `--server-pid`, if given.
+    pub server_pid: Option<u32>,
+    /// The server's process id and its CPU time over `cpu_elapsed`, if asked for and known.
     pub server_cpu: Option<(u32, Duration)>,
 }
 
@@ -181,22 +275,25 @@ impl Report {
         self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    /// Answered messages per second.
+    /// Answered messages per second (0 when nothing was measured).
     pub fn msgs_per_sec(&self) -> f64 {
+        if !self.measured {
+            return 0.0;
+        }
         self.msgs as f64 / self.secs()
     }
 
     /// Payload megabytes (10^6) per second, one direction.
     pub fn mb_per_sec(&self) -> f64 {
-        self.msgs as f64 * self.size as f64 / 1e6 / self.secs()
+        self.msgs_per_sec() * self.size as f64 / 1e6
     }
 
-    /// Latency at quantile `q` in microseconds (0 when nothing was measured).
-    pub fn latency_us(&self, q: f64) -> f64 {
+    /// Latency at quantile `q` in microseconds (`None` when no message was measured).
+    pub fn latency_us(&self, q: f64) -> Option<f64> {
         if self.latency.is_empty() {
-            return 0.0;
+            return None;
         }
-        self.latency.value_at_quantile(q) as f64 / 1e3
+        Some(self.latency.value_at_quantile(q) as f64 / 1e3)
     }
 
     /// Open loop: how late messages left, at quantile `q`, in microseconds.
@@ -207,29 +304,46 @@ impl Report {
         Some(self.lag.value_at_quantile(q) as f64 / 1e3)
     }
 
-    /// Largest latency in microseconds.
-    pub fn max_us(&self) -> f64 {
+    /// Largest latency in microseconds (`None` when no message was measured).
+    pub fn max_us(&self) -> Option<f64> {
         if self.latency.is_empty() {
-            return 0.0;
+            return None;
         }
-        self.latency.max() as f64 / 1e3
+        Some(self.latency.max() as f64 / 1e3)
     }
 
-    /// CPU use of the load generator in percent of one core.
+    /// Mean latency in microseconds (`None` when no message was measured).
+    pub fn mean_us(&self) -> Option<f64> {
+        if self.latency.is_empty() {
+            return None;
+        }
+        Some(self.latency.mean() / 1e3)
+    }
+
+    fn cpu_percent(&self, cpu: Duration) -> Option<f64> {
+        if self.cpu_elapsed.is_zero() {
+            return None;
+        }
+        Some(cpu.as_secs_f64() * 100.0 / self.cpu_elapsed.as_secs_f64())
+    }
+
+    /// CPU use of the load generator in percent of one core (all its threads together, so
+    /// up to 100% per thread).
     pub fn load_cpu_percent(&self) -> Option<f64> {
-        self.load_cpu.map(|c| c.as_secs_f64() * 100.0 / self.secs())
+        self.load_cpu.and_then(|c| self.cpu_percent(c))
     }
 
     /// CPU use of the server in percent of one core.
     pub fn server_cpu_percent(&self) -> Option<f64> {
-        self.server_cpu
-            .map(|(_, c)| c.as_secs_f64() * 100.0 / self.secs())
+        self.server_cpu.and_then(|(_, c)| self.cpu_percent(c))
     }
 
     /// Server CPU time per answered message, in nanoseconds.
     pub fn server_ns_per_msg(&self) -> Option<f64> {
         match self.server_cpu {
-            Some((_, c)) if self.msgs > 0 => Some(c.as_nanos() as f64 / self.msgs as f64),
+            Some((_, c)) if self.measured && self.msgs > 0 => {
+                Some(c.as_nanos() as f64 / self.msgs as f64)
+            }
             _ => None,
         }
     }
@@ -241,16 +355,18 @@ impl Report {
         }
     }
 
-    /// The report as one line of JSON.
+    /// The report as one line of JSON. Values that mean nothing for this run (latency when
+    /// no message was answered, throughput when nothing was measured) are `null`.
     pub fn to_json(&self) -> String {
-        let mut s = String::with_capacity(512);
+        let mut s = String::with_capacity(640);
         let num = |v: Option<f64>| match v {
             Some(v) if v.is_finite() => format!("{v:.3}"),
             _ => "null".to_string(),
         };
+        let measured = |v: f64| self.measured.then_some(v);
         let _ = write!(
             s,
-            "{{\"addr\":\"{}\",\"mode\":\"{}\",\"connections\":{},\"size\":{},\"depth\":{},\"rate\":{},\"threads\":{},\"duration_s\":{:.3},\"msgs\":{},\"msgs_per_s\":{:.1},\"mb_per_s\":{:.3}",
+            "{{\"addr\":\"{}\",\"mode\":\"{}\",\"connections\":{},\"size\":{},\"depth\":{},\"rate\":{},\"threads\":{},\"measured\":{},\"duration_s\":{:.3},\"msgs\":{},\"msgs_per_s\":{},\"mb_per_s\":{}",
             self.addr,
             if self.rate.is_some() { "open" } else { "closed" },
             self.connections,
@@ -258,25 +374,36 @@ impl Report {
             self.depth,
             num(self.rate),
             self.threads,
-            self.secs(),
+            self.measured,
+            self.elapsed.as_secs_f64(),
             self.msgs,
-            self.msgs_per_sec(),
-            self.mb_per_sec(),
+            num(measured(self.msgs_per_sec())),
+            num(measured(self.mb_per_sec())),
         );
         let _ = write!(
             s,
-            ",\"latency_us\":{{\"p50\":{:.3},\"p99\":{:.3},\"p999\":{:.3},\"max\":{:.3},\"mean\":{:.3}}}",
-            self.latency_us(0.5),
-            self.latency_us(0.99),
-            self.latency_us(0.999),
-            self.max_us(),
-            if self.latency.is_empty() { 0.0 } else { self.latency.mean() / 1e3 },
+            ",\"latency_us\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{},\"mean\":{}}}",
+            num(self.latency_us(0.5)),
+            num(self.latency_us(0.99)),
+            num(self.latency_us(0.999)),
+            num(self.max_us()),
+            num(self.mean_us()),
         );
         let _ = write!(
             s,
             ",\"send_lag_us\":{{\"p50\":{},\"p99\":{}}}",
             num(self.lag_us(0.5)),
             num(self.lag_us(0.99)),
+        );
+        let _ = write!(
+            s,
+            ",\"verify\":{},\"verified_bytes\":{}",
+            self.verify,
+            if self.verify {
+                self.verified_bytes.to_string()
+            } else {
+                "null".to_string()
+            }
         );
         let _ = write!(s, ",\"errors\":{},\"error_messages\":[", self.errors);
         for (i, e) in self.error_messages.iter().enumerate() {
@@ -287,10 +414,11 @@ impl Report {
         }
         let _ = write!(
             s,
-            "],\"load_cpu_percent\":{},\"server_pid\":{},\"server_cpu_percent\":{},\"server_cpu_ns_per_msg\":{}}}",
+            "],\"cpu_window_s\":{:.3},\"load_cpu_percent\":{},\"server_pid\":{},\"server_cpu_percent\":{},\"server_cpu_ns_per_msg\":{}}}",
+            self.cpu_elapsed.as_secs_f64(),
             num(self.load_cpu_percent()),
-            self.server_cpu
-                .map_or_else(|| "null".to_string(), |(p, _)| p.to_string()),
+            self.server_pid
+                .map_or_else(|| "null".to_string(), |p| p.to_string()),
             num(self.server_cpu_percent()),
             num(self.server_ns_per_msg()),
         );
@@ -324,34 +452,55 @@ fn fmt_us(us: f64) -> String {
     }
 }
 
+/// `2 threads`, `1 thread`.
+fn threads_text(n: usize) -> String {
+    format!("{n} thread{}", if n == 1 { "" } else { "s" })
+}
+
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stopped = self.errors > 0;
+        let window = match (self.measured, stopped) {
+            (false, _) => format!(
+                "stopped during warm-up after {:.2} s, nothing measured",
+                self.cpu_elapsed.as_secs_f64()
+            ),
+            (true, true) => format!("stopped after {:.2} s measured", self.elapsed.as_secs_f64()),
+            (true, false) => format!("{:.1} s measured", self.elapsed.as_secs_f64()),
+        };
         writeln!(
             f,
-            "ringport bench: {}, {} connections, {} B messages, {}, {} thread{}, {:.1} s measured",
+            "ringport bench: {}, {} connections, {} B messages, {}, {}, {window}",
             self.addr,
             self.connections,
             self.size,
             self.mode(),
-            self.threads,
-            if self.threads == 1 { "" } else { "s" },
-            self.secs(),
+            threads_text(self.threads),
         )?;
-        writeln!(
-            f,
-            "  throughput  {:.0} msgs/s, {:.2} MB/s each way ({} msgs)",
-            self.msgs_per_sec(),
-            self.mb_per_sec(),
-            self.msgs
-        )?;
-        writeln!(
-            f,
-            "  latency     p50 {}, p99 {}, p99.9 {}, max {}",
-            fmt_us(self.latency_us(0.5)),
-            fmt_us(self.latency_us(0.99)),
-            fmt_us(self.latency_us(0.999)),
-            fmt_us(self.max_us()),
-        )?;
+        if self.measured {
+            writeln!(
+                f,
+                "  throughput  {:.0} msgs/s, {:.2} MB/s each way ({} msgs)",
+                self.msgs_per_sec(),
+                self.mb_per_sec(),
+                self.msgs
+            )?;
+        }
+        if let (Some(p50), Some(p99), Some(p999), Some(max)) = (
+            self.latency_us(0.5),
+            self.latency_us(0.99),
+            self.latency_us(0.999),
+            self.max_us(),
+        ) {
+            writeln!(
+                f,
+                "  latency     p50 {}, p99 {}, p99.9 {}, max {}",
+                fmt_us(p50),
+                fmt_us(p99),
+                fmt_us(p999),
+                fmt_us(max),
+            )?;
+        }
         if let (Some(p50), Some(p99)) = (self.lag_us(0.5), self.lag_us(0.99)) {
             writeln!(
                 f,
@@ -360,26 +509,60 @@ impl std::fmt::Display for Report {
                 fmt_us(p99)
             )?;
         }
+        if self.verify {
+            if stopped {
+                writeln!(
+                    f,
+                    "  verified    {} bytes came back as sent before the run stopped",
+                    self.verified_bytes
+                )?;
+            } else {
+                writeln!(
+                    f,
+                    "  verified    every byte: {} bytes came back as sent (warm-up included)",
+                    self.verified_bytes
+                )?;
+            }
+        }
         writeln!(f, "  errors      {}", self.errors)?;
+        // Over the warm-up that ran, when the run stopped before measuring.
+        let over = if self.measured {
+            String::new()
+        } else {
+            format!(" over {:.2} s of warm-up", self.cpu_elapsed.as_secs_f64())
+        };
         match self.load_cpu_percent() {
             Some(p) => {
                 let ceiling = if p >= 95.0 * self.threads as f64 {
-                    " (the load generator is the limit)"
+                    ", the load generator is the limit"
                 } else {
                     ""
                 };
-                writeln!(f, "  load CPU    {p:.0}% of a core{ceiling}")?;
+                writeln!(
+                    f,
+                    "  load CPU    {p:.0}% of one core{over} ({}{ceiling})",
+                    threads_text(self.threads)
+                )?;
             }
+            None if cfg!(target_os = "linux") => writeln!(f, "  load CPU    not measured")?,
             None => writeln!(f, "  load CPU    unknown on this OS")?,
         }
-        if let (Some((pid, _)), Some(p)) = (self.server_cpu, self.server_cpu_percent()) {
-            let per = self
-                .server_ns_per_msg()
-                .map_or_else(|| "n/a".to_string(), |ns| format!("{ns:.0} ns"));
-            writeln!(
-                f,
-                "  server CPU  {p:.0}% of a core, {per} per message (pid {pid})"
-            )?;
+        if let Some(pid) = self.server_pid {
+            match self.server_cpu_percent() {
+                Some(p) => {
+                    let per = self
+                        .server_ns_per_msg()
+                        .map_or_else(String::new, |ns| format!(", {ns:.0} ns per message"));
+                    writeln!(
+                        f,
+                        "  server CPU  {p:.0}% of one core{over}{per} (pid {pid})"
+                    )?;
+                }
+                None => writeln!(
+                    f,
+                    "  server CPU  not measured (pid {pid} could not be read to the end)"
+                )?,
+            }
         }
         Ok(())
     }
@@ -407,6 +590,28 @@ pub fn process_cpu(pid: Option<u32>) -> Option<Duration> {
 #[cfg(not(target_os = "linux"))]
 pub fn process_cpu(_pid: Option<u32>) -> Option<Duration> {
     None
+}
+
+/// Check that `--server-pid` names a process whose CPU time can be read.
+#[cfg(target_os = "linux")]
+fn check_server_pid(pid: u32) -> Result<(), String> {
+    let path = format!("/proc/{pid}/stat");
+    match std::fs::read_to_string(&path) {
+        Ok(_) if process_cpu(Some(pid)).is_some() => Ok(()),
+        Ok(_) => Err(format!("--server-pid {pid}: cannot parse {path}")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(format!("--server-pid {pid}: no such process"))
+        }
+        Err(e) => Err(format!("--server-pid {pid}: cannot read {path}: {e}")),
+    }
+}
+
+/// `--server-pid` needs `/proc`, which this OS does not have.
+#[cfg(not(target_os = "linux"))]
+fn check_server_pid(pid: u32) -> Result<(), String> {
+    Err(format!(
+        "--server-pid {pid}: the server's CPU use can only be measured on Linux"
+    ))
 }
 
 /// What every event loop needs to know; times in nanoseconds since the run's start.
@@ -544,6 +749,8 @@ struct Tally {
     /// Open loop: how late each message left against its schedule.
     lag: Histogram<u64>,
     msgs: u64,
+    /// With `--verify`: bytes that came back as sent.
+    verified: u64,
 }
 
 /// One event loop and the connections it drives.
@@ -586,6 +793,7 @@ impl<'a> Loop<'a> {
                 lag: latency.clone(),
                 latency,
                 msgs: 0,
+                verified: 0,
             },
             buf: vec![0; READ_BUFFER],
         };
@@ -717,6 +925,7 @@ impl<'a> Loop<'a> {
             latency: std::mem::replace(&mut self.tally.latency, empty()),
             lag: std::mem::replace(&mut self.tally.lag, empty()),
             msgs: self.tally.msgs,
+            verified: self.tally.verified,
         }
     }
 
@@ -819,6 +1028,7 @@ impl<'a> Loop<'a> {
             let take = (plan.size - c.recv_off).min(n - p);
             if plan.verify {
                 c.check(&self.buf[p..p + take], c.recv_off)?;
+                self.tally.verified += take as u64;
             }
             c.recv_off += take;
             p += take;
@@ -842,27 +1052,80 @@ impl<'a> Loop<'a> {
     }
 }
 
+/// Refuse options that cannot be honoured: `--depth` above 1 with `--rate` (explicit
+/// `--depth 1` stays allowed: it is what the open loop does), and what the value parsers
+/// refuse already, for callers of [`run`] that build [`BenchArgs`] themselves; and a
+/// `--server-pid` whose process does not exist.
+fn validate(args: &BenchArgs) -> Result<(), String> {
+    if let (Some(rate), true) = (args.rate, args.depth != 1) {
+        return Err(format!(
+            "--depth {} cannot be used with --rate {rate}: depth applies to the closed loop \
+             only, the open loop's schedule decides what is in flight (drop --depth, or drop \
+             --rate for a closed loop)",
+            args.depth
+        ));
+    }
+    if args.duration.is_zero() {
+        return Err("--duration must be more than zero".to_string());
+    }
+    if !(MIN_SIZE..=MAX_SIZE).contains(&u64::from(args.size)) {
+        return Err(format!("--size {} is outside 1 B to 64 MiB", args.size));
+    }
+    if args.addr.addrs.is_empty() {
+        return Err(format!("'{}' resolves to no address", args.addr));
+    }
+    if let Some(pid) = args.server_pid {
+        check_server_pid(pid)?;
+    }
+    Ok(())
+}
+
+/// Open connection `i` to `addr`.
+fn connect(target: &Target, addr: SocketAddr, i: usize) -> Result<TcpStream, String> {
+    TcpStream::connect(addr).map_err(|e| {
+        let why = match e.kind() {
+            io::ErrorKind::ConnectionRefused => {
+                "connection refused (is an echo server listening there?)".to_string()
+            }
+            _ => e.to_string(),
+        };
+        if target.addrs.len() == 1 && target.name == addr.to_string() {
+            format!("cannot connect to {target} (connection {i}): {why}")
+        } else {
+            format!("cannot connect to {target} at {addr} (connection {i}): {why}")
+        }
+    })
+}
+
 /// Connect, load, measure.
 ///
 /// # Errors
-/// A message when the run cannot start: no connection, no event loop, no thread.
+/// A message when the run cannot start: bad options, no such `--server-pid`, no
+/// connection, no event loop, no thread.
 pub fn run(args: &BenchArgs) -> Result<Report, String> {
+    validate(args)?;
     let connections = args.connections as usize;
     let threads = (args.threads as usize).min(connections).max(1);
     let plan_interval = args
         .rate
         .map(|r| ((connections as f64 * 1e9 / r).round() as u64).max(1));
+    // The first address that accepts a connection takes them all; when none does, the
+    // error names the last one tried.
+    let mut first = Err(String::new());
+    for &a in &args.addr.addrs {
+        first = connect(&args.addr, a, 0).map(|s| (a, s));
+        if first.is_ok() {
+            break;
+        }
+    }
+    let (addr, first) = first?;
+    let mut first = Some(first);
     let mut streams = Vec::with_capacity(connections);
     for i in 0..connections {
-        let s = TcpStream::connect(args.addr).map_err(|e| {
-            let why = match e.kind() {
-                io::ErrorKind::ConnectionRefused => {
-                    "connection refused (is an echo server listening there?)".to_string()
-                }
-                _ => e.to_string(),
-            };
-            format!("cannot connect to {} (connection {i}): {why}", args.addr)
-        })?;
+        let s = match first.take() {
+            Some(s) => s,
+            None => connect(&args.addr, addr, i)?,
+        };
         s.set_nodelay(true)
             .and_then(|()| s.set_nonblocking(true))
             .map_err(|e| format!("cannot configure connection {i}: {e}"))?;
@@ -873,6 +1136,10 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
         per_thread[i % threads].push((i, s));
     }
     let shared = Shared::default();
+    let server_cpu_now = || args.server_pid.and_then(|p| process_cpu(Some(p)));
+    // CPU marks (load generator, server) where CPU use is measured from: the run's start
+    // until the window opens, then the window's start.
+    let mut cpu_from = (process_cpu(None), server_cpu_now());
     let start = Instant::now();
     let warmup_end = start + args.warmup;
     let end = warmup_end + args.duration;
@@ -887,8 +1154,10 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
     };
     let progress = io::stderr().is_terminal();
     let mut tallies = Vec::with_capacity(threads);
-    let mut cpu_marks = (None, None, None, None);
+    let mut cpu_to = (None, None);
     let mut window = Duration::ZERO;
+    let mut cpu_window = Duration::ZERO;
+    let mut measured = false;
     let spawned: Result<(), String> = std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(threads);
         for (t, conns) in per_thread.into_iter().enumerate() {
@@ -914,13 +1183,13 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
             let now = Instant::now();
             if window_start.is_none() && now >= warmup_end {
                 window_start = Some(now);
-                cpu_marks.0 = process_cpu(None);
-                cpu_marks.1 = args.server_pid.and_then(|p| process_cpu(Some(p)));
+                cpu_from = (process_cpu(None), server_cpu_now());
             }
             if now >= end || shared.stop.load(Ordering::Relaxed) {
-                cpu_marks.2 = process_cpu(None);
-                cpu_marks.3 = args.server_pid.and_then(|p| process_cpu(Some(p)));
+                cpu_to = (process_cpu(None), server_cpu_now());
+                measured = window_start.is_some();
                 window = now.saturating_duration_since(window_start.unwrap_or(now));
+                cpu_window = now.saturating_duration_since(window_start.unwrap_or(start));
                 break;
             }
             if now >= next_tick {
@@ -960,34 +1229,41 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
         Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).map_err(|e| e.to_string())?;
     let mut lag = latency.clone();
     let mut msgs = 0;
+    let mut verified_bytes = 0;
     for t in &tallies {
         latency.add(&t.latency).map_err(|e| e.to_string())?;
         lag.add(&t.lag).map_err(|e| e.to_string())?;
         msgs += t.msgs;
+        verified_bytes += t.verified;
     }
     let error_messages = shared.errors.into_inner().unwrap_or_default();
     let delta = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
-    let server_cpu = match (args.server_pid, delta(cpu_marks.1, cpu_marks.3)) {
+    let server_cpu = match (args.server_pid, delta(cpu_from.1, cpu_to.1)) {
         (Some(pid), Some(c)) => Some((pid, c)),
         _ => None,
     };
     Ok(Report {
-        addr: args.addr,
+        addr,
         connections,
         size: plan.size,
         depth: plan.depth,
         rate: args.rate,
         threads,
+        measured,
         elapsed: window,
         msgs,
         latency,
         lag,
         errors: error_messages.len() as u64,
         error_messages,
-        load_cpu: delta(cpu_marks.0, cpu_marks.2),
+        verify: args.verify,
+        verified_bytes,
+        cpu_elapsed: cpu_window,
+        load_cpu: delta(cpu_from.0, cpu_to.0),
+        server_pid: args.server_pid,
         server_cpu,
     })
 }
@@ -1058,6 +1334,275 @@ mod tests {
         assert!(parse_secs("soon").is_err());
         assert!(parse_rate("0").is_err());
         assert_eq!(parse_rate("1000"), Ok(1000.0));
+    }
+
+    #[test]
+    fn zero_durations_are_refused_for_the_measurement_only() {
+        for zero in ["0", "0.0", "0s", "0ms"] {
+            let err = parse_positive_secs(zero).unwrap_err();
+            assert!(err.contains("is zero"), "{zero}: {err}");
+        }
+        assert_eq!(parse_positive_secs("0.5"), Ok(Duration::from_millis(500)));
+        // A warm-up of zero stays allowed.
+        assert_eq!(parse_secs("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn sizes_take_units_and_stay_within_bounds() {
+        assert_eq!(parse_size("64"), Ok(64));
+        assert_eq!(parse_size("1"), Ok(1));
+        assert_eq!(parse_size("100B"), Ok(100));
+        assert_eq!(parse_size("4KiB"), Ok(4096));
+        assert_eq!(parse_size("4 kib"), Ok(4096));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("67108864"), Ok(64 << 20));
+        for (bad, why) in [
+            ("0", "outside 1 B to 64 MiB"),
+            ("65MiB", "outside 1 B to 64 MiB"),
+            ("67108865", "outside 1 B to 64 MiB"),
+            ("99999999999999999999", "not a size"),
+            ("1GiB", "unknown unit 'GiB'"),
+            ("1XB", "unknown unit 'XB'"),
+            ("1.5MiB", "unknown unit '.5MiB'"),
+            ("MiB", "not a size"),
+            ("", "not a size"),
+            ("-1", "not a size"),
+        ] {
+            let err = parse_size(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn addresses_may_name_a_host() {
+        let t = parse_target("127.0.0.1:7000").unwrap();
+        assert_eq!(t.addrs, vec!["127.0.0.1:7000".parse().unwrap()]);
+        let t = parse_target("[::1]:7000").unwrap();
+        assert_eq!(t.addrs, vec!["[::1]:7000".parse().unwrap()]);
+        let t = parse_target("localhost:7000").unwrap();
+        assert_eq!(t.name, "localhost:7000");
+        assert!(!t.addrs.is_empty());
+        assert!(t
+            .addrs
+            .iter()
+            .all(|a| a.port() == 7000 && a.ip().is_loopback()));
+        let err = parse_target("localhost").unwrap_err();
+        assert!(err.contains("not an address like"), "{err}");
+        assert!(parse_target("127.0.0.1:99999").is_err());
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        use clap::Parser as _;
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| c.bench)
+    }
+
+    #[test]
+    fn command_line_refuses_what_it_cannot_honour() {
+        let err = validate(&parse(&["--rate", "1000", "--depth", "16"]).unwrap()).unwrap_err();
+        assert!(
+            err.starts_with("--depth 16 cannot be used with --rate 1000: "),
+            "{err}"
+        );
+        // --rate alone keeps depth 1, and saying so is fine (the echo bench does); --depth
+        // alone is a closed loop.
+        for ok in [
+            &["--rate", "1000"][..],
+            &["--rate", "1000", "--depth", "1"],
+            &["--depth", "16"],
+        ] {
+            assert_eq!(validate(&parse(ok).unwrap()), Ok(()), "{ok:?}");
+        }
+        assert!(parse(&["--duration", "0"]).is_err());
+        assert!(parse(&["--server-pid", "0"]).is_err());
+        let a = parse(&["--size", "1MiB", "--addr", "localhost:7000"]).unwrap();
+        assert_eq!(a.size, 1 << 20);
+        assert_eq!(a.addr.name, "localhost:7000");
+        assert_eq!(
+            parse(&[]).unwrap().addr.addrs,
+            vec!["127.0.0.1:7000".parse().unwrap()]
+        );
+    }
+
+    #[test]
+    fn run_refuses_what_the_command_line_would() {
+        let ok = parse(&["--addr", "127.0.0.1:1"]).unwrap();
+        let with = |f: fn(&mut BenchArgs)| {
+            let mut a = ok.clone();
+            f(&mut a);
+            run(&a).unwrap_err()
+        };
+        let err = with(|a| {
+            a.rate = Some(1000.0);
+            a.depth = 16;
+        });
+        assert!(
+            err.contains("--depth 16 cannot be used with --rate"),
+            "{err}"
+        );
+        let err = with(|a| a.duration = Duration::ZERO);
+        assert!(err.contains("--duration"), "{err}");
+        let err = with(|a| a.size = 0);
+        assert!(err.contains("--size 0"), "{err}");
+        // Checked before any connection is tried (nothing listens on port 1).
+        let err = with(|a| a.server_pid = Some(i32::MAX as u32));
+        assert!(err.starts_with("--server-pid 2147483647"), "{err}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn server_pid_must_name_a_process() {
+        assert_eq!(check_server_pid(std::process::id()), Ok(()));
+        let err = check_server_pid(i32::MAX as u32).unwrap_err();
+        assert_eq!(err, "--server-pid 2147483647: no such process");
+    }
+
+    /// A report of `msgs` messages answered in `elapsed` (zero: the window never opened).
+    fn report(msgs: u64, elapsed: Duration, threads: usize) -> Report {
+        let mut latency = Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).unwrap();
+        for i in 0..msgs {
+            latency.record(10_000 + i).unwrap();
+        }
+        let measured = !elapsed.is_zero();
+        Report {
+            addr: "127.0.0.1:7000".parse().unwrap(),
+            connections: 2,
+            size: 64,
+            depth: 1,
+            rate: None,
+            threads,
+            measured,
+            elapsed,
+            msgs,
+            lag: latency.clone(),
+            latency,
+            errors: 0,
+            error_messages: Vec::new(),
+            verify: false,
+            verified_bytes: 0,
+            cpu_elapsed: if measured {
+                elapsed
+            } else {
+                Duration::from_millis(300)
+            },
+            load_cpu: Some(Duration::from_millis(154)),
+            server_pid: None,
+            server_cpu: None,
+        }
+    }
+
+    #[test]
+    fn a_run_stopped_in_warm_up_prints_only_what_it_measured() {
+        let mut r = report(0, Duration::ZERO, 1);
+        r.errors = 1;
+        r.error_messages
+            .push("connection 0: the server closed the connection".into());
+        r.server_pid = Some(42);
+        r.server_cpu = Some((42, Duration::from_millis(30)));
+        let text = r.to_string();
+        assert!(
+            text.contains("stopped during warm-up after 0.30 s, nothing measured"),
+            "{text}"
+        );
+        assert!(!text.contains("latency"), "{text}");
+        assert!(!text.contains("throughput"), "{text}");
+        assert!(!text.contains("unknown"), "{text}");
+        assert!(
+            text.contains("load CPU    51% of one core over 0.30 s of warm-up (1 thread)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("server CPU  10% of one core over 0.30 s of warm-up (pid 42)"),
+            "{text}"
+        );
+        let v = r.to_json();
+        assert!(v.contains("\"measured\":false"), "{v}");
+        assert!(v.contains("\"msgs_per_s\":null"), "{v}");
+        assert!(v.contains("\"p50\":null"), "{v}");
+        assert!(v.contains("\"load_cpu_percent\":51.333"), "{v}");
+    }
+
+    #[test]
+    fn a_run_stopped_while_measuring_keeps_its_throughput_but_no_empty_latency() {
+        let mut r = report(0, Duration::from_millis(500), 1);
+        r.errors = 1;
+        let text = r.to_string();
+        assert!(text.contains("stopped after 0.50 s measured"), "{text}");
+        assert!(text.contains("throughput  0 msgs/s"), "{text}");
+        assert!(!text.contains("latency"), "{text}");
+        assert!(!text.contains("p50"), "{text}");
+        let r = report(10, Duration::from_millis(500), 1);
+        assert!(r.to_string().contains("latency     p50 10.0 µs"), "{r}");
+    }
+
+    #[test]
+    fn cpu_is_in_percent_of_one_core_with_the_thread_count() {
+        let r = report(100, Duration::from_secs(1), 2);
+        let text = r.to_string();
+        assert!(
+            text.contains("load CPU    15% of one core (2 threads)"),
+            "{text}"
+        );
+        let mut r = report(100, Duration::from_secs(1), 2);
+        r.load_cpu = Some(Duration::from_millis(1950));
+        let text = r.to_string();
+        assert!(
+            text.contains(
+                "load CPU    195% of one core (2 threads, the load generator is the limit)"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn verification_shows_in_text_and_json() {
+        let mut r = report(100, Duration::from_secs(1), 1);
+        assert!(!r.to_string().contains("verified"));
+        assert!(r
+            .to_json()
+            .contains("\"verify\":false,\"verified_bytes\":null"));
+        r.verify = true;
+        r.verified_bytes = 6400;
+        let text = r.to_string();
+        assert!(
+            text.contains("verified    every byte: 6400 bytes came back as sent"),
+            "{text}"
+        );
+        assert!(r
+            .to_json()
+            .contains("\"verify\":true,\"verified_bytes\":6400"));
+        r.errors = 1;
+        let text = r.to_string();
+        assert!(!text.contains("every byte"), "{text}");
+        assert!(
+            text.contains("6400 bytes came back as sent before the run stopped"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn verified_bytes_are_counted_as_they_are_checked() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let shared = Shared::default();
+        let mut lp = Loop::new(vec![(0, s)], plan(10), &shared, Instant::now()).unwrap();
+        lp.conns[0].queue(0);
+        lp.conns[0].queue(0);
+        lp.conns[0].bytes_written = 20;
+        let sent = lp.conns[0].out.clone();
+        lp.buf[..15].copy_from_slice(&sent[..15]);
+        lp.take(0, 15).unwrap();
+        assert_eq!(lp.tally.verified, 15);
+        lp.buf[..5].copy_from_slice(&sent[15..]);
+        lp.take(0, 5).unwrap();
+        assert_eq!(lp.tally.verified, 20);
+        assert_eq!(lp.tally.msgs, 2);
     }
 
     #[test]

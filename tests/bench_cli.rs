@@ -128,6 +128,13 @@ fn closed_loop_verifies_and_reports_json(server: &Server) {
     assert!(v["msgs_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["latency_us"]["p50"].as_f64().unwrap() > 0.0);
     assert!(v["latency_us"]["p99"].as_f64().unwrap() >= v["latency_us"]["p50"].as_f64().unwrap());
+    // --verify says what it checked: at least every measured message, both ways.
+    assert_eq!(v["verify"], true, "{v}");
+    let verified = v["verified_bytes"].as_u64().expect("verified_bytes");
+    assert!(
+        verified >= msgs * 100,
+        "{verified} bytes verified for {msgs} msgs: {v}"
+    );
 }
 
 /// Open loop: the number answered follows the schedule, not the server's speed.
@@ -140,6 +147,9 @@ fn open_loop_keeps_the_rate(server: &Server) {
         "4",
         "--rate",
         "2000",
+        // Explicit depth 1 is what the open loop does anyway (benches/echo.rs passes it).
+        "--depth",
+        "1",
         "--verify",
         "--warmup",
         "0.2",
@@ -276,4 +286,147 @@ fn server_closing_mid_run_fails_the_run() {
     assert!(err.contains("the server closed the connection"), "{err}");
     let v = json(&out);
     assert!(v["errors"].as_u64().unwrap() >= 1, "{v}");
+}
+
+/// Exit code and stderr of a run that must be refused before it starts.
+fn refused(args: &[&str]) -> (Option<i32>, String) {
+    let out = bench(args);
+    assert!(!out.status.success(), "{args:?} was accepted");
+    assert!(
+        out.stdout.is_empty(),
+        "{args:?} printed {:?}",
+        text(&out.stdout)
+    );
+    (out.status.code(), text(&out.stderr))
+}
+
+#[test]
+fn depth_with_rate_is_refused() {
+    // Refused before connecting: nothing listens on port 1.
+    let (code, err) = refused(&["--addr", "127.0.0.1:1", "--rate", "1000", "--depth", "16"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--depth 16 cannot be used with --rate 1000"),
+        "{err}"
+    );
+    assert!(!err.contains("connection refused"), "{err}");
+}
+
+#[test]
+fn zero_duration_is_refused() {
+    for zero in ["0", "0s", "0.0"] {
+        let (code, err) = refused(&["--duration", zero]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("--duration"), "{err}");
+        assert!(err.contains("is zero"), "{err}");
+    }
+}
+
+#[test]
+fn missing_server_pid_fails_at_start() {
+    // Above every pid_max, so no such process; checked before connecting to anything.
+    let (code, err) = refused(&["--addr", "127.0.0.1:1", "--server-pid", "2147483647"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--server-pid 2147483647"), "{err}");
+    if cfg!(target_os = "linux") {
+        assert!(err.contains("no such process"), "{err}");
+    }
+    assert!(!err.contains("connection refused"), "{err}");
+}
+
+#[test]
+fn bad_sizes_and_addresses_are_named() {
+    for (size, why) in [
+        ("0", "outside 1 B to 64 MiB"),
+        ("65MiB", "outside 1 B to 64 MiB"),
+        ("1XB", "unknown unit 'XB' (use B, KiB or MiB)"),
+        ("big", "not a size like 64, 4KiB or 1MiB"),
+    ] {
+        let (code, err) = refused(&["--size", size]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(why), "--size {size}: {err}");
+    }
+    let (code, err) = refused(&["--addr", "localhost"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not an address like"), "{err}");
+}
+
+#[test]
+fn sizes_take_units_and_addresses_take_host_names() {
+    let server = poll_server();
+    let addr = format!("localhost:{}", server.addr.port());
+    let out = bench(&[
+        "--addr",
+        &addr,
+        "--connections",
+        "1",
+        "--size",
+        "1MiB",
+        "--verify",
+        "--warmup",
+        "0.1",
+        "--duration",
+        "0.5",
+        "--json",
+    ]);
+    assert!(out.status.success(), "bench failed: {}", text(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["size"], 1 << 20, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert!(v["msgs"].as_u64().unwrap() > 0, "{v}");
+    // The server listens on 127.0.0.1 only: that is the address localhost reached it at.
+    assert_eq!(v["addr"], server.addr.to_string(), "{v}");
+}
+
+#[test]
+fn text_summary_names_verification_and_threads() {
+    let server = poll_server();
+    let out = bench(&[
+        "--addr",
+        &server.addr.to_string(),
+        "--connections",
+        "4",
+        "--threads",
+        "2",
+        "--verify",
+        "--warmup",
+        "0.1",
+        "--duration",
+        "0.5",
+    ]);
+    assert!(out.status.success(), "bench failed: {}", text(&out.stderr));
+    let summary = text(&out.stdout);
+    assert!(summary.contains("2 threads"), "{summary}");
+    assert!(summary.contains("  verified    every byte: "), "{summary}");
+    assert!(summary.contains("  latency     p50 "), "{summary}");
+    if cfg!(target_os = "linux") {
+        assert!(summary.contains("% of one core (2 threads"), "{summary}");
+    }
+}
+
+#[test]
+fn run_stopped_in_warm_up_prints_no_empty_numbers() {
+    // Close each connection at its first message, well within the default 1 s warm-up.
+    let addr = fake_server(|_| None);
+    let out = bench(&[
+        "--addr",
+        &addr.to_string(),
+        "--connections",
+        "2",
+        "--verify",
+    ]);
+    assert!(!out.status.success());
+    let summary = text(&out.stdout);
+    assert!(summary.contains("stopped during warm-up"), "{summary}");
+    assert!(summary.contains("nothing measured"), "{summary}");
+    assert!(!summary.contains("latency"), "{summary}");
+    assert!(!summary.contains("throughput"), "{summary}");
+    assert!(!summary.contains("every byte"), "{summary}");
+    assert!(summary.contains("  errors      "), "{summary}");
+    if cfg!(target_os = "linux") {
+        assert!(!summary.contains("unknown"), "{summary}");
+        assert!(summary.contains("% of one core over "), "{summary}");
+    }
+    let err = text(&out.stderr);
+    assert!(err.contains("the server closed the connection"), "{err}");
 }
