@@ -5,8 +5,10 @@
 //! descriptors from the head; the driver puts a buffer back at the tail as soon as it has
 //! copied the bytes out of it, so every buffer is back in the ring before the next wait.
 //!
-//! The memory must outlive every request that may select a buffer from it: the owner keeps
-//! the ring (`IoUring`) declared before its `BufRing`, so the ring is closed first.
+//! The memory must outlive every request that may select a buffer from it. Closing the ring
+//! is not enough for that: the kernel tears down the requests of a closed ring
+//! asynchronously. The owner frees a `BufRing` only once none of its requests is in flight
+//! (the driver waits for every completion at exit), and otherwise calls [`BufRing::leak`].
 
 use std::io;
 use std::ptr::{self, NonNull};
@@ -29,10 +31,12 @@ struct RawBuf {
 const _: () = assert!(std::mem::size_of::<RawBuf>() == 16);
 const _: () = assert!(std::mem::size_of::<RawBuf>() == std::mem::size_of::<BufRingEntry>());
 
-/// An anonymous private mapping, unmapped on drop.
+/// An anonymous private mapping, unmapped on drop unless leaked.
 struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    /// The kernel may still use it: never unmapped.
+    leaked: bool,
 }
 
 impl Mapping {
@@ -53,14 +57,24 @@ impl Mapping {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave null"))?;
-        Ok(Mapping { ptr, len })
+        Ok(Mapping {
+            ptr,
+            len,
+            leaked: false,
+        })
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if self.leaked {
+            // Left mapped on purpose: a request the kernel has not finished may still use it.
+            return;
+        }
         // SAFETY: `ptr`/`len` are exactly what mmap returned, and the mapping is unmapped once;
-        // the kernel no longer uses it: the owner drops the ring before the buffer ring.
+        // the kernel no longer uses it: a `BufRing` that may still be in use by a request is
+        // leaked by its owner instead of being dropped normally (`BufRing::leak`), and the
+        // ring it was registered with is closed before it (`UringDriver`, `probe`).
         unsafe {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
         }
@@ -106,6 +120,13 @@ impl BufRing {
         Ok(ring)
     }
 
+    /// Never unmap this ring's memory: requests that may still select a buffer from it, or
+    /// write into one, were not seen to complete. The mappings stay until the process ends.
+    pub(crate) fn leak(&mut self) {
+        self.descriptors.leaked = true;
+        self.data.leaked = true;
+    }
+
     /// The buffer group id to put in receive requests.
     pub(crate) fn bgid(&self) -> u16 {
         self.bgid
@@ -118,9 +139,10 @@ impl BufRing {
     /// `Site::RingSetup`.
     pub(crate) fn register(&self, ring: &IoUring) -> io::Result<()> {
         // SAFETY: the descriptor ring is a page-aligned mapping of `count` descriptors, valid
-        // until `self` is dropped; every owner of a `BufRing` drops the `IoUring` it was
-        // registered with first (field order in `UringDriver`, explicit drops in `probe`), so
-        // the kernel never reads it after it is unmapped.
+        // until `self` is dropped; it is unmapped only when no request that may read it is in
+        // flight (`probe` submits none; the driver waits for every completion at exit and
+        // otherwise leaks the mapping: `BufRing::leak`), so the kernel never reads it after
+        // it is unmapped.
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 self.descriptors.ptr.as_ptr() as u64,

@@ -13,8 +13,8 @@
 //! - Listener: one multishot accept, re-armed whenever a completion comes without `MORE`.
 //!   `SkipPeer` errors go on; any other failure (`Exhausted`: out of descriptors or memory;
 //!   or worse) cancels the multishot and pauses accepting with a doubling [`Backoff`],
-//!   logged at most once a second. Over `max_connections` open, a connection is accepted and
-//!   closed at once.
+//!   logged at most once a second. Over `max_connections` open across the server (all I/O
+//!   threads, counted in [`Shared`]), a connection is accepted and closed at once.
 //! - Reads: one multishot receive per connection, selecting buffers from a provided-buffer
 //!   ring ([`buf_ring`]). Bytes are copied out to [`Dispatch::data`] and the buffer goes back
 //!   to the ring at once. An empty ring (`ENOBUFS`, `Exhausted` at `Site::BufferRing`) ends
@@ -27,13 +27,32 @@
 //! - Writes: one send (`MSG_NOSIGNAL`) in flight per connection. Output that arrives
 //!   meanwhile is coalesced into a second buffer; a short send resubmits the rest. The
 //!   in-flight buffer is never touched until its completion.
+//! - Orderly close (the service's `Close` once its output is written, and every connection
+//!   at shutdown): the write side is shut down, then the connection lingers: input is read
+//!   and discarded (never handed to the dispatch) until the peer's EOF, an error, or
+//!   `linger` (at shutdown, never past the grace period), whatever paused reading before.
+//!   Only then is it closed, so unread input does not make the close a reset that destroys
+//!   output the peer has not read yet. Aborts (peer gone, a failed call, idle timeout)
+//!   close at once.
 //! - Close: with operations in flight, an `AsyncCancel` of everything on the descriptor;
 //!   the descriptor is closed only after the last completion of that connection (and of the
 //!   cancel itself), so its number cannot be reused under a pending request. `user_data`
 //!   carries the slot's generation: a completion for an older connection in a slot is never
-//!   applied to the new one. [`Dispatch::closed`] is called exactly once per connection.
-//! - Idle timeout, accept backoff and shutdown polling use the timeout of the ring wait
-//!   (`io_uring_enter` with `EXT_ARG`), no timer thread.
+//!   applied to the new one. [`Dispatch::closed`] is called exactly once per connection,
+//!   at its final close.
+//! - Idle timeout: a connection that sent nothing for `idle_timeout` while the driver was
+//!   ready to read from it is closed; while reading is paused by the driver itself (output
+//!   over the limit, worker behind, buffer ring empty, close asked, shutdown) the clock does
+//!   not run. Send timeout: a connection whose queued output made no progress (no send wrote
+//!   anything) for `send_timeout` is closed, a peer that stopped reading, including one whose
+//!   service asked to close. Neither applies while a connection lingers (the linger
+//!   deadline bounds that). Both count as `timed_out`.
+//! - Idle and send timeouts, linger deadlines, accept backoff, wake re-arm and shutdown polling use
+//!   the timeout of the ring wait (`io_uring_enter` with `EXT_ARG`), no timer thread.
+//! - A wake read that fails for lack of a resource is re-armed after a short backoff; only a
+//!   `Fatal` failure turns the driver to polling every 10 ms. A ring wait that fails for good
+//!   closes every connection (each reported closed), requests shutdown of the whole server
+//!   through [`Shared`] and returns the error.
 //! - Every failed call or completion goes through the classifier
 //!   ([`ringport_fallback::errno`]); this module never compares errno values. A failing
 //!   operation is never re-armed in a tight loop.
@@ -44,9 +63,13 @@
 //!
 //! The provided buffers, the eventfd read buffer and every in-flight send buffer must stay
 //! valid until the kernel is done with them. Connections are freed only after their last
-//! completion; at exit every remaining request is cancelled and its completion awaited; and
-//! the ring is declared first in [`UringDriver`], so it is closed before anything it may
-//! still point into is freed.
+//! completion, and at exit every remaining request is cancelled and its completion awaited
+//! (`inflight == 0`): that is what makes freeing the memory safe. Closing the ring alone
+//! would not: the kernel tears down a closed ring's requests asynchronously, after
+//! `close(2)` returned. So if exit gives up waiting with requests still in flight, the
+//! provided-buffer ring, the wake buffer and the in-flight send buffers are leaked, not
+//! freed (see the `Drop` of [`UringDriver`]). Exit waits at most one `DRAIN_LIMIT` in all
+//! after the shutdown grace period.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -60,6 +83,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,8 +104,13 @@ const MAX_SEND: usize = 1 << 30;
 /// Held input handed to a worker at once when its congestion clears (the readiness driver
 /// reads this much between two congestion checks).
 const HELD_CHUNK: usize = 64 * 1024;
-/// How long exit waits for cancelled requests to complete.
+/// How long exit waits for cancelled requests to complete (closing the connections and
+/// draining the ring share it: see [`UringDriver::run`]).
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// First and longest pause before the wake read is re-armed after it failed for lack of a
+/// resource (meanwhile the wait times out at the retry, so nothing waits on a lost wake).
+const WAKE_RETRY_MIN: Duration = Duration::from_millis(5);
+const WAKE_RETRY_MAX: Duration = Duration::from_millis(100);
 
 /// What a request is, kept in the top byte of its `user_data`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +209,14 @@ struct Conn {
     dirty: bool,
     /// Being closed: waiting for its requests to complete.
     dying: Option<CloseWhy>,
+    /// Lingering until this deadline: the output is written and the write side shut down;
+    /// input is read and discarded until the peer's EOF, then the connection closes.
+    linger_until: Option<Instant>,
+    /// Last time bytes arrived, or reading resumed after a pause (idle timeout).
     last_read: Instant,
+    /// Last time queued output made progress, or output was queued on an empty queue
+    /// (send timeout).
+    last_write: Instant,
 }
 
 impl Conn {
@@ -193,6 +229,10 @@ impl Conn {
     }
 
     fn wants_recv(&self, stopping: bool) -> bool {
+        if self.linger_until.is_some() {
+            // Lingering: read (and discard) until EOF, whatever paused reading before.
+            return !self.read_eof && self.dying.is_none() && !self.starved;
+        }
         !self.read_eof
             && !self.closing
             && self.dying.is_none()
@@ -210,15 +250,20 @@ struct Slot {
 
 /// The completion driver for one I/O thread.
 pub struct UringDriver {
-    // Field order is drop order, and it matters: the ring must be closed before the memory
-    // its requests may point into is freed — the provided buffers (`bufs`), the eventfd read
-    // buffer (`wake_buf`) and the send buffers of the connections (`slots`, `graveyard`).
-    // Freeing them first would let the kernel write into (or send from) freed memory.
+    // The memory requests may point into — the provided buffers (`bufs`), the eventfd read
+    // buffer (`wake_buf`) and the send buffers of the connections (`slots`, `graveyard`) —
+    // may be freed only once no request is in flight (`inflight == 0`, which `drain_all`
+    // waits for). Closing the ring is not enough: `io_uring` tears down the requests of a
+    // closed ring asynchronously, after `close(2)` returned. When requests are still in
+    // flight at drop (the exit drain timed out, or the ring wait failed), `Drop` leaks that
+    // memory instead of freeing it. The ring is still declared first (dropped first), so no
+    // new request can ever be submitted into memory that is going away.
     ring: IoUring,
     bufs: BufRing,
     wake_buf: Box<UnsafeCell<[u8; 8]>>,
     slots: Vec<Slot>,
-    /// Connections given up at exit with requests still in flight: freed after the ring.
+    /// Connections given up at exit with requests still in flight: freed after the ring
+    /// (their in-flight send buffers leaked if the requests never completed, see `Drop`).
     graveyard: Vec<Conn>,
     eventfd: Arc<File>,
     listener: Option<TcpListener>,
@@ -240,8 +285,14 @@ pub struct UringDriver {
     inflight: usize,
     cqes: Vec<(u64, i32, u32)>,
     wake_armed: bool,
-    /// The eventfd read failed for good: wait with a short timeout instead.
+    /// The eventfd read failed for good (`Fatal`): wait with a short timeout instead.
     wake_broken: bool,
+    /// The eventfd read failed for lack of a resource: re-armed at this time.
+    wake_retry_at: Option<Instant>,
+    wake_backoff: Backoff,
+    /// Connections lingering after an orderly close (slot, generation); entries for
+    /// connections that closed since are dropped at the next linger check.
+    lingering: Vec<(u32, u32)>,
     exiting: bool,
     /// Events were handed to the dispatch after this turn's first flush.
     handed_late: bool,
@@ -303,6 +354,9 @@ impl UringDriver {
             cqes: Vec::new(),
             wake_armed: false,
             wake_broken: false,
+            wake_retry_at: None,
+            wake_backoff: Backoff::new(WAKE_RETRY_MIN, WAKE_RETRY_MAX),
+            lingering: Vec::new(),
             exiting: false,
             handed_late: false,
             accept_paused_until: None,
@@ -333,27 +387,32 @@ impl UringDriver {
     }
 
     /// Run until shutdown is requested through [`Shared`] and every connection is closed
-    /// (or the shutdown grace period ran out).
+    /// (or the shutdown grace period ran out). Exit then takes at most one [`DRAIN_LIMIT`]
+    /// more, shared by closing the connections and waiting for the ring's requests.
     ///
     /// # Errors
     /// Returns the error of a ring wait that failed for a reason other than an interrupt,
-    /// a timeout or a completion backlog.
+    /// a timeout or a completion backlog. Every connection of this driver is closed first
+    /// (each reported to [`Dispatch::closed`]) and shutdown is requested through
+    /// [`Shared`], so the whole server stops instead of running on without this thread.
     pub fn run<D: Dispatch>(mut self, dispatch: &mut D) -> io::Result<()> {
-        if let Some(t) = self.cfg.idle_timeout {
-            self.next_idle_scan = Some(Instant::now() + idle_scan_period(t));
+        if let Some(t) = self.scan_period() {
+            self.next_idle_scan = Some(Instant::now() + t);
         }
         loop {
             if self.shared.stopping() && self.stopping_since.is_none() {
                 self.begin_shutdown();
             }
             if let Some(since) = self.stopping_since {
+                // One deadline for everything exit still waits for.
+                let last = since + self.cfg.shutdown_grace + DRAIN_LIMIT;
                 if self.open == 0 && dispatch.settled() {
-                    self.drain_all(dispatch);
+                    self.drain_all(dispatch, (self.now + DRAIN_LIMIT).min(last));
                     return Ok(());
                 }
                 if self.now.duration_since(since) >= self.cfg.shutdown_grace {
-                    self.close_all(dispatch);
-                    self.drain_all(dispatch);
+                    self.close_all(dispatch, last);
+                    self.drain_all(dispatch, last);
                     dispatch.flush();
                     return Ok(());
                 }
@@ -369,7 +428,10 @@ impl UringDriver {
             let waited = self.wait(timeout);
             self.waker.awake();
             self.now = Instant::now();
-            waited?;
+            if let Err(e) = waited {
+                self.fail(&e, dispatch);
+                return Err(e);
+            }
 
             self.reap(dispatch);
             self.timers(dispatch);
@@ -424,10 +486,13 @@ impl UringDriver {
 
     fn try_push(&mut self, entry: &squeue::Entry) -> bool {
         // SAFETY: every entry pushed here points only at memory that outlives its request:
-        // provided buffers and the wake buffer live as long as the driver and are freed after
-        // the ring; a send buffer belongs to its connection, which is not freed (or is moved
-        // to the graveyard, freed after the ring) before the send's completion; the
-        // descriptors stay open until their requests completed.
+        // provided buffers and the wake buffer live as long as the driver, and at drop are
+        // freed only when no request is in flight (else leaked: see `Drop`); a send buffer
+        // belongs to its connection, which is not freed before the send's completion (a
+        // connection given up at exit goes to the graveyard, whose in-flight send buffers
+        // are likewise leaked unless every request completed); a connection's descriptor
+        // stays open until its requests completed, or is held by the kernel's own reference
+        // to the file for a request still in flight at exit.
         unsafe { self.ring.submission().push(entry).is_ok() }
     }
 
@@ -460,6 +525,8 @@ impl UringDriver {
         if self.wake_broken {
             consider(Some(self.now + Duration::from_millis(10)));
         }
+        consider(self.wake_retry_at);
+        consider(self.next_linger_deadline());
         if !self.starved.is_empty() {
             // Starved receives wait for their turn, not for an event.
             consider(Some(self.now));
@@ -498,7 +565,7 @@ impl UringDriver {
     }
 
     fn arm_wake(&mut self) {
-        if self.wake_armed || self.exiting || self.wake_broken {
+        if self.wake_armed || self.exiting || self.wake_broken || self.wake_retry_at.is_some() {
             return;
         }
         let entry = opcode::Read::new(Fd(self.eventfd.as_raw_fd()), self.wake_buf.get().cast(), 8)
@@ -510,19 +577,28 @@ impl UringDriver {
 
     fn on_wake(&mut self, res: i32) {
         self.wake_armed = false;
-        if res < 0 {
-            match classify(Site::Wake, &from_completion(res)) {
+        if res >= 0 {
+            self.wake_backoff.reset();
+        } else {
+            let e = from_completion(res);
+            match classify(Site::Wake, &e) {
                 Disposition::Canceled | Disposition::Retry | Disposition::WouldBlock => {}
-                d => {
-                    self.stats.error(d);
+                Disposition::Fatal => {
+                    self.stats.error(Disposition::Fatal);
                     if let Some(suppressed) = self.fatal_log.allow() {
                         eprintln!(
-                            "ringport: BUG: wake eventfd read failed: {}; polling instead \
-                             ({suppressed} similar lines suppressed)",
-                            from_completion(res)
+                            "ringport: BUG: wake eventfd read failed: {e}; polling instead \
+                             ({suppressed} similar lines suppressed)"
                         );
                     }
                     self.wake_broken = true;
+                }
+                d => {
+                    // Out of memory (or another passing failure): try again after a short,
+                    // growing pause. Until then the wait times out at the retry, so a wake
+                    // that comes meanwhile is late by that pause at most, never lost.
+                    self.stats.error(d);
+                    self.wake_retry_at = Some(self.now + self.wake_backoff.step());
                 }
             }
         }
@@ -590,13 +666,15 @@ impl UringDriver {
             // Accepted while the accept was being cancelled: not admitted.
             return;
         }
-        if self.open >= self.cfg.max_connections {
-            // Accepted and closed at once, so it does not sit in the backlog.
+        if !self.shared.admit(self.cfg.max_connections) {
+            // Over the server-wide cap: accepted and closed at once, so it does not sit in
+            // the backlog.
             Stats::add(&self.stats.refused, 1);
             return;
         }
         if let Err(e) = prepare_stream(&stream, false) {
             self.stats.error(classify(Site::Configure, &e));
+            self.shared.release();
             return;
         }
         self.admit(stream, dispatch);
@@ -669,7 +747,9 @@ impl UringDriver {
             held_eof: false,
             dirty: false,
             dying: None,
+            linger_until: None,
             last_read: self.now,
+            last_write: self.now,
         });
         self.open += 1;
         Stats::add(&self.stats.accepted, 1);
@@ -726,15 +806,18 @@ impl UringDriver {
             }
             return;
         };
+        // After the service asked to close (and while lingering) input is read and dropped.
         let deliver = c.dying.is_none() && !c.closing;
         let mut abort = None;
+        // The lingering connection saw the peer's EOF: close it now.
+        let mut linger_done = false;
         if res > 0 {
             let n = res as usize;
             match bid.and_then(|b| self.bufs.get(b, n)) {
                 Some(bytes) => {
                     Stats::add(&self.stats.bytes_in, n as u64);
+                    c.last_read = self.now;
                     if deliver {
-                        c.last_read = self.now;
                         for piece in bytes.chunks(scripted.piece.unwrap_or(n)) {
                             if c.stalled || dispatch.congested(c.id) {
                                 // The worker is behind: stop reading (the receive is
@@ -761,12 +844,18 @@ impl UringDriver {
             // A scripted error stands in for an EOF, which stays in the socket: the
             // re-armed receive reports it again.
             let replaced = scripted.recv.is_some() || scripted.ring.is_some();
-            if deliver && !c.read_eof && !replaced {
+            if !c.read_eof && !replaced && c.dying.is_none() {
+                // After the service asked to close it is not told, but the EOF is kept:
+                // with nothing left unread, the close needs no linger.
                 c.read_eof = true;
-                if c.held.len() > c.held_pos {
-                    c.held_eof = true;
-                } else {
-                    dispatch.eof(c.id);
+                if c.linger_until.is_some() {
+                    linger_done = true;
+                } else if deliver {
+                    if c.held.len() > c.held_pos {
+                        c.held_eof = true;
+                    } else {
+                        dispatch.eof(c.id);
+                    }
                 }
             }
         } else {
@@ -805,6 +894,12 @@ impl UringDriver {
             c.recv_cancel = false;
         }
         if let Some((d, e)) = abort {
+            if c.linger_until.is_some() {
+                // Lingering: a failed receive ends the linger like an EOF (the output was
+                // written already); as with the readiness driver it is not counted.
+                self.begin_close(slot, CloseWhy::Done, dispatch);
+                return;
+            }
             self.stats.error(d);
             if d == Disposition::Fatal {
                 log_fatal(&mut self.fatal_log, "recv", c.id, &e);
@@ -812,7 +907,9 @@ impl UringDriver {
             self.begin_close(slot, CloseWhy::Abort, dispatch);
             return;
         }
-        if c.dying.is_some() {
+        if linger_done {
+            self.begin_close(slot, CloseWhy::Done, dispatch);
+        } else if c.dying.is_some() {
             self.maybe_finalize(slot, dispatch);
         } else {
             self.update_recv(slot);
@@ -946,6 +1043,9 @@ impl UringDriver {
             return;
         };
         c.send_pos += n;
+        if n > 0 {
+            c.last_write = self.now;
+        }
         Stats::add(&self.stats.bytes_out, n as u64);
         if c.send_pos < c.sending.len() {
             // Short send: the rest goes out next, before anything coalesced behind it.
@@ -997,6 +1097,7 @@ impl UringDriver {
     }
 
     fn apply(&mut self, conn: ConnId, cmd: Command<'_>) {
+        let now = self.now;
         let slot = conn.slot();
         let Some(c) = self
             .slots
@@ -1011,7 +1112,12 @@ impl UringDriver {
         }
         match cmd {
             // Sent at the end of the turn, coalesced with later sends.
-            Command::Send(bytes) => c.pending.extend_from_slice(bytes),
+            Command::Send(bytes) => {
+                if c.queued() == 0 {
+                    c.last_write = now;
+                }
+                c.pending.extend_from_slice(bytes);
+            }
             Command::Close => c.closing = true,
         }
         self.mark_dirty(slot);
@@ -1036,6 +1142,7 @@ impl UringDriver {
     }
 
     fn resume_stalled<D: Dispatch>(&mut self, dispatch: &mut D) {
+        let now = self.now;
         let mut i = 0;
         while i < self.stalled.len() {
             let slot = self.stalled[i];
@@ -1059,6 +1166,9 @@ impl UringDriver {
                             self.handed_late = true;
                         }
                         c.stalled = false;
+                        // The pause was the worker's doing, not the peer's: the idle clock
+                        // starts again from here.
+                        c.last_read = now;
                         true
                     }
                 }
@@ -1111,8 +1221,12 @@ impl UringDriver {
                 continue;
             };
             let queued = c.queued();
+            if c.linger_until.is_some() {
+                self.update_recv(slot);
+                continue;
+            }
             if queued == 0 && c.closing {
-                self.begin_close(slot, CloseWhy::Done, dispatch);
+                self.begin_linger(slot, dispatch);
                 continue;
             }
             if queued > self.cfg.output_high && !c.out_paused {
@@ -1134,32 +1248,75 @@ impl UringDriver {
                 self.accept_paused_until = None;
             }
         }
-        if let (Some(scan), Some(limit)) = (self.next_idle_scan, self.cfg.idle_timeout) {
+        if let Some(at) = self.wake_retry_at {
+            if self.now >= at {
+                self.wake_retry_at = None;
+                self.arm_wake();
+            }
+        }
+        self.linger_timers(dispatch);
+        if let (Some(scan), Some(period)) = (self.next_idle_scan, self.scan_period()) {
             if self.now >= scan {
-                self.next_idle_scan = Some(self.now + idle_scan_period(limit));
+                self.next_idle_scan = Some(self.now + period);
                 let now = self.now;
-                let idle: Vec<u32> = self
+                let stopping = self.stopping_since.is_some();
+                let (idle_timeout, send_timeout) = (self.cfg.idle_timeout, self.cfg.send_timeout);
+                let expired: Vec<u32> = self
                     .slots
-                    .iter()
+                    .iter_mut()
                     .enumerate()
                     .filter_map(|(i, s)| {
-                        let c = s.conn.as_ref()?;
-                        (!c.closing
-                            && c.dying.is_none()
-                            && now.duration_since(c.last_read) >= limit)
-                            .then_some(i as u32)
+                        let c = s.conn.as_mut()?;
+                        if c.dying.is_some() || c.linger_until.is_some() {
+                            // Closing already, or bounded by its linger deadline.
+                            return None;
+                        }
+                        // Idle: the driver was ready to read and nothing came. While reading
+                        // is paused by the driver itself (output over the limit, worker
+                        // behind, buffer ring empty, close asked, shutdown) the clock does
+                        // not run.
+                        let reading = c.wants_recv(stopping);
+                        if !reading {
+                            c.last_read = now;
+                        }
+                        let idle = idle_timeout
+                            .is_some_and(|t| reading && now.duration_since(c.last_read) >= t);
+                        // Send timeout: output is owed and the peer took none of it for that
+                        // long.
+                        let stuck = send_timeout.is_some_and(|t| {
+                            c.queued() > 0 && now.duration_since(c.last_write) >= t
+                        });
+                        (idle || stuck).then_some(i as u32)
                     })
                     .collect();
-                for slot in idle {
+                for slot in expired {
                     self.begin_close(slot, CloseWhy::Idle, dispatch);
                 }
             }
         }
     }
 
+    /// How often connections are checked against the idle and send timeouts.
+    fn scan_period(&self) -> Option<Duration> {
+        [self.cfg.idle_timeout, self.cfg.send_timeout]
+            .into_iter()
+            .flatten()
+            .map(idle_scan_period)
+            .min()
+    }
+
     fn begin_shutdown(&mut self) {
         self.stopping_since = Some(self.now);
         self.cancel_accept();
+        // Lingering never goes past the shutdown grace.
+        let last = self.now + self.cfg.shutdown_grace;
+        for &(slot, generation) in &self.lingering {
+            if let Some(c) = live(&mut self.slots, slot, generation) {
+                if let Some(t) = c.linger_until.as_mut() {
+                    *t = (*t).min(last);
+                }
+            }
+        }
         // Stop reading everywhere: `wants_recv` sees `stopping`.
         for i in 0..self.slots.len() {
             if self.slots[i].conn.is_some() {
@@ -1178,6 +1335,81 @@ impl UringDriver {
                     self.mark_dirty(i as u32);
                 }
             }
+        }
+    }
+
+    /// Orderly close, once every queued byte is written: shut the write side down (the peer
+    /// reads our EOF after the last byte), then read and discard input until the peer's
+    /// EOF, an error or the linger deadline, and only then close. Closing at once with
+    /// unread input would send a reset, which can destroy output the peer has not read yet.
+    fn begin_linger<D: Dispatch>(&mut self, slot: u32, dispatch: &mut D) {
+        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
+            return;
+        };
+        if c.dying.is_some() || c.linger_until.is_some() {
+            return;
+        }
+        let mut deadline = self.now + self.cfg.linger;
+        if let Some(since) = self.stopping_since {
+            deadline = deadline.min(since + self.cfg.shutdown_grace);
+        }
+        if c.read_eof || deadline <= self.now {
+            // Nothing can be left unread after the peer's EOF (or there is no time left).
+            self.begin_close(slot, CloseWhy::Done, dispatch);
+            return;
+        }
+        if let Err(e) = c.stream.shutdown(Shutdown::Write) {
+            // PeerGone: there is nobody to linger for. Anything else: close at once as well.
+            self.stats.error(classify(Site::Configure, &e));
+            self.begin_close(slot, CloseWhy::Abort, dispatch);
+            return;
+        }
+        c.linger_until = Some(deadline);
+        // Whatever paused reading no longer applies, and held input is never delivered now
+        // (the stalled list drops the connection at its next pass).
+        c.stalled = false;
+        c.out_paused = false;
+        c.held = Vec::new();
+        c.held_pos = 0;
+        c.held_eof = false;
+        self.lingering.push((slot, c.id.generation()));
+        self.update_recv(slot);
+    }
+
+    /// The earliest deadline of a lingering connection.
+    fn next_linger_deadline(&self) -> Option<Instant> {
+        self.lingering
+            .iter()
+            .filter_map(|&(slot, generation)| {
+                let s = self.slots.get(slot as usize)?;
+                let c = s.conn.as_ref().filter(|_| s.generation == generation)?;
+                c.linger_until.filter(|_| c.dying.is_none())
+            })
+            .min()
+    }
+
+    /// Close the lingering connections whose deadline passed; forget those that closed.
+    fn linger_timers<D: Dispatch>(&mut self, dispatch: &mut D) {
+        if self.lingering.is_empty() {
+            return;
+        }
+        let now = self.now;
+        let mut expired = Vec::new();
+        let slots = &mut self.slots;
+        self.lingering
+            .retain(|&(slot, generation)| match live(slots, slot, generation) {
+                Some(c) if c.dying.is_none() => match c.linger_until {
+                    Some(t) if t <= now => {
+                        expired.push(slot);
+                        false
+                    }
+                    Some(_) => true,
+                    None => false,
+                },
+                _ => false,
+            });
+        for slot in expired {
+            self.begin_close(slot, CloseWhy::Done, dispatch);
         }
     }
 
@@ -1224,6 +1456,7 @@ impl UringDriver {
         s.generation = (s.generation + 1) & ConnId::GENERATION_MASK;
         self.free.push(slot);
         self.open -= 1;
+        self.shared.release();
         let (id, why) = (c.id, c.dying);
         // The descriptor is closed before the counters move, so whoever sees `closed` go
         // up sees the descriptor gone too.
@@ -1240,21 +1473,16 @@ impl UringDriver {
         dispatch.closed(id);
     }
 
-    /// The shutdown grace ran out: close everything now, output or not.
-    fn close_all<D: Dispatch>(&mut self, dispatch: &mut D) {
+    /// The shutdown grace ran out (or the ring failed): close everything now, output or
+    /// not. Waits for the cancelled requests until `deadline` at most; a connection whose
+    /// requests are still in flight then is reported closed and kept in the graveyard.
+    fn close_all<D: Dispatch>(&mut self, dispatch: &mut D, deadline: Instant) {
         for i in 0..self.slots.len() {
             if self.slots[i].conn.is_some() {
                 self.begin_close(i as u32, CloseWhy::Abort, dispatch);
             }
         }
-        let deadline = Instant::now() + DRAIN_LIMIT;
-        while self.open > 0 && Instant::now() < deadline {
-            if self.wait(Some(Duration::from_millis(50))).is_err() {
-                break;
-            }
-            self.now = Instant::now();
-            self.reap(dispatch);
-        }
+        self.wait_until(dispatch, deadline, |d| d.open == 0);
         for i in 0..self.slots.len() {
             if self.slots[i].conn.is_some() {
                 self.finalize(i as u32, dispatch);
@@ -1263,27 +1491,92 @@ impl UringDriver {
     }
 
     /// At exit: cancel every request still in flight (accept, wake read, anything left) and
-    /// wait for their completions, so the kernel is done with every buffer before the
-    /// driver is dropped.
-    fn drain_all<D: Dispatch>(&mut self, dispatch: &mut D) {
+    /// wait for their completions until `deadline`. Only `inflight == 0` makes freeing the
+    /// memory those requests use safe; if the deadline passes first, `Drop` leaks it.
+    fn drain_all<D: Dispatch>(&mut self, dispatch: &mut D, deadline: Instant) {
         self.exiting = true;
-        if self.inflight == 0 {
-            self.listener = None;
-            return;
-        }
-        let entry = opcode::AsyncCancel2::new(CancelBuilder::any())
-            .build()
-            .user_data(user_data(Op::Cancel, 0, 0));
-        self.push(entry);
-        let deadline = Instant::now() + DRAIN_LIMIT;
-        while self.inflight > 0 && Instant::now() < deadline {
-            if self.wait(Some(Duration::from_millis(50))).is_err() {
-                break;
-            }
-            self.now = Instant::now();
-            self.reap(dispatch);
+        if self.inflight > 0 {
+            let entry = opcode::AsyncCancel2::new(CancelBuilder::any())
+                .build()
+                .user_data(user_data(Op::Cancel, 0, 0));
+            self.push(entry);
+            self.wait_until(dispatch, deadline, |d| d.inflight == 0);
         }
         self.listener = None;
+    }
+
+    /// Submit, wait and reap until `done` holds or `deadline` passes (the cancels just
+    /// queued are submitted at least once), or the ring wait fails.
+    fn wait_until<D: Dispatch>(
+        &mut self,
+        dispatch: &mut D,
+        deadline: Instant,
+        done: impl Fn(&Self) -> bool,
+    ) {
+        loop {
+            if done(self) {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let failed = self
+                .wait(Some(left.min(Duration::from_millis(50))))
+                .is_err();
+            self.now = Instant::now();
+            // Completions that are already there are handled even after a failed wait.
+            self.reap(dispatch);
+            if failed || left.is_zero() {
+                return;
+            }
+        }
+    }
+
+    /// The ring wait failed for good: close every connection (each reported closed once),
+    /// stop the whole server and drain what can be drained.
+    fn fail<D: Dispatch>(&mut self, e: &io::Error, dispatch: &mut D) {
+        eprintln!(
+            "ringport: io_uring wait failed: {e}; closing this thread's {} connections and \
+             stopping the server",
+            self.open
+        );
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        if self.stopping_since.is_none() {
+            self.begin_shutdown();
+        }
+        let deadline = self.now + DRAIN_LIMIT;
+        self.close_all(dispatch, deadline);
+        self.drain_all(dispatch, deadline);
+        dispatch.flush();
+    }
+}
+
+impl Drop for UringDriver {
+    fn drop(&mut self) {
+        if self.inflight == 0 {
+            // Every request completed (`drain_all` saw to it): the kernel is done with all
+            // the memory below, which is freed as usual after the ring.
+            return;
+        }
+        // Requests are still in flight (the exit drain timed out, or the ring failed).
+        // Closing the ring does not wait for the kernel to tear them down, so it may still
+        // write into a provided buffer or the wake buffer, or send from a send buffer:
+        // leak that memory instead of freeing it. Descriptors are closed as usual (a
+        // request holds its own reference to its file).
+        eprintln!(
+            "ringport: {} io_uring requests still in flight at exit; leaking their buffers",
+            self.inflight
+        );
+        self.bufs.leak();
+        let wake = std::mem::replace(&mut self.wake_buf, Box::new(UnsafeCell::new([0; 8])));
+        let _ = Box::leak(wake);
+        let conns = self
+            .graveyard
+            .iter_mut()
+            .chain(self.slots.iter_mut().filter_map(|s| s.conn.as_mut()));
+        for c in conns {
+            if c.send_busy {
+                std::mem::forget(std::mem::take(&mut c.sending));
+            }
+        }
     }
 }
 
