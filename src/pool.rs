@@ -144,6 +144,9 @@ impl<T> Sessions<T> {
 }
 
 /// Run the service for one event, appending commands to `cmds`.
+///
+/// A panic in the service costs only its connection: the partial answer is dropped, the
+/// session is discarded and the connection is closed; the thread goes on serving the others.
 fn handle<S: Service>(
     service: &S,
     sessions: &mut Sessions<S::Session>,
@@ -154,27 +157,28 @@ fn handle<S: Service>(
     cmds: &mut Commands,
 ) {
     let start = cmds.bytes.len();
-    let flow = match kind {
-        EventKind::Open => {
-            if let Some(stale) = sessions.insert(index, conn, service.open()) {
-                service.close(stale);
-            }
-            return;
-        }
-        EventKind::Closed => {
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_service(service, sessions, index, conn, kind, bytes, &mut cmds.bytes)
+    }));
+    let flow = match run {
+        Ok(Some(flow)) => flow,
+        Ok(None) => return,
+        Err(_) => {
+            cmds.bytes.truncate(start);
             if let Some(s) = sessions.remove(index, conn) {
-                service.close(s);
+                // Its state may be half-updated: drop it without running the service again.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(s)));
+            }
+            if kind != EventKind::Closed {
+                cmds.items.push(Item {
+                    conn,
+                    kind: CommandKind::Close,
+                    start,
+                    end: start,
+                });
             }
             return;
         }
-        EventKind::Data => match sessions.get_mut(index, conn) {
-            Some(s) => service.data(s, bytes, &mut Output::new(&mut cmds.bytes)),
-            None => return,
-        },
-        EventKind::Eof => match sessions.get_mut(index, conn) {
-            Some(s) => service.eof(s, &mut Output::new(&mut cmds.bytes)),
-            None => return,
-        },
     };
     let end = cmds.bytes.len();
     if end > start {
@@ -192,6 +196,40 @@ fn handle<S: Service>(
             start: end,
             end,
         });
+    }
+}
+
+/// The service call for one event; `None` when there is nothing to answer.
+fn run_service<S: Service>(
+    service: &S,
+    sessions: &mut Sessions<S::Session>,
+    index: usize,
+    conn: ConnId,
+    kind: EventKind,
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+) -> Option<Flow> {
+    match kind {
+        EventKind::Open => {
+            // Insert the new session before telling the service about a stale one, so a
+            // panic in `close` cannot leave the new connection without a session.
+            if let Some(stale) = sessions.insert(index, conn, service.open()) {
+                service.close(stale);
+            }
+            None
+        }
+        EventKind::Closed => {
+            if let Some(s) = sessions.remove(index, conn) {
+                service.close(s);
+            }
+            None
+        }
+        EventKind::Data => sessions
+            .get_mut(index, conn)
+            .map(|s| service.data(s, bytes, &mut Output::new(out))),
+        EventKind::Eof => sessions
+            .get_mut(index, conn)
+            .map(|s| service.eof(s, &mut Output::new(out))),
     }
 }
 
@@ -585,6 +623,41 @@ mod tests {
             10,
             "every session closed once"
         );
+    }
+
+    /// Panics on the input `boom`, echoes anything else.
+    struct Fragile;
+    impl Service for Fragile {
+        type Session = ();
+        fn open(&self) {}
+        fn data(&self, _: &mut (), input: &[u8], out: &mut Output<'_>) -> Flow {
+            out.extend_from_slice(b"partial ");
+            assert!(input != b"boom", "service bug");
+            out.extend_from_slice(input);
+            Flow::Continue
+        }
+    }
+
+    #[test]
+    fn service_panic_closes_only_its_connection() {
+        let mut d = Inline::new(Arc::new(Fragile));
+        let a = ConnId::new(0, 1, 0);
+        let b = ConnId::new(0, 2, 0);
+        d.open(a);
+        d.open(b);
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        d.data(a, b"boom");
+        std::panic::set_hook(hook);
+        d.data(b, b"fine");
+        // The panicking call's partial output is gone; `a` is closed; `b` is served.
+        assert_eq!(
+            collect(&mut d),
+            vec![(a, None), (b, Some(b"partial fine".to_vec()))]
+        );
+        // Later bytes for `a` find no session and get no answer.
+        d.data(a, b"late");
+        assert_eq!(collect(&mut d), vec![]);
     }
 
     #[test]
