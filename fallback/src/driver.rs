@@ -35,7 +35,7 @@ use polling::{Event, Events, Poller};
 
 use crate::errno::{classify, is_out_of_descriptors, Disposition, Site};
 use crate::event::{
-    Backoff, Command, ConnId, Dispatch, DriverConfig, LogLimit, Shared, Stats, Waker,
+    log_fatal, Backoff, Command, ConnId, Dispatch, DriverConfig, LogLimit, Shared, Stats, Waker,
 };
 use crate::net::prepare_stream;
 
@@ -212,7 +212,7 @@ impl PollDriver {
     /// Returns the error of a poller wait that failed for a reason other than an interrupt.
     pub fn run<D: Dispatch>(mut self, dispatch: &mut D) -> io::Result<()> {
         let mut events = Events::new();
-        if let Some(t) = self.scan_period() {
+        if let Some(t) = self.cfg.scan_period() {
             self.next_idle_scan = Some(Instant::now() + t);
         }
         loop {
@@ -348,7 +348,7 @@ impl PollDriver {
                 self.accept(dispatch);
             }
         }
-        if let (Some(scan), Some(period)) = (self.next_idle_scan, self.scan_period()) {
+        if let (Some(scan), Some(period)) = (self.next_idle_scan, self.cfg.scan_period()) {
             if self.now >= scan {
                 self.next_idle_scan = Some(self.now + period);
                 let now = self.now;
@@ -849,15 +849,6 @@ impl PollDriver {
     }
 }
 
-fn log_fatal(limit: &mut LogLimit, what: &str, id: ConnId, e: &io::Error) {
-    if let Some(suppressed) = limit.allow() {
-        eprintln!(
-            "ringport: BUG: {what} on {id:?} failed: {e}; closing that connection \
-             ({suppressed} similar lines suppressed)"
-        );
-    }
-}
-
 // The choke points: every accept, read and write result this driver classifies comes
 // through one of these three functions. With the `fault-injection` feature and a plan in the
 // config, a scripted result can stand in for the real call.
@@ -907,21 +898,6 @@ fn write_at_choke_point(
     {
         let _ = cfg;
         stream.write(buf)
-    }
-}
-
-fn idle_scan_period(limit: Duration) -> Duration {
-    (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
-}
-
-impl PollDriver {
-    /// How often connections are checked against the idle and send timeouts.
-    fn scan_period(&self) -> Option<Duration> {
-        [self.cfg.idle_timeout, self.cfg.send_timeout]
-            .into_iter()
-            .flatten()
-            .map(idle_scan_period)
-            .min()
     }
 }
 

@@ -285,6 +285,28 @@ pub struct DriverConfig {
 }
 
 impl DriverConfig {
+    /// How often connections are checked against the idle and send timeouts (`None` when
+    /// both are off): a quarter of the shorter one, between 10 ms and 1 s.
+    pub fn scan_period(&self) -> Option<Duration> {
+        [self.idle_timeout, self.send_timeout]
+            .into_iter()
+            .flatten()
+            .map(|t| (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)))
+            .min()
+    }
+}
+
+/// Log a failed call that the classifier calls a bug, at most as often as `limit` allows.
+pub fn log_fatal(limit: &mut LogLimit, what: &str, id: ConnId, e: &std::io::Error) {
+    if let Some(suppressed) = limit.allow() {
+        eprintln!(
+            "ringport: BUG: {what} on {id:?} failed: {e}; closing that connection \
+             ({suppressed} similar lines suppressed)"
+        );
+    }
+}
+
+impl DriverConfig {
     /// The fault plan, if one is set (always `None` without the `fault-injection` feature).
     #[cfg(feature = "fault-injection")]
     pub fn fault_plan(&self) -> Option<&crate::fault::FaultPlan> {

@@ -92,7 +92,7 @@ use io_uring::{cqueue, opcode, squeue, IoUring};
 use ringport_fallback::errno::{
     classify, from_completion, is_out_of_descriptors, Disposition, Site,
 };
-use ringport_fallback::event::{Backoff, LogLimit};
+use ringport_fallback::event::{log_fatal, Backoff, LogLimit};
 use ringport_fallback::net::prepare_stream;
 use ringport_fallback::{Command, ConnId, Dispatch, DriverConfig, Shared, Stats, Waker};
 
@@ -396,7 +396,7 @@ impl UringDriver {
     /// (each reported to [`Dispatch::closed`]) and shutdown is requested through
     /// [`Shared`], so the whole server stops instead of running on without this thread.
     pub fn run<D: Dispatch>(mut self, dispatch: &mut D) -> io::Result<()> {
-        if let Some(t) = self.scan_period() {
+        if let Some(t) = self.cfg.scan_period() {
             self.next_idle_scan = Some(Instant::now() + t);
         }
         loop {
@@ -1255,7 +1255,7 @@ impl UringDriver {
             }
         }
         self.linger_timers(dispatch);
-        if let (Some(scan), Some(period)) = (self.next_idle_scan, self.scan_period()) {
+        if let (Some(scan), Some(period)) = (self.next_idle_scan, self.cfg.scan_period()) {
             if self.now >= scan {
                 self.next_idle_scan = Some(self.now + period);
                 let now = self.now;
@@ -1294,15 +1294,6 @@ impl UringDriver {
                 }
             }
         }
-    }
-
-    /// How often connections are checked against the idle and send timeouts.
-    fn scan_period(&self) -> Option<Duration> {
-        [self.cfg.idle_timeout, self.cfg.send_timeout]
-            .into_iter()
-            .flatten()
-            .map(idle_scan_period)
-            .min()
     }
 
     fn begin_shutdown(&mut self) {
@@ -1616,19 +1607,6 @@ fn recv_failed(
         Disposition::Canceled | Disposition::Retry | Disposition::WouldBlock => None,
         d => Some((d, e)),
     }
-}
-
-fn log_fatal(limit: &mut LogLimit, what: &str, id: ConnId, e: &io::Error) {
-    if let Some(suppressed) = limit.allow() {
-        eprintln!(
-            "ringport: BUG: {what} on {id:?} failed: {e}; closing that connection \
-             ({suppressed} similar lines suppressed)"
-        );
-    }
-}
-
-fn idle_scan_period(limit: Duration) -> Duration {
-    (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
 #[cfg(test)]
