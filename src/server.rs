@@ -532,13 +532,16 @@ pub struct ServerStats {
     pub bytes_in: u64,
     /// Bytes written.
     pub bytes_out: u64,
+    /// Owed output dropped because its connection closed first.
+    pub discarded: u64,
     /// Accept pauses after resource exhaustion.
     pub accept_pauses: u64,
     /// io_uring buffer-ring exhaustion (ENOBUFS) events.
     pub enobufs: u64,
     /// Read pauses (output over the limit, or worker behind).
     pub read_pauses: u64,
-    /// Failed calls by disposition name (only non-zero ones).
+    /// Failed calls by disposition name (only non-zero ones). `peer_gone` is normal traffic:
+    /// clients that reset or vanish.
     pub errors: Vec<(&'static str, u64)>,
 }
 
@@ -566,6 +569,7 @@ impl ServerStats {
             timed_out: sum(|s| &s.timed_out),
             bytes_in: sum(|s| &s.bytes_in),
             bytes_out: sum(|s| &s.bytes_out),
+            discarded: sum(|s| &s.discarded),
             accept_pauses: sum(|s| &s.accept_pauses),
             enobufs: sum(|s| &s.enobufs),
             read_pauses: sum(|s| &s.read_pauses),
@@ -587,7 +591,7 @@ impl fmt::Display for ServerStats {
         write!(
             f,
             "backend {} accepted {} open {} closed {} refused {} timed_out {} bytes_in {} \
-             bytes_out {} accept_pauses {} enobufs {} read_pauses {}",
+             bytes_out {} discarded {} accept_pauses {} enobufs {} read_pauses {}",
             self.backend,
             self.accepted,
             self.open,
@@ -596,14 +600,15 @@ impl fmt::Display for ServerStats {
             self.timed_out,
             self.bytes_in,
             self.bytes_out,
+            self.discarded,
             self.accept_pauses,
             self.enobufs,
             self.read_pauses
         )?;
         if self.errors.is_empty() {
-            write!(f, " errors none")
+            write!(f, " failed_calls none")
         } else {
-            write!(f, " errors")?;
+            write!(f, " failed_calls")?;
             for (name, n) in &self.errors {
                 write!(f, " {name}={n}")?;
             }

@@ -220,6 +220,7 @@ fn lingering_close_delivers_everything_written(setup: Setup) {
         st.bytes_out,
         "bytes written but not delivered"
     );
+    assert_eq!(st.discarded, 0, "owed output dropped: {st}");
     assert!(!got.is_empty());
 }
 
@@ -271,6 +272,7 @@ fn half_closed_non_reader_is_closed_by_send_timeout(setup: Setup) {
     c.shutdown(Shutdown::Write).unwrap();
     wait_until("stuck connection closed", || server.stats().open == 0);
     assert_eq!(server.stats().timed_out, 1);
+    assert!(server.stats().discarded > 0, "{}", server.stats());
     drop(c);
 }
 

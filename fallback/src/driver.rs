@@ -836,6 +836,7 @@ impl PollDriver {
             return;
         };
         s.generation = (s.generation + 1) & ConnId::GENERATION_MASK;
+        Stats::add(&self.stats.discarded, c.queued() as u64);
         let _ = self.poller.delete(&c.stream);
         if why == CloseWhy::Idle {
             Stats::add(&self.stats.timed_out, 1);

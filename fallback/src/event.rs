@@ -213,6 +213,9 @@ pub struct Stats {
     pub bytes_in: AtomicU64,
     /// Bytes written to peers.
     pub bytes_out: AtomicU64,
+    /// Bytes of owed output dropped because the connection closed before they could be
+    /// written (peer gone, timeout, shutdown deadline).
+    pub discarded: AtomicU64,
     /// Times the accept loop paused because it was out of a resource.
     pub accept_pauses: AtomicU64,
     /// io_uring receives that found the provided-buffer ring empty (ENOBUFS).

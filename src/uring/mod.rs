@@ -1414,6 +1414,12 @@ impl UringDriver {
             return;
         }
         c.dying = Some(why);
+        let unsent = if c.send_busy {
+            0 // the kernel may still write it: not known to be lost
+        } else {
+            c.sending.len().saturating_sub(c.send_pos)
+        };
+        Stats::add(&self.stats.discarded, (c.pending.len() + unsent) as u64);
         c.pending = Vec::new();
         c.held = Vec::new();
         c.held_pos = 0;
