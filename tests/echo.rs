@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use common::{connect, echo_exchange, wait_until, Rng, Setup};
+use common::{assert_echo, connect, echo_exchange, wait_until, Rng, Setup};
 
 every_backend!(
     concurrent_random_payloads_are_echoed_byte_exact,
@@ -110,11 +110,7 @@ fn many_short_lived_connections(setup: Setup) {
             s.spawn(move || {
                 for i in 0..250 {
                     let mut c = connect(addr);
-                    let msg = format!("client {t} message {i}\n");
-                    c.write_all(msg.as_bytes()).unwrap();
-                    let mut buf = vec![0; msg.len()];
-                    c.read_exact(&mut buf).unwrap();
-                    assert_eq!(buf, msg.as_bytes());
+                    assert_echo(&mut c, format!("client {t} message {i}\n").as_bytes());
                 }
             });
         }

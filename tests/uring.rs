@@ -1,10 +1,13 @@
-//! io_uring driver tests: a starved buffer ring, closes racing in-flight operations, and the
-//! real fallback when seccomp forbids io_uring (as Docker's default profile does).
+//! Driver internals under stress: a starved io_uring buffer ring, closes racing in-flight
+//! operations (both backends), and the real fallback when seccomp forbids io_uring (as
+//! Docker's default profile does).
 //!
 //! Each test holds one lock for its whole run: the descriptor-count test counts this
 //! process's descriptors, so no other test may open sockets meanwhile.
 
 #![cfg(target_os = "linux")]
+
+mod common;
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -14,10 +17,8 @@ use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{available, connect, fd_count, wait_exit, wait_until, ChildGuard, Rng, DEADLINE};
 use ringport::{Backend, Server, ServerStats};
-
-/// Generous bound for anything the tests wait for.
-const DEADLINE: Duration = Duration::from_secs(30);
 
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -26,37 +27,27 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// Deterministic bytes for connection `seed`, different for every seed.
 fn payload(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    Rng::new(seed).bytes(len)
 }
 
-/// Poll `cond` until it holds or the deadline passes; the condition is what synchronizes.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(5));
+/// An echo server on `backend`, or `None` (with a note) when this machine lacks it.
+fn server(
+    backend: Backend,
+    workers: usize,
+    configure: impl FnOnce(&mut ringport::ServerBuilder),
+) -> Option<Server> {
+    if !available(backend) {
+        eprintln!("skipped: backend {backend} is not available on this machine");
+        return None;
     }
-}
-
-fn uring_server(workers: usize, configure: impl FnOnce(&mut ringport::ServerBuilder)) -> Server {
     let mut b = Server::builder();
     b.listen("127.0.0.1:0".parse().unwrap())
-        .backend(Backend::Uring)
+        .backend(backend)
         .workers(workers);
     configure(&mut b);
-    let server = b
-        .build(ringport::service::Echo)
-        .expect("uring server starts");
-    assert_eq!(server.backend(), Backend::Uring);
-    server
+    let server = b.build(ringport::service::Echo).expect("server starts");
+    assert_eq!(server.backend(), backend);
+    Some(server)
 }
 
 fn stop(server: Server) -> ServerStats {
@@ -65,14 +56,6 @@ fn stop(server: Server) -> ServerStats {
     eprintln!("{stats}");
     assert_eq!(stats.open, 0, "{stats}");
     stats
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    s.set_write_timeout(Some(DEADLINE)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
 }
 
 /// Echo `total` bytes over `stream` in rounds of `chunk` and check them byte for byte.
@@ -91,9 +74,11 @@ fn tiny_buffer_ring(workers: usize) {
     const CONNS: usize = 500;
     const THREADS: usize = 25;
     const ROUNDS: usize = 8;
-    let server = uring_server(workers, |b| {
+    let Some(server) = server(Backend::Uring, workers, |b| {
         b.ring_buffers(4).buffer_size(1024);
-    });
+    }) else {
+        return;
+    };
     let addr = server.local_addr();
     let barrier = Arc::new(Barrier::new(THREADS));
     let clients: Vec<_> = (0..THREADS)
@@ -159,10 +144,6 @@ fn tiny_buffer_ring_stays_byte_exact_with_workers() {
     tiny_buffer_ring(2);
 }
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
 /// Connect, push as much as the socket takes without ever reading, then reset: the server
 /// has a send blocked on a full window and a receive armed when the RST lands.
 fn abuse(addr: SocketAddr, seed: u64) {
@@ -186,18 +167,21 @@ fn abuse(addr: SocketAddr, seed: u64) {
     drop(s);
 }
 
-#[test]
-fn close_with_ops_in_flight_leaks_nothing_and_misdelivers_nothing() {
+/// Closes racing operations in flight (resets while a send is blocked and a receive is
+/// armed), on both backends: no stranger's byte, and every descriptor given back.
+fn close_with_ops_in_flight(backend: Backend) {
     let _serial = serial();
     const ROUNDS: u64 = 200;
     const ABUSERS: u64 = 4;
     const CHECKERS: u64 = 3;
-    let server = uring_server(2, |b| {
+    let Some(server) = server(backend, 2, |b| {
         // Small limits: the read pause (output over the limit) is hit as well.
         b.ring_buffers(64).buffer_size(4096).output_limit(64 * 1024);
-    });
+    }) else {
+        return;
+    };
     let addr = server.local_addr();
-    let baseline = open_fds();
+    let baseline = fd_count();
     for round in 0..ROUNDS {
         let mut threads = Vec::new();
         for a in 0..ABUSERS {
@@ -228,7 +212,7 @@ fn close_with_ops_in_flight_leaks_nothing_and_misdelivers_nothing() {
     });
     // Closed connections' descriptors are gone: back to what the server held when idle.
     wait_until("descriptor count back to the baseline", || {
-        open_fds() == baseline
+        fd_count() == baseline
     });
     let stats = stop(server);
     assert_eq!(stats.closed, total, "{stats}");
@@ -237,6 +221,16 @@ fn close_with_ops_in_flight_leaks_nothing_and_misdelivers_nothing() {
         0,
         "{stats}"
     );
+}
+
+#[test]
+fn uring_close_with_ops_in_flight_leaks_nothing_and_misdelivers_nothing() {
+    close_with_ops_in_flight(Backend::Uring);
+}
+
+#[test]
+fn poll_close_with_ops_in_flight_leaks_nothing_and_misdelivers_nothing() {
+    close_with_ops_in_flight(Backend::Poll);
 }
 
 // ---- the fallback, for real: io_uring_setup forbidden by seccomp ----
@@ -363,20 +357,6 @@ fn expect_line(rx: &mpsc::Receiver<String>, what: &str, pred: impl Fn(&str) -> b
     }
 }
 
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            panic!("child did not exit");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[test]
 fn seccomp_denied_io_uring_falls_back_to_poll() {
@@ -384,7 +364,10 @@ fn seccomp_denied_io_uring_falls_back_to_poll() {
 
     // auto: one line on stderr saying io_uring is out and why, a banner with `backend poll`,
     // and it serves.
-    let mut child = spawn_without_io_uring("auto").expect("spawn ringport");
+    let mut guard = ChildGuard {
+        child: spawn_without_io_uring("auto").expect("spawn ringport"),
+    };
+    let child = &mut guard.child;
     let out = lines(child.stdout.take().unwrap());
     let err = lines(child.stderr.take().unwrap());
     let reason = expect_line(&err, "stderr line naming io_uring", |l| {
@@ -406,17 +389,18 @@ fn seccomp_denied_io_uring_falls_back_to_poll() {
     let mut s = connect(addr);
     echo_exact(&mut s, 77, 100_000);
     drop(s);
-    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped yet.
-    let killed = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(killed, 0);
-    let status = wait_exit(&mut child);
+    common::sigterm(child);
+    let status = wait_exit(child);
     assert!(status.success(), "SIGTERM ends serve cleanly: {status}");
 
     // uring, explicitly: an error naming io_uring, non-zero exit, no banner.
-    let mut child = spawn_without_io_uring("uring").expect("spawn ringport");
+    let mut guard = ChildGuard {
+        child: spawn_without_io_uring("uring").expect("spawn ringport"),
+    };
+    let child = &mut guard.child;
     let out = lines(child.stdout.take().unwrap());
     let err = lines(child.stderr.take().unwrap());
-    let status = wait_exit(&mut child);
+    let status = wait_exit(child);
     assert!(
         !status.success(),
         "explicit uring without io_uring must fail"

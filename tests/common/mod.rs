@@ -120,6 +120,14 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// Send `msg` on `stream` and assert that exactly `msg` comes back.
+pub fn assert_echo(stream: &mut TcpStream, msg: &[u8]) {
+    stream.write_all(msg).expect("send");
+    let mut buf = vec![0; msg.len()];
+    stream.read_exact(&mut buf).expect("read echo");
+    assert_eq!(buf, msg, "echo differs");
+}
+
 /// Send `payload` in random chunks from one thread while reading the echo on this one;
 /// returns what came back before EOF (when `half_close`) or exactly `payload.len()` bytes.
 pub fn echo_exchange(addr: SocketAddr, payload: &[u8], seed: u64, half_close: bool) -> Vec<u8> {
