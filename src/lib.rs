@@ -21,14 +21,13 @@
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-pub mod load;
-pub mod pool;
+mod pool;
 pub mod server;
 pub mod service;
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-pub mod uring;
+mod uring;
 
 pub use ringport_fallback as fallback;
 pub use server::{available_backends, Backend, Server, ServerBuilder, ServerStats, ShutdownHandle};
-pub use service::{Flow, Output, Service};
+pub use service::{Conn, ConnInfo, Handle, HandleError, Service};

@@ -12,8 +12,8 @@ use ringport_fallback::errno::{classify, Disposition, Site};
 use ringport_fallback::event::{DriverConfig, Shared, Stats, Waker};
 use ringport_fallback::{net, Dispatch, PollDriver};
 
-use crate::pool::{Inline, Pool};
-use crate::service::Service;
+use crate::pool::{DriverLink, Inline, Pool};
+use crate::service::{Mailbox, Service};
 
 /// Which I/O driver a server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -167,11 +167,6 @@ impl ServerBuilder {
         self
     }
 
-    /// The driver settings as they stand.
-    pub fn driver_config(&self) -> &DriverConfig {
-        &self.driver
-    }
-
     /// Bind, pick the backend, start the I/O threads and the workers.
     ///
     /// # Errors
@@ -190,17 +185,28 @@ impl ServerBuilder {
             .map(|_| Arc::new(Stats::default()))
             .collect();
         let service = Arc::new(service);
+        // Handle output waiting for one I/O thread: a few times the output limit, within
+        // sane bounds.
+        let mail_cap = cfg.output_high.saturating_mul(16).clamp(1 << 20, 64 << 20);
+        let drivers: Vec<DriverLink> = (0..io_threads)
+            .map(|i| DriverLink {
+                waker: wakers[i].clone(),
+                mailbox: Mailbox::new(wakers[i].clone(), mail_cap),
+                stats: stats[i].clone(),
+            })
+            .collect();
 
         let mut starting = Vec::with_capacity(io_threads);
         let pool = if self.workers == 0 {
             for (i, l) in listeners.into_iter().enumerate() {
-                let dispatch = Inline::new(service.clone());
+                let d = &drivers[i];
+                let dispatch = Inline::new(service.clone(), d.mailbox.clone(), d.stats.clone());
                 let parts = DriverParts::new(i, backend, l, &cfg, &stats, &shared, &wakers);
                 starting.push(spawn_driver(parts, dispatch)?);
             }
             None
         } else {
-            let (pool, links) = Pool::start(service, self.workers, &wakers)?;
+            let (pool, links) = Pool::start(service, self.workers, &drivers)?;
             for (i, (l, link)) in listeners.into_iter().zip(links).enumerate() {
                 let parts = DriverParts::new(i, backend, l, &cfg, &stats, &shared, &wakers);
                 starting.push(spawn_driver(parts, link)?);
@@ -540,6 +546,10 @@ pub struct ServerStats {
     pub enobufs: u64,
     /// Read pauses (output over the limit, or worker behind).
     pub read_pauses: u64,
+    /// File-range bytes sent without a copy through user space (part of `bytes_out`).
+    pub file_bytes: u64,
+    /// Service callbacks that panicked (each closed its own connection).
+    pub service_panics: u64,
     /// Failed calls by disposition name (only non-zero ones). `peer_gone` is normal traffic:
     /// clients that reset or vanish.
     pub errors: Vec<(&'static str, u64)>,
@@ -573,6 +583,8 @@ impl ServerStats {
             accept_pauses: sum(|s| &s.accept_pauses),
             enobufs: sum(|s| &s.enobufs),
             read_pauses: sum(|s| &s.read_pauses),
+            file_bytes: sum(|s| &s.file_bytes),
+            service_panics: sum(|s| &s.service_panics),
             errors,
         }
     }
@@ -591,7 +603,8 @@ impl fmt::Display for ServerStats {
         write!(
             f,
             "backend {} accepted {} open {} closed {} refused {} timed_out {} bytes_in {} \
-             bytes_out {} discarded {} accept_pauses {} enobufs {} read_pauses {}",
+             bytes_out {} discarded {} accept_pauses {} enobufs {} read_pauses {} \
+             file_bytes {} service_panics {}",
             self.backend,
             self.accepted,
             self.open,
@@ -603,7 +616,9 @@ impl fmt::Display for ServerStats {
             self.discarded,
             self.accept_pauses,
             self.enobufs,
-            self.read_pauses
+            self.read_pauses,
+            self.file_bytes,
+            self.service_panics
         )?;
         if self.errors.is_empty() {
             write!(f, " failed_calls none")

@@ -26,6 +26,7 @@
 //! systems where `SO_REUSEPORT` does not balance, all drivers share one listener socket and
 //! several may wake for one connection; the losers see `WouldBlock`.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -35,7 +36,8 @@ use polling::{Event, Events, Poller};
 
 use crate::errno::{classify, is_out_of_descriptors, Disposition, Site};
 use crate::event::{
-    log_fatal, Backoff, Command, ConnId, Dispatch, DriverConfig, LogLimit, Shared, Stats, Waker,
+    log_fatal, Backoff, Command, ConnId, ConnInfo, Dispatch, DriverConfig, FileRange, LogLimit,
+    Shared, Stats, Waker,
 };
 use crate::net::prepare_stream;
 
@@ -53,12 +55,24 @@ struct Interest {
     write: bool,
 }
 
+/// A file range queued behind the byte `at` of the output buffer.
+struct QueuedFile {
+    at: usize,
+    range: FileRange,
+}
+
 struct Conn {
     id: ConnId,
     stream: TcpStream,
-    /// Output not yet taken by the socket: `out[out_pos..]`.
+    /// Output not yet taken by the socket: `out[out_pos..]`, with the file ranges of
+    /// `files` sent in between, each when the bytes before its `at` are written.
     out: Vec<u8>,
     out_pos: usize,
+    files: VecDeque<QueuedFile>,
+    /// Bytes of `files` still to send.
+    file_queued: u64,
+    /// The service asked to be told when output drains to the low-water mark.
+    want_drained: bool,
     /// The peer sent EOF.
     read_eof: bool,
     /// The service asked to close once the output is written.
@@ -83,7 +97,8 @@ struct Conn {
 
 impl Conn {
     fn queued(&self) -> usize {
-        self.out.len() - self.out_pos
+        (self.out.len() - self.out_pos)
+            .saturating_add(usize::try_from(self.file_queued).unwrap_or(usize::MAX))
     }
 
     fn want(&self, stopping: bool) -> Interest {
@@ -134,6 +149,9 @@ pub struct PollDriver {
     stalled: Vec<u32>,
     lingering: Vec<u32>,
     to_close: Vec<(u32, CloseWhy)>,
+    /// Output-level news for the dispatch, reported at the end of the turn.
+    drained: Vec<ConnId>,
+    backlog: Vec<(ConnId, bool)>,
     read_buf: Vec<u8>,
     backoff: Backoff,
     accept_paused_until: Option<Instant>,
@@ -182,6 +200,8 @@ impl PollDriver {
             stalled: Vec::new(),
             lingering: Vec::new(),
             to_close: Vec::new(),
+            drained: Vec::new(),
+            backlog: Vec::new(),
             accept_paused_until: None,
             accept_log: LogLimit::new(Duration::from_secs(1)),
             fatal_log: LogLimit::new(Duration::from_secs(1)),
@@ -230,7 +250,7 @@ impl PollDriver {
                 }
             }
 
-            let timeout = self.timeout();
+            let timeout = self.timeout(dispatch.next_deadline());
             self.waker.prepare_sleep();
             let timeout = if dispatch.ready() {
                 Some(Duration::ZERO)
@@ -301,9 +321,16 @@ impl PollDriver {
             dispatch.flush();
             self.rearm();
         }
+        for (conn, over) in self.backlog.drain(..) {
+            dispatch.backlog(conn, over);
+        }
+        for conn in self.drained.drain(..) {
+            dispatch.drained(conn);
+        }
+        dispatch.flush();
     }
 
-    fn timeout(&self) -> Option<Duration> {
+    fn timeout(&self, service_deadline: Option<Instant>) -> Option<Duration> {
         let mut deadline: Option<Instant> = self.accept_paused_until;
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
@@ -311,6 +338,7 @@ impl PollDriver {
             }
         };
         consider(self.next_idle_scan);
+        consider(service_deadline);
         for &slot in &self.lingering {
             consider(
                 self.slots[slot as usize]
@@ -329,6 +357,7 @@ impl PollDriver {
 
     fn timers<D: Dispatch>(&mut self, dispatch: &mut D) {
         let now = self.now;
+        dispatch.expire(now);
         self.lingering
             .retain(|&slot| match self.slots[slot as usize].conn.as_ref() {
                 Some(c) => match c.linger_until {
@@ -418,7 +447,7 @@ impl PollDriver {
                 return;
             };
             match accept_at_choke_point(&self.cfg, listener) {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     accepted += 1;
                     self.backoff.reset();
                     if !self.shared.admit(self.cfg.max_connections) {
@@ -433,7 +462,7 @@ impl PollDriver {
                         self.shared.release();
                         continue;
                     }
-                    self.admit(stream, dispatch);
+                    self.admit(stream, peer, dispatch);
                 }
                 Err(e) => match classify(Site::Accept, &e) {
                     Disposition::Retry => continue,
@@ -487,7 +516,11 @@ impl PollDriver {
         }
     }
 
-    fn admit<D: Dispatch>(&mut self, stream: TcpStream, dispatch: &mut D) {
+    fn admit<D: Dispatch>(&mut self, stream: TcpStream, peer: SocketAddr, dispatch: &mut D) {
+        let info = match stream.local_addr() {
+            Ok(local) => ConnInfo::new(peer, local),
+            Err(_) => ConnInfo::new(peer, ConnInfo::unknown().local),
+        };
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -512,6 +545,9 @@ impl PollDriver {
             stream,
             out: Vec::new(),
             out_pos: 0,
+            files: VecDeque::new(),
+            file_queued: 0,
+            want_drained: false,
             read_eof: false,
             closing: false,
             out_paused: false,
@@ -527,7 +563,7 @@ impl PollDriver {
         });
         self.open += 1;
         Stats::add(&self.stats.accepted, 1);
-        dispatch.open(id);
+        dispatch.open(id, &info);
     }
 
     fn conn_event<D: Dispatch>(
@@ -646,14 +682,63 @@ impl PollDriver {
         let Some(c) = self.slots[slot as usize].conn.as_mut() else {
             return false;
         };
-        while c.queued() > 0 {
-            match write_at_choke_point(&self.cfg, &mut c.stream, &c.out[c.out_pos..]) {
-                Ok(n) => {
-                    c.out_pos += n;
+        loop {
+            let upto = c.files.front().map_or(c.out.len(), |f| f.at);
+            let result = if c.out_pos < upto {
+                write_at_choke_point(&self.cfg, &mut c.stream, &c.out[c.out_pos..upto])
+                    .map(FileStep::Bytes)
+            } else if let Some(f) = c.files.front_mut() {
+                send_file_part(
+                    &self.cfg,
+                    &mut c.stream,
+                    &mut f.range,
+                    &mut c.out,
+                    c.out_pos,
+                )
+            } else {
+                break;
+            };
+            match result {
+                Ok(FileStep::Copied(n)) => {
+                    // No zero-copy call here: the next chunk of the file was read into the
+                    // output buffer in front of the file, and goes out as ordinary output.
+                    c.file_queued -= n as u64;
+                    for f in &mut c.files {
+                        f.at += n;
+                    }
+                    if c.files.front().is_some_and(|f| f.range.len == 0) {
+                        c.files.pop_front();
+                    }
+                }
+                Ok(step) => {
+                    let (n, from_file) = match step {
+                        FileStep::Bytes(n) => (n, false),
+                        FileStep::Sent(n) | FileStep::Copied(n) => (n, true),
+                    };
+                    if from_file {
+                        // Sent straight from the file.
+                        Stats::add(&self.stats.file_bytes, n as u64);
+                        Stats::add(&self.stats.bytes_out, n as u64);
+                        c.file_queued -= n as u64;
+                        let f = c.files.front_mut().expect("a file is being sent");
+                        f.range.offset += n as u64;
+                        f.range.len -= n as u64;
+                        if f.range.len == 0 {
+                            c.files.pop_front();
+                        }
+                        if n == 0 {
+                            // The file ended before the promised length: the peer cannot be
+                            // given what it was told to expect.
+                            self.to_close.push((slot, CloseWhy::Abort));
+                            return false;
+                        }
+                    } else {
+                        c.out_pos += n;
+                        Stats::add(&self.stats.bytes_out, n as u64);
+                    }
                     if n > 0 {
                         c.last_write = self.now;
                     }
-                    Stats::add(&self.stats.bytes_out, n as u64);
                 }
                 Err(e) => match classify(Site::Send, &e) {
                     Disposition::Retry => continue,
@@ -682,10 +767,19 @@ impl PollDriver {
             }
         } else if c.out_pos > c.out.len() / 2 {
             c.out.drain(..c.out_pos);
+            for f in &mut c.files {
+                f.at -= c.out_pos;
+            }
             c.out_pos = 0;
         }
-        if c.out_paused && c.queued() <= self.cfg.output_low {
+        let queued = c.queued();
+        if c.out_paused && queued <= self.cfg.output_low {
             c.out_paused = false;
+            self.backlog.push((c.id, false));
+        }
+        if c.want_drained && queued <= self.cfg.output_low {
+            c.want_drained = false;
+            self.drained.push(c.id);
         }
         true
     }
@@ -703,13 +797,24 @@ impl PollDriver {
             // A late command for a connection that is gone (or already finishing).
             return;
         }
+        if c.queued() == 0 {
+            c.last_write = self.now;
+        }
         match cmd {
             Command::Send(bytes) => {
                 // Written at the end of the turn, coalesced with later sends.
-                if c.queued() == 0 {
-                    c.last_write = self.now;
-                }
                 c.out.extend_from_slice(bytes);
+            }
+            Command::SendFile(range) => {
+                c.file_queued += range.len;
+                c.files.push_back(QueuedFile {
+                    at: c.out.len(),
+                    range: range.clone(),
+                });
+            }
+            Command::NotifyDrained => {
+                // Checked when the connection's output is next written (this turn).
+                c.want_drained = true;
             }
             Command::Close => {
                 c.closing = true;
@@ -751,7 +856,7 @@ impl PollDriver {
             let slot = self.dirty[i];
             i += 1;
             let pending_write = match self.slots[slot as usize].conn.as_ref() {
-                Some(c) => c.queued() > 0 || c.closing,
+                Some(c) => c.queued() > 0 || c.closing || c.want_drained,
                 None => continue,
             };
             if pending_write && !self.write_queued(slot) {
@@ -765,6 +870,7 @@ impl PollDriver {
                 // The socket does not keep up: stop reading until it drains.
                 c.out_paused = true;
                 Stats::add(&self.stats.read_pauses, 1);
+                self.backlog.push((c.id, true));
             }
             let want = c.want(stopping);
             if want != c.armed {
@@ -900,6 +1006,73 @@ fn write_at_choke_point(
         let _ = cfg;
         stream.write(buf)
     }
+}
+
+/// Most bytes of a file sent (or copied) in one call.
+const FILE_CHUNK: usize = 1 << 20;
+
+/// What one step of writing output did.
+enum FileStep {
+    /// Bytes of the output buffer written.
+    Bytes(usize),
+    /// Bytes sent from the file straight to the socket (0: the file ended early).
+    Sent(usize),
+    /// Bytes of the file read into the output buffer at the file's place (the range was
+    /// advanced past them), where the OS has no zero-copy call.
+    #[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
+    Copied(usize),
+}
+
+/// Send the next part of a file range: `sendfile` where the OS has it, else read the next
+/// chunk into `out` at `at`, in front of the file's place.
+fn send_file_part(
+    cfg: &DriverConfig,
+    stream: &mut TcpStream,
+    range: &mut FileRange,
+    out: &mut Vec<u8>,
+    at: usize,
+) -> io::Result<FileStep> {
+    let want = usize::try_from(range.len)
+        .unwrap_or(usize::MAX)
+        .min(FILE_CHUNK);
+    #[cfg(feature = "fault-injection")]
+    if let Some(f) = cfg.fault_plan().and_then(|p| p.next(Site::Send)) {
+        if let Some(e) = f.error() {
+            return Err(e);
+        }
+    }
+    let _ = cfg;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let _ = (out, at);
+        let mut offset = range.offset;
+        rustix::fs::sendfile(&*stream, &*range.file, Some(&mut offset), want)
+            .map(FileStep::Sent)
+            .map_err(io::Error::from)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = stream;
+        let mut chunk = vec![0; want];
+        let n = read_file_at(&range.file, &mut chunk, range.offset)?;
+        if n == 0 {
+            return Ok(FileStep::Sent(0));
+        }
+        out.splice(at..at, chunk[..n].iter().copied());
+        range.offset += n as u64;
+        range.len -= n as u64;
+        Ok(FileStep::Copied(n))
+    }
+}
+
+#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
+fn read_file_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_file_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
 }
 
 /// A stream registered with a poller, deleted from it before the stream is closed: the safe

@@ -7,8 +7,16 @@
 //!
 //! Rules every driver follows:
 //! - per connection, events are reported in order: [`Dispatch::open`], then any number of
-//!   [`Dispatch::data`], then at most one [`Dispatch::eof`], then exactly one
-//!   [`Dispatch::closed`];
+//!   [`Dispatch::data`], [`Dispatch::drained`] and [`Dispatch::backlog`], then at most one
+//!   [`Dispatch::eof`], then exactly one [`Dispatch::closed`];
+//! - output is applied in command order: bytes ([`Command::Send`]) and file ranges
+//!   ([`Command::SendFile`]) leave in the order they were queued;
+//! - [`Dispatch::backlog`] is called with `true` when a connection's queued output goes above
+//!   `output_high` and with `false` when it is back at or below `output_low`;
+//! - after [`Command::NotifyDrained`], [`Dispatch::drained`] is called once, as soon as the
+//!   connection's queued output is at or below `output_low` (at once if it already is);
+//! - before blocking, the driver waits no longer than [`Dispatch::next_deadline`], and calls
+//!   [`Dispatch::expire`] every turn;
 //! - [`Dispatch::flush`] once per loop turn, after the I/O of that turn, then
 //!   [`Dispatch::commands`];
 //! - before blocking, [`Waker::prepare_sleep`] then [`Dispatch::ready`]: if it says work is
@@ -17,9 +25,11 @@
 //!   is dropped: a recycled slot never receives another connection's bytes.
 
 use std::fmt;
+use std::fs::File;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::errno::Disposition;
 
@@ -83,11 +93,55 @@ impl fmt::Debug for ConnId {
     }
 }
 
-/// What a service asks the driver to do with a connection.
+/// Who is on the line: the addresses of an accepted connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnInfo {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The local address the connection arrived on.
+    pub local: SocketAddr,
+}
+
+impl ConnInfo {
+    /// Addresses of a connection.
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> ConnInfo {
+        ConnInfo { peer, local }
+    }
+
+    /// What a driver reports when the socket cannot tell its addresses (the peer reset the
+    /// connection between accept and the query): the unspecified IPv4 address, port 0.
+    pub fn unknown() -> ConnInfo {
+        let none = SocketAddr::from(([0, 0, 0, 0], 0));
+        ConnInfo {
+            peer: none,
+            local: none,
+        }
+    }
+}
+
+/// A range of a file to send as a connection's output, without holding it in memory.
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    /// The open file (shared: a service may keep it open for many responses).
+    pub file: Arc<File>,
+    /// First byte to send.
+    pub offset: u64,
+    /// Bytes to send. If the file turns out shorter, the connection is closed once what
+    /// there is was sent (the peer was promised more bytes than exist).
+    pub len: u64,
+}
+
+/// What a service asks the driver to do with a connection. Every driver handles every
+/// command (not `#[non_exhaustive]`: a new one must fail to compile until drivers know it).
+#[derive(Debug, Clone, Copy)]
 pub enum Command<'a> {
     /// Write these bytes after everything queued before them.
     Send(&'a [u8]),
+    /// Write a file range after everything queued before it.
+    SendFile(&'a FileRange),
+    /// Call [`Dispatch::drained`] once queued output is at or below the low-water mark.
+    NotifyDrained,
     /// Write everything queued, then close the connection.
     Close,
 }
@@ -98,13 +152,23 @@ pub enum Command<'a> {
 /// the I/O thread).
 pub trait Dispatch {
     /// A new connection was accepted.
-    fn open(&mut self, conn: ConnId);
+    fn open(&mut self, conn: ConnId, info: &ConnInfo);
     /// Bytes arrived on `conn`. The slice is only valid during the call.
     fn data(&mut self, conn: ConnId, bytes: &[u8]);
     /// The peer stopped sending (read returned 0). The service may still answer.
     fn eof(&mut self, conn: ConnId);
     /// The connection is closed; no more commands for it will be applied.
     fn closed(&mut self, conn: ConnId);
+    /// The output of `conn` drained to the low-water mark after [`Command::NotifyDrained`].
+    fn drained(&mut self, conn: ConnId);
+    /// The queued output of `conn` went above the high-water mark (`true`) or came back to
+    /// the low-water mark (`false`).
+    fn backlog(&mut self, conn: ConnId, over: bool);
+    /// The earliest deadline the dispatch keeps (services' per-connection deadlines run on
+    /// the driver's wait): the driver does not sleep past it.
+    fn next_deadline(&self) -> Option<Instant>;
+    /// Run what fell due by `now` (called once per driver turn).
+    fn expire(&mut self, now: Instant);
     /// True while events for `conn` cannot be handed off (its worker is behind): the
     /// driver stops reading from `conn` until this turns false.
     fn congested(&self, conn: ConnId) -> bool;
@@ -223,6 +287,11 @@ pub struct Stats {
     /// Times reading from a connection was paused (output over the high-water mark or
     /// its worker behind).
     pub read_pauses: AtomicU64,
+    /// File-range bytes sent without a copy through user space (`sendfile`, splice);
+    /// included in `bytes_out`.
+    pub file_bytes: AtomicU64,
+    /// Service callbacks that panicked (each closed its connection).
+    pub service_panics: AtomicU64,
     /// Failed calls, by [`Disposition::index`].
     pub errors: [AtomicU64; Disposition::ALL.len()],
 }

@@ -28,4 +28,6 @@ pub mod net;
 
 pub use driver::{PollDriver, Registered};
 pub use errno::{classify, Disposition, Site};
-pub use event::{Command, ConnId, Dispatch, DriverConfig, Shared, Stats, Waker};
+pub use event::{
+    Command, ConnId, ConnInfo, Dispatch, DriverConfig, FileRange, Shared, Stats, Waker,
+};

@@ -1,41 +1,114 @@
-//! Services: protocol logic with no I/O of its own.
+//! The Service API: protocol logic with no I/O of its own.
 //!
-//! A service opens a session per connection, is fed the bytes that arrive, and appends its
-//! answer to an [`Output`]. It runs on a worker thread (or inline on the I/O thread with
-//! `--workers 0`); the driver that owns the connection writes the answer.
+//! A [`Service`] opens a session per connection, is shown the bytes that arrive, says how
+//! many of them it consumed, and answers through the connection's [`Conn`]: bytes, file
+//! ranges, a close, a deadline, a request to be told when output drained. A [`Handle`]
+//! reaches the connection from any thread.
+//!
+//! # Input arrives in arbitrary fragments
+//!
+//! TCP delivers a byte stream, not messages: one request may arrive in many pieces and many
+//! requests in one. The engine keeps what a service did not consume and shows it again,
+//! followed by what arrives next, so a service never buffers input itself. A connection that
+//! holds no partial frame holds no input buffer. Unconsumed input is capped per connection
+//! ([`Service::input_limit`], 64 KiB by default): over the cap the service is told
+//! ([`Service::input_full`]), may answer, and the connection closes once that answer is
+//! written.
+//!
+//! # Which thread runs a service
+//!
+//! - Inline (`workers(0)`, the default): on the I/O thread that owns the connection. A call
+//!   that blocks (a file read that misses the page cache, a lock held for long, a sleep)
+//!   stalls every connection of that I/O thread.
+//! - Pool (`workers(N)`): on one worker thread per connection for the connection's whole
+//!   life, so the calls for one connection never run at the same time and never reorder.
+//!
+//! Either way every callback for one connection runs on one thread, in order: [`Service::open`]
+//! first, [`Service::close`] last.
+//!
+//! # Panics
+//!
+//! A panic in a callback closes only that connection: the output of that call is dropped,
+//! the session is dropped without further calls, the panic is counted in the server's stats
+//! (`service_panics`) and reported once by the panic hook; every other connection goes on.
 
 pub mod echo;
+pub(crate) mod handle;
 
 pub use echo::Echo;
+pub use handle::{Handle, HandleError};
+pub use ringport_fallback::event::ConnInfo;
 
+pub(crate) use handle::Mailbox;
+
+use std::fs::File;
 use std::io;
+use std::sync::Arc;
+use std::time::Instant;
 
-/// What the connection does after the service handled an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Flow {
-    /// Keep the connection open.
-    Continue,
-    /// Write what is owed, then close the connection.
-    Close,
-}
+use ringport_fallback::event::FileRange;
+use ringport_fallback::ConnId;
+
+use crate::pool::{CommandKind, Commands};
+
+/// Unconsumed input a connection may hold by default (see [`Service::input_limit`]).
+pub const DEFAULT_INPUT_LIMIT: usize = 64 * 1024;
 
 /// Protocol logic run for every connection.
+///
+/// Every callback gets the connection's [`Conn`] to answer through. Only
+/// [`Service::open`] and [`Service::data`] must be written; the rest have defaults.
 pub trait Service: Send + Sync + 'static {
     /// Per-connection state.
     type Session: Send + 'static;
 
-    /// A connection was accepted.
-    fn open(&self) -> Self::Session;
+    /// Most unconsumed input one connection may hold (default [`DEFAULT_INPUT_LIMIT`]).
+    /// Past it, [`Service::input_full`] is called and the connection closes.
+    fn input_limit(&self) -> usize {
+        DEFAULT_INPUT_LIMIT
+    }
 
-    /// Bytes arrived. Append the answer (if any) to `out`.
-    fn data(&self, session: &mut Self::Session, input: &[u8], out: &mut Output<'_>) -> Flow;
+    /// A connection was accepted. The service may already write (a greeting).
+    fn open(&self, info: &ConnInfo, conn: &mut Conn<'_>) -> Self::Session;
 
-    /// The peer stopped sending. The answer still owed may be appended to `out`; the
-    /// default closes the connection once it is written.
-    fn eof(&self, session: &mut Self::Session, out: &mut Output<'_>) -> Flow {
-        let _ = (session, out);
-        Flow::Close
+    /// Input arrived: `input` is what the service has not consumed yet followed by the new
+    /// bytes. Return how many bytes of `input` were consumed (at most `input.len()`); the
+    /// rest is shown again, with more input after it. While a call consumes something and
+    /// input is left, the service is called again with the rest, so it may handle one frame
+    /// per call.
+    fn data(&self, session: &mut Self::Session, input: &[u8], conn: &mut Conn<'_>) -> usize;
+
+    /// The peer stopped sending; `rest` is the input left unconsumed. What the service
+    /// writes is still sent. The default closes the connection once output is written.
+    fn eof(&self, session: &mut Self::Session, rest: &[u8], conn: &mut Conn<'_>) {
+        let _ = (session, rest);
+        conn.close();
+    }
+
+    /// Unconsumed input reached [`Service::input_limit`]: `input` is what is held. The
+    /// service may write an answer (an error line, `431`, `-ERR Protocol error`); the
+    /// connection then closes once output is written, whatever this does.
+    fn input_full(&self, session: &mut Self::Session, input: &[u8], conn: &mut Conn<'_>) {
+        let _ = (session, input, conn);
+    }
+
+    /// Queued output fell to the low-water mark after [`Conn::notify_drained`]: time to
+    /// produce the next piece of a large body.
+    fn drained(&self, session: &mut Self::Session, conn: &mut Conn<'_>) {
+        let _ = (session, conn);
+    }
+
+    /// The deadline set with [`Conn::set_deadline`] passed (it is cleared before this
+    /// call). The default closes the connection.
+    fn deadline(&self, session: &mut Self::Session, conn: &mut Conn<'_>) {
+        let _ = session;
+        conn.close();
+    }
+
+    /// [`Handle::notify`] was called for this connection: run on the connection's own
+    /// thread, with its session, like any other callback.
+    fn notified(&self, session: &mut Self::Session, conn: &mut Conn<'_>) {
+        let _ = (session, conn);
     }
 
     /// The connection is gone (closed by either side). The session is dropped after this.
@@ -44,73 +117,142 @@ pub trait Service: Send + Sync + 'static {
     }
 }
 
-/// Where a service appends its answer for one connection.
+/// One connection, as a callback sees it: where its answer goes.
 ///
-/// Output of many connections shares one buffer per batch; a service can only append to
-/// its own part.
-pub struct Output<'a> {
-    buf: &'a mut Vec<u8>,
-    start: usize,
+/// Output of many connections shares one buffer per batch; a callback can only append to
+/// its own connection's part, in order.
+pub struct Conn<'a> {
+    id: ConnId,
+    cmds: &'a mut Commands,
+    /// Start of the bytes written since the last command was sealed.
+    open_from: usize,
+    deadline: &'a mut Option<Instant>,
+    mailbox: &'a Arc<Mailbox>,
+    closing: &'a mut bool,
 }
 
-impl<'a> Output<'a> {
-    /// An output appending to `buf`.
-    pub fn new(buf: &'a mut Vec<u8>) -> Output<'a> {
-        let start = buf.len();
-        Output { buf, start }
+impl<'a> Conn<'a> {
+    pub(crate) fn new(
+        id: ConnId,
+        cmds: &'a mut Commands,
+        deadline: &'a mut Option<Instant>,
+        mailbox: &'a Arc<Mailbox>,
+        closing: &'a mut bool,
+    ) -> Conn<'a> {
+        let open_from = cmds.bytes.len();
+        Conn {
+            id,
+            cmds,
+            open_from,
+            deadline,
+            mailbox,
+            closing,
+        }
     }
 
-    /// Append bytes.
-    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+    /// Queue bytes after everything queued before them.
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.cmds.bytes.extend_from_slice(bytes);
     }
 
     /// Reserve room for `additional` more bytes.
     pub fn reserve(&mut self, additional: usize) {
-        self.buf.reserve(additional);
+        self.cmds.bytes.reserve(additional);
     }
 
-    /// Bytes appended so far.
-    pub fn len(&self) -> usize {
-        self.buf.len() - self.start
+    /// Bytes written in this call and not yet followed by another kind of output.
+    pub fn pending(&self) -> &[u8] {
+        &self.cmds.bytes[self.open_from..]
     }
 
-    /// True if nothing was appended.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Queue `len` bytes of `file` from `offset`, after everything queued before. The
+    /// driver sends it without copying it through user space where the OS allows it
+    /// (`sendfile`, splice through the ring) and never reads it whole into memory. If the
+    /// file is shorter than promised, the connection closes after what there is.
+    pub fn send_file(&mut self, file: Arc<File>, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        self.seal();
+        let index = self.cmds.files.len();
+        self.cmds.files.push(FileRange { file, offset, len });
+        self.cmds.push_item(self.id, CommandKind::SendFile(index));
     }
 
-    /// What was appended so far.
-    pub fn written(&self) -> &[u8] {
-        &self.buf[self.start..]
+    /// Write everything queued, then close the connection. Input that arrives after this
+    /// is discarded.
+    pub fn close(&mut self) {
+        if !*self.closing {
+            *self.closing = true;
+            self.seal();
+            self.cmds.push_item(self.id, CommandKind::Close);
+        }
+    }
+
+    /// True once [`Conn::close`] was called (in this call or an earlier one).
+    pub fn is_closing(&self) -> bool {
+        *self.closing
+    }
+
+    /// Ask for [`Service::drained`] once the queued output is at or below the low-water
+    /// mark (at once if it already is). One notification per request.
+    pub fn notify_drained(&mut self) {
+        self.seal();
+        self.cmds.push_item(self.id, CommandKind::NotifyDrained);
+    }
+
+    /// Call [`Service::deadline`] once `at` passes, unless the deadline is cleared or moved
+    /// first. One deadline per connection: this replaces any earlier one.
+    pub fn set_deadline(&mut self, at: Instant) {
+        if *self.deadline != Some(at) {
+            *self.deadline = Some(at);
+            self.seal();
+            self.cmds.push_deadline(self.id, Some(at));
+        }
+    }
+
+    /// Cancel the deadline, if one is set.
+    pub fn clear_deadline(&mut self) {
+        if self.deadline.take().is_some() {
+            self.seal();
+            self.cmds.push_deadline(self.id, None);
+        }
+    }
+
+    /// The deadline now set, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        *self.deadline
+    }
+
+    /// A handle to this connection, usable from any thread.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.id, self.mailbox.clone())
+    }
+
+    /// Turn the bytes written since the last command into a send command.
+    fn seal(&mut self) {
+        let end = self.cmds.bytes.len();
+        if end > self.open_from {
+            self.cmds
+                .push_range(self.id, CommandKind::Send, self.open_from, end);
+        }
+        self.open_from = end;
     }
 }
 
-impl io::Write for Output<'_> {
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        self.seal();
+    }
+}
+
+impl io::Write for Conn<'_> {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(bytes);
+        Conn::write(self, bytes);
         Ok(bytes.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    #[test]
-    fn output_appends_after_existing_bytes() {
-        let mut buf = b"other".to_vec();
-        let mut out = Output::new(&mut buf);
-        assert!(out.is_empty());
-        out.extend_from_slice(b"ab");
-        write!(out, "{}", 12).unwrap();
-        assert_eq!(out.written(), b"ab12");
-        assert_eq!(out.len(), 4);
-        assert_eq!(buf, b"otherab12");
     }
 }

@@ -76,6 +76,7 @@
 mod buf_ring;
 mod choke;
 mod ring;
+mod splice;
 
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
@@ -94,10 +95,11 @@ use ringport_fallback::errno::{
 };
 use ringport_fallback::event::{log_fatal, Backoff, LogLimit};
 use ringport_fallback::net::prepare_stream;
-use ringport_fallback::{Command, ConnId, Dispatch, DriverConfig, Shared, Stats, Waker};
+use ringport_fallback::{Command, ConnId, ConnInfo, Dispatch, DriverConfig, Shared, Stats, Waker};
 
 use buf_ring::BufRing;
 use choke::Injected;
+use splice::{Pipe, QueuedFile};
 
 /// Longest a send request asks for at once.
 const MAX_SEND: usize = 1 << 30;
@@ -126,6 +128,10 @@ enum Op {
     CancelRecv = 6,
     /// Any other cancel (accept, exit).
     Cancel = 7,
+    /// Splice of a file range into the connection's pipe.
+    SpliceIn = 8,
+    /// Splice from the connection's pipe to its socket.
+    SpliceOut = 9,
 }
 
 impl Op {
@@ -138,6 +144,8 @@ impl Op {
             5 => Op::CancelConn,
             6 => Op::CancelRecv,
             7 => Op::Cancel,
+            8 => Op::SpliceIn,
+            9 => Op::SpliceOut,
             _ => return None,
         })
     }
@@ -183,6 +191,17 @@ struct Conn {
     send_fault: choke::ScriptedSend,
     /// Output that arrived while a send was in flight, coalesced.
     pending: Vec<u8>,
+    /// File ranges queued, each behind the byte `at` of `pending`.
+    files: VecDeque<QueuedFile>,
+    /// Bytes of `files` not yet spliced into the pipe.
+    file_queued: u64,
+    /// The pipe file ranges go through (made for the first one).
+    pipe: Option<Pipe>,
+    /// A splice from a file into the pipe is in flight (`send_busy` covers the splice to
+    /// the socket).
+    splice_in_busy: bool,
+    /// The service asked to be told when output drains to the low-water mark.
+    want_drained: bool,
     /// A multishot receive is in flight (until a completion without `MORE`).
     recv_armed: bool,
     /// Its cancel was requested.
@@ -221,11 +240,13 @@ struct Conn {
 
 impl Conn {
     fn queued(&self) -> usize {
-        (self.sending.len() - self.send_pos) + self.pending.len()
+        let file = usize::try_from(self.file_queued).unwrap_or(usize::MAX);
+        let piped = self.pipe.as_ref().map_or(0, |p| p.filled);
+        ((self.sending.len() - self.send_pos) + self.pending.len() + piped).saturating_add(file)
     }
 
     fn busy(&self) -> bool {
-        self.recv_armed || self.send_busy || self.cancel_busy
+        self.recv_armed || self.send_busy || self.cancel_busy || self.splice_in_busy
     }
 
     fn wants_recv(&self, stopping: bool) -> bool {
@@ -418,7 +439,7 @@ impl UringDriver {
                 }
             }
 
-            let timeout = self.timeout();
+            let timeout = self.timeout(dispatch.next_deadline());
             self.waker.prepare_sleep();
             let timeout = if dispatch.ready() {
                 Some(Duration::ZERO)
@@ -509,7 +530,7 @@ impl UringDriver {
         }
     }
 
-    fn timeout(&self) -> Option<Duration> {
+    fn timeout(&self, service_deadline: Option<Instant>) -> Option<Duration> {
         let mut deadline: Option<Instant> = self.accept_paused_until;
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
@@ -517,6 +538,7 @@ impl UringDriver {
             }
         };
         consider(self.next_idle_scan);
+        consider(service_deadline);
         consider(self.stopping_since.map(|s| s + self.cfg.shutdown_grace));
         if self.stopping_since.is_some() {
             // Poll the workers' progress while draining for shutdown.
@@ -554,6 +576,8 @@ impl UringDriver {
                 Some(Op::Wake) => self.on_wake(res),
                 Some(Op::Recv) => self.on_recv(slot, generation, res, flags, dispatch),
                 Some(Op::Send) => self.on_send(slot, generation, res, dispatch),
+                Some(Op::SpliceIn) => self.on_splice_in(slot, generation, res, dispatch),
+                Some(Op::SpliceOut) => self.on_splice_out(slot, generation, res, dispatch),
                 Some(Op::CancelConn) => self.on_close_cancel(slot, generation, res, dispatch),
                 Some(Op::CancelRecv) => self.on_recv_cancel(slot, generation, res),
                 // Accept or exit cancels: the cancelled requests report themselves.
@@ -713,6 +737,11 @@ impl UringDriver {
     }
 
     fn admit<D: Dispatch>(&mut self, stream: TcpStream, dispatch: &mut D) {
+        let info = match (stream.peer_addr(), stream.local_addr()) {
+            (Ok(peer), Ok(local)) => ConnInfo::new(peer, local),
+            // The peer reset the connection already: the receive reports it.
+            _ => ConnInfo::unknown(),
+        };
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -734,6 +763,11 @@ impl UringDriver {
             send_busy: false,
             send_fault: choke::ScriptedSend::default(),
             pending: Vec::new(),
+            files: VecDeque::new(),
+            file_queued: 0,
+            pipe: None,
+            splice_in_busy: false,
+            want_drained: false,
             recv_armed: false,
             recv_cancel: false,
             cancel_busy: false,
@@ -753,7 +787,7 @@ impl UringDriver {
         });
         self.open += 1;
         Stats::add(&self.stats.accepted, 1);
-        dispatch.open(id);
+        dispatch.open(id, &info);
         self.update_recv(slot);
     }
 
@@ -952,16 +986,49 @@ impl UringDriver {
         }
     }
 
-    /// Start sending the coalesced output, if no send is in flight.
-    fn start_send(&mut self, slot: u32) {
+    /// Start the next output request, if none is in flight: the pipe's bytes to the socket,
+    /// a file range into the pipe, or the coalesced bytes queued before the next file range.
+    fn start_send<D: Dispatch>(&mut self, slot: u32, dispatch: &mut D) {
         let Some(c) = self.slots[slot as usize].conn.as_mut() else {
             return;
         };
-        if c.send_busy || c.pending.is_empty() {
+        if c.send_busy || c.splice_in_busy {
+            return;
+        }
+        if c.pipe.as_ref().is_some_and(|p| p.filled > 0) {
+            self.submit_splice_out(slot);
+            return;
+        }
+        if c.files.front().is_some_and(|f| f.at == 0) {
+            if c.pipe.is_none() {
+                match Pipe::new() {
+                    Ok(p) => c.pipe = Some(p),
+                    Err(e) => {
+                        // Out of descriptors or memory: this body cannot be sent.
+                        self.stats.error(classify(Site::Configure, &e));
+                        self.begin_close(slot, CloseWhy::Abort, dispatch);
+                        return;
+                    }
+                }
+            }
+            self.submit_splice_in(slot);
+            return;
+        }
+        if c.pending.is_empty() {
             return;
         }
         debug_assert!(c.sending.is_empty());
-        std::mem::swap(&mut c.sending, &mut c.pending);
+        match c.files.front().map(|f| f.at) {
+            Some(at) => {
+                // Bytes up to the next file range go now; the rest waits behind it.
+                let rest = c.pending.split_off(at);
+                c.sending = std::mem::replace(&mut c.pending, rest);
+                for f in &mut c.files {
+                    f.at -= at;
+                }
+            }
+            None => std::mem::swap(&mut c.sending, &mut c.pending),
+        }
         c.send_pos = 0;
         if c.pending.capacity() > self.cfg.output_high {
             // The spare buffer grew with a burst: do not keep that memory per connection.
@@ -1057,6 +1124,138 @@ impl UringDriver {
         }
     }
 
+    /// Splice the next chunk of the first file range into the connection's pipe.
+    fn submit_splice_in(&mut self, slot: u32) {
+        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
+            return;
+        };
+        let (Some(f), Some(pipe)) = (c.files.front(), c.pipe.as_ref()) else {
+            return;
+        };
+        let len = f.range.len.min(pipe.capacity as u64) as u32;
+        let offset = i64::try_from(f.range.offset).unwrap_or(i64::MAX);
+        let entry = opcode::Splice::new(
+            Fd(f.range.file.as_raw_fd()),
+            offset,
+            Fd(pipe.write_fd()),
+            -1,
+            len,
+        )
+        .build()
+        .user_data(user_data(Op::SpliceIn, c.id.generation(), slot));
+        c.splice_in_busy = true;
+        self.push(entry);
+    }
+
+    /// Splice what the pipe holds to the socket.
+    fn submit_splice_out(&mut self, slot: u32) {
+        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
+            return;
+        };
+        let Some(pipe) = c.pipe.as_ref() else {
+            return;
+        };
+        let entry = opcode::Splice::new(Fd(pipe.read_fd()), -1, Fd(c.fd), -1, pipe.filled as u32)
+            .build()
+            .user_data(user_data(Op::SpliceOut, c.id.generation(), slot));
+        c.send_busy = true;
+        self.push(entry);
+    }
+
+    fn on_splice_in<D: Dispatch>(
+        &mut self,
+        slot: u32,
+        generation: u32,
+        res: i32,
+        dispatch: &mut D,
+    ) {
+        let Some(c) = live(&mut self.slots, slot, generation) else {
+            return;
+        };
+        c.splice_in_busy = false;
+        if c.dying.is_some() {
+            self.maybe_finalize(slot, dispatch);
+            return;
+        }
+        let e = match res {
+            n if n > 0 => {
+                let n = n as u64;
+                if let (Some(f), Some(pipe)) = (c.files.front_mut(), c.pipe.as_mut()) {
+                    f.range.offset += n;
+                    f.range.len -= n;
+                    pipe.filled += n as usize;
+                    c.file_queued -= n;
+                    if f.range.len == 0 {
+                        c.files.pop_front();
+                    }
+                }
+                self.submit_splice_out(slot);
+                return;
+            }
+            // The file ended before the promised length: the peer cannot be given what it
+            // was told to expect.
+            0 => io::Error::from(io::ErrorKind::UnexpectedEof),
+            n => from_completion(n),
+        };
+        match classify(Site::Send, &e) {
+            Disposition::Retry | Disposition::WouldBlock | Disposition::Canceled => {
+                self.submit_splice_in(slot)
+            }
+            d => {
+                self.stats.error(d);
+                self.begin_close(slot, CloseWhy::Abort, dispatch);
+            }
+        }
+    }
+
+    fn on_splice_out<D: Dispatch>(
+        &mut self,
+        slot: u32,
+        generation: u32,
+        res: i32,
+        dispatch: &mut D,
+    ) {
+        let Some(c) = live(&mut self.slots, slot, generation) else {
+            return;
+        };
+        c.send_busy = false;
+        if c.dying.is_some() {
+            self.maybe_finalize(slot, dispatch);
+            return;
+        }
+        let e = match res {
+            n if n > 0 => {
+                let n = n as usize;
+                if let Some(pipe) = c.pipe.as_mut() {
+                    pipe.filled -= n;
+                }
+                c.last_write = self.now;
+                Stats::add(&self.stats.bytes_out, n as u64);
+                Stats::add(&self.stats.file_bytes, n as u64);
+                if c.pipe.as_ref().is_some_and(|p| p.filled > 0) {
+                    self.submit_splice_out(slot);
+                } else {
+                    self.mark_dirty(slot);
+                }
+                return;
+            }
+            0 => io::Error::from(io::ErrorKind::WriteZero),
+            n => from_completion(n),
+        };
+        match classify(Site::Send, &e) {
+            Disposition::Retry | Disposition::WouldBlock | Disposition::Canceled => {
+                self.submit_splice_out(slot)
+            }
+            d => {
+                self.stats.error(d);
+                if d == Disposition::Fatal {
+                    log_fatal(&mut self.fatal_log, "splice", c.id, &e);
+                }
+                self.begin_close(slot, CloseWhy::Abort, dispatch);
+            }
+        }
+    }
+
     fn on_close_cancel<D: Dispatch>(
         &mut self,
         slot: u32,
@@ -1110,14 +1309,21 @@ impl UringDriver {
             // A late command for a connection that is gone (or already finishing).
             return;
         }
+        if c.queued() == 0 {
+            c.last_write = now;
+        }
         match cmd {
             // Sent at the end of the turn, coalesced with later sends.
-            Command::Send(bytes) => {
-                if c.queued() == 0 {
-                    c.last_write = now;
-                }
-                c.pending.extend_from_slice(bytes);
+            Command::Send(bytes) => c.pending.extend_from_slice(bytes),
+            Command::SendFile(range) => {
+                c.file_queued += range.len;
+                c.files.push_back(QueuedFile {
+                    at: c.pending.len(),
+                    range: range.clone(),
+                });
             }
+            // Checked when the connection is processed at the end of this turn.
+            Command::NotifyDrained => c.want_drained = true,
             Command::Close => c.closing = true,
         }
         self.mark_dirty(slot);
@@ -1216,10 +1422,13 @@ impl UringDriver {
                 }
                 None => continue,
             }
-            self.start_send(slot);
+            self.start_send(slot, dispatch);
             let Some(c) = self.slots[slot as usize].conn.as_mut() else {
                 continue;
             };
+            if c.dying.is_some() {
+                continue;
+            }
             let queued = c.queued();
             if c.linger_until.is_some() {
                 self.update_recv(slot);
@@ -1233,8 +1442,17 @@ impl UringDriver {
                 // The peer does not keep up: stop reading until it drains.
                 c.out_paused = true;
                 Stats::add(&self.stats.read_pauses, 1);
+                dispatch.backlog(c.id, true);
+                self.handed_late = true;
             } else if c.out_paused && queued <= self.cfg.output_low {
                 c.out_paused = false;
+                dispatch.backlog(c.id, false);
+                self.handed_late = true;
+            }
+            if c.want_drained && queued <= self.cfg.output_low {
+                c.want_drained = false;
+                dispatch.drained(c.id);
+                self.handed_late = true;
             }
             self.update_recv(slot);
         }
@@ -1242,6 +1460,7 @@ impl UringDriver {
     }
 
     fn timers<D: Dispatch>(&mut self, dispatch: &mut D) {
+        dispatch.expire(self.now);
         if let Some(until) = self.accept_paused_until {
             if self.now >= until {
                 // Re-armed at the end of the turn.
@@ -1419,8 +1638,19 @@ impl UringDriver {
         } else {
             c.sending.len().saturating_sub(c.send_pos)
         };
-        Stats::add(&self.stats.discarded, (c.pending.len() + unsent) as u64);
+        let file_owed = usize::try_from(c.file_queued).unwrap_or(usize::MAX);
+        let piped = if c.send_busy {
+            0
+        } else {
+            c.pipe.as_ref().map_or(0, |p| p.filled)
+        };
+        Stats::add(
+            &self.stats.discarded,
+            (c.pending.len() + unsent + piped).saturating_add(file_owed) as u64,
+        );
         c.pending = Vec::new();
+        c.files.clear();
+        c.file_queued = 0;
         c.held = Vec::new();
         c.held_pos = 0;
         if c.recv_armed || c.send_busy {
