@@ -49,7 +49,7 @@ use std::time::Instant;
 use ringport_fallback::event::FileRange;
 use ringport_fallback::ConnId;
 
-use crate::pool::{CommandKind, Commands};
+use crate::pool::{CommandKind, Commands, DeadlineState};
 
 /// Unconsumed input a connection may hold by default (see [`Service::input_limit`]).
 pub const DEFAULT_INPUT_LIMIT: usize = 64 * 1024;
@@ -93,7 +93,8 @@ pub trait Service: Send + Sync + 'static {
     }
 
     /// Queued output fell to the low-water mark after [`Conn::notify_drained`]: time to
-    /// produce the next piece of a large body.
+    /// produce the next piece of a large body. Input the service left unconsumed is shown
+    /// to [`Service::data`] again after this call.
     fn drained(&self, session: &mut Self::Session, conn: &mut Conn<'_>) {
         let _ = (session, conn);
     }
@@ -106,7 +107,8 @@ pub trait Service: Send + Sync + 'static {
     }
 
     /// [`Handle::notify`] was called for this connection: run on the connection's own
-    /// thread, with its session, like any other callback.
+    /// thread, with its session, like any other callback. Input the service left
+    /// unconsumed is shown to [`Service::data`] again after this call.
     fn notified(&self, session: &mut Self::Session, conn: &mut Conn<'_>) {
         let _ = (session, conn);
     }
@@ -126,7 +128,7 @@ pub struct Conn<'a> {
     cmds: &'a mut Commands,
     /// Start of the bytes written since the last command was sealed.
     open_from: usize,
-    deadline: &'a mut Option<Instant>,
+    deadline: &'a mut DeadlineState,
     mailbox: &'a Arc<Mailbox>,
     closing: &'a mut bool,
 }
@@ -135,7 +137,7 @@ impl<'a> Conn<'a> {
     pub(crate) fn new(
         id: ConnId,
         cmds: &'a mut Commands,
-        deadline: &'a mut Option<Instant>,
+        deadline: &'a mut DeadlineState,
         mailbox: &'a Arc<Mailbox>,
         closing: &'a mut bool,
     ) -> Conn<'a> {
@@ -204,24 +206,27 @@ impl<'a> Conn<'a> {
     /// Call [`Service::deadline`] once `at` passes, unless the deadline is cleared or moved
     /// first. One deadline per connection: this replaces any earlier one.
     pub fn set_deadline(&mut self, at: Instant) {
-        if *self.deadline != Some(at) {
-            *self.deadline = Some(at);
-            self.seal();
-            self.cmds.push_deadline(self.id, Some(at));
-        }
+        self.deadline.generation = self.deadline.generation.wrapping_add(1);
+        self.deadline.armed = true;
+        self.seal();
+        self.cmds
+            .push_deadline(self.id, Some(at), self.deadline.generation);
     }
 
     /// Cancel the deadline, if one is set.
     pub fn clear_deadline(&mut self) {
-        if self.deadline.take().is_some() {
+        if self.deadline.armed {
+            self.deadline.generation = self.deadline.generation.wrapping_add(1);
+            self.deadline.armed = false;
             self.seal();
-            self.cmds.push_deadline(self.id, None);
+            self.cmds
+                .push_deadline(self.id, None, self.deadline.generation);
         }
     }
 
-    /// The deadline now set, if any.
-    pub fn deadline(&self) -> Option<Instant> {
-        *self.deadline
+    /// True while a deadline is set.
+    pub fn has_deadline(&self) -> bool {
+        self.deadline.armed
     }
 
     /// A handle to this connection, usable from any thread.

@@ -95,11 +95,12 @@ use ringport_fallback::errno::{
 };
 use ringport_fallback::event::{log_fatal, Backoff, LogLimit};
 use ringport_fallback::net::prepare_stream;
+use ringport_fallback::outq::FileQueue;
 use ringport_fallback::{Command, ConnId, ConnInfo, Dispatch, DriverConfig, Shared, Stats, Waker};
 
 use buf_ring::BufRing;
 use choke::Injected;
-use splice::{Pipe, QueuedFile};
+use splice::Pipe;
 
 /// Longest a send request asks for at once.
 const MAX_SEND: usize = 1 << 30;
@@ -192,11 +193,9 @@ struct Conn {
     /// Output that arrived while a send was in flight, coalesced.
     pending: Vec<u8>,
     /// File ranges queued, each behind the byte `at` of `pending`.
-    files: VecDeque<QueuedFile>,
-    /// Bytes of `files` not yet spliced into the pipe.
-    file_queued: u64,
+    files: FileQueue,
     /// The pipe file ranges go through (made for the first one).
-    pipe: Option<Pipe>,
+    pipe: Option<Box<Pipe>>,
     /// A splice from a file into the pipe is in flight (`send_busy` covers the splice to
     /// the socket).
     splice_in_busy: bool,
@@ -240,7 +239,7 @@ struct Conn {
 
 impl Conn {
     fn queued(&self) -> usize {
-        let file = usize::try_from(self.file_queued).unwrap_or(usize::MAX);
+        let file = usize::try_from(self.files.bytes()).unwrap_or(usize::MAX);
         let piped = self.pipe.as_ref().map_or(0, |p| p.filled);
         ((self.sending.len() - self.send_pos) + self.pending.len() + piped).saturating_add(file)
     }
@@ -763,8 +762,7 @@ impl UringDriver {
             send_busy: false,
             send_fault: choke::ScriptedSend::default(),
             pending: Vec::new(),
-            files: VecDeque::new(),
-            file_queued: 0,
+            files: FileQueue::default(),
             pipe: None,
             splice_in_busy: false,
             want_drained: false,
@@ -999,10 +997,10 @@ impl UringDriver {
             self.submit_splice_out(slot);
             return;
         }
-        if c.files.front().is_some_and(|f| f.at == 0) {
+        if c.files.next_at() == Some(0) {
             if c.pipe.is_none() {
                 match Pipe::new() {
-                    Ok(p) => c.pipe = Some(p),
+                    Ok(p) => c.pipe = Some(Box::new(p)),
                     Err(e) => {
                         // Out of descriptors or memory: this body cannot be sent.
                         self.stats.error(classify(Site::Configure, &e));
@@ -1018,14 +1016,12 @@ impl UringDriver {
             return;
         }
         debug_assert!(c.sending.is_empty());
-        match c.files.front().map(|f| f.at) {
+        match c.files.next_at() {
             Some(at) => {
                 // Bytes up to the next file range go now; the rest waits behind it.
                 let rest = c.pending.split_off(at);
                 c.sending = std::mem::replace(&mut c.pending, rest);
-                for f in &mut c.files {
-                    f.at -= at;
-                }
+                c.files.shift(-(at as isize));
             }
             None => std::mem::swap(&mut c.sending, &mut c.pending),
         }
@@ -1180,14 +1176,9 @@ impl UringDriver {
         let e = match res {
             n if n > 0 => {
                 let n = n as u64;
-                if let (Some(f), Some(pipe)) = (c.files.front_mut(), c.pipe.as_mut()) {
-                    f.range.offset += n;
-                    f.range.len -= n;
+                if let Some(pipe) = c.pipe.as_mut() {
                     pipe.filled += n as usize;
-                    c.file_queued -= n;
-                    if f.range.len == 0 {
-                        c.files.pop_front();
-                    }
+                    c.files.advance(n);
                 }
                 self.submit_splice_out(slot);
                 return;
@@ -1316,11 +1307,7 @@ impl UringDriver {
             // Sent at the end of the turn, coalesced with later sends.
             Command::Send(bytes) => c.pending.extend_from_slice(bytes),
             Command::SendFile(range) => {
-                c.file_queued += range.len;
-                c.files.push_back(QueuedFile {
-                    at: c.pending.len(),
-                    range: range.clone(),
-                });
+                c.files.push(c.pending.len(), range);
             }
             // Checked when the connection is processed at the end of this turn.
             Command::NotifyDrained => c.want_drained = true,
@@ -1638,7 +1625,7 @@ impl UringDriver {
         } else {
             c.sending.len().saturating_sub(c.send_pos)
         };
-        let file_owed = usize::try_from(c.file_queued).unwrap_or(usize::MAX);
+        let file_owed = usize::try_from(c.files.clear()).unwrap_or(usize::MAX);
         let piped = if c.send_busy {
             0
         } else {
@@ -1649,8 +1636,6 @@ impl UringDriver {
             (c.pending.len() + unsent + piped).saturating_add(file_owed) as u64,
         );
         c.pending = Vec::new();
-        c.files.clear();
-        c.file_queued = 0;
         c.held = Vec::new();
         c.held_pos = 0;
         if c.recv_armed || c.send_busy {
