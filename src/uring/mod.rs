@@ -7,7 +7,7 @@
 //!
 //! - One driver per I/O thread, built on that thread: its ring is set up with
 //!   `SINGLE_ISSUER | DEFER_TASKRUN` where the kernel allows it (then `COOP_TASKRUN`, then no
-//!   flag: see [`ring::build`]), so completions are run only when this thread waits. Other
+//!   flag: see `ring::build`), so completions are run only when this thread waits. Other
 //!   threads reach it through the [`Dispatch`]'s channels and the [`Waker`], whose notify
 //!   writes an eventfd that always has a read armed in the ring.
 //! - Listener: one multishot accept, re-armed whenever a completion comes without `MORE`.
@@ -16,7 +16,7 @@
 //!   logged at most once a second. Over `max_connections` open across the server (all I/O
 //!   threads, counted in [`Shared`]), a connection is accepted and closed at once.
 //! - Reads: one multishot receive per connection, selecting buffers from a provided-buffer
-//!   ring ([`buf_ring`]). Bytes are copied out to [`Dispatch::data`] and the buffer goes back
+//!   ring (`buf_ring`). Bytes are copied out to [`Dispatch::data`] and the buffer goes back
 //!   to the ring at once. An empty ring (`ENOBUFS`, `Exhausted` at `Site::BufferRing`) ends
 //!   the multishot without losing data (it stays in the socket): it is counted and re-armed
 //!   after this turn's completions gave their buffers back. A result of 0 is EOF.
@@ -56,7 +56,7 @@
 //! - Every failed call or completion goes through the classifier
 //!   ([`ringport_fallback::errno`]); this module never compares errno values. A failing
 //!   operation is never re-armed in a tight loop.
-//! - Every accept, receive and send result passes one choke point ([`choke`]) before it is
+//! - Every accept, receive and send result passes one choke point (`choke`) before it is
 //!   used; with the `fault-injection` feature a test can script failures there.
 //!
 //! # Memory the kernel uses
@@ -387,7 +387,7 @@ impl UringDriver {
     }
 
     /// Run until shutdown is requested through [`Shared`] and every connection is closed
-    /// (or the shutdown grace period ran out). Exit then takes at most one [`DRAIN_LIMIT`]
+    /// (or the shutdown grace period ran out). Exit then takes at most one `DRAIN_LIMIT`
     /// more, shared by closing the connections and waiting for the ring's requests.
     ///
     /// # Errors
