@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::load::BenchArgs;
 use clap::{Parser, Subcommand};
-use ringport::load::BenchArgs;
 use ringport::service::Echo;
 use ringport::{Backend, Server};
 
@@ -150,7 +150,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Commands::Serve(args) => serve(args),
-        Commands::Bench(args) => ringport::load::main(&args),
+        Commands::Bench(args) => crate::load::main(&args),
     }
 }
 

@@ -21,7 +21,6 @@
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-pub mod load;
 pub mod pool;
 pub mod server;
 pub mod service;
