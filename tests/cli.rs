@@ -144,3 +144,122 @@ fn help_shows_examples() {
         assert!(help.contains(flag), "help lacks {flag}:\n{help}");
     }
 }
+
+/// Run `ringport ARGS` with `env` set, expecting a usage error: exit code 2, nothing on
+/// stdout, and the error on stderr, which is returned.
+fn usage_error(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringport"));
+    cmd.env_remove("RINGPORT_BACKEND");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+    err
+}
+
+/// Negative values are out of range, not "unexpected argument"; every number, size and
+/// duration names its range; both subcommands take the same units.
+#[test]
+fn out_of_range_values_name_their_range() {
+    for (args, want) in [
+        (
+            &["serve", "--io-threads", "-1"][..],
+            "invalid value '-1' for '--io-threads <N>': '-1' is out of range: give a whole \
+             number from 1 to 255",
+        ),
+        (
+            &["serve", "--output-limit", "-1"],
+            "'-1' is out of range: give a size from 1 KiB to 1 GiB",
+        ),
+        (
+            &["serve", "--idle-timeout", "-1s"],
+            "'-1s' is out of range: give 0 (off) or a duration from 10ms to 168h",
+        ),
+        (
+            &["bench", "--rate", "-5"],
+            "'-5' is out of range: give a positive number of messages per second",
+        ),
+        (
+            &["serve", "--max-connections", "18446744073709551615"],
+            "is out of range: give a whole number from 1 to 10000000",
+        ),
+        (
+            &["serve", "--max-connections", "0"],
+            "'0' is out of range: give a whole number from 1 to 10000000",
+        ),
+        (
+            &["serve", "--idle-timeout", "1ns"],
+            "unknown unit 'ns' (use ms, s, m or h (a bare number is seconds))",
+        ),
+        (
+            &["serve", "--send-timeout", "5ms"],
+            "'5ms' is out of range: give 0 (off) or a duration from 10ms to 168h",
+        ),
+        (
+            &["bench", "--warmup", "1000000000"],
+            "'1000000000' is out of range: give 0 (off) or a duration from 1ms to 1h",
+        ),
+        (
+            &["serve", "--output-limit", "1MB"],
+            "unknown unit 'MB' (use B, KiB, MiB or GiB (K, M, G for short))",
+        ),
+        (
+            &["bench", "--size", "1XB"],
+            "unknown unit 'XB' (use B, KiB, MiB or GiB (K, M, G for short))",
+        ),
+        (
+            &["serve", "--buffer-size", "100.5"],
+            "'100.5' is not a whole number of bytes",
+        ),
+    ] {
+        let err = usage_error(args, &[]);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
+    }
+}
+
+/// Decimal sizes are taken, and a bare number is seconds for `serve` as for `bench`: the
+/// server starts with them.
+#[cfg(unix)]
+#[test]
+fn decimal_sizes_and_bare_seconds_are_taken() {
+    let mut p = serve_process(&[
+        "--backend",
+        "poll",
+        "--output-limit",
+        "1.5MiB",
+        "--idle-timeout",
+        "30",
+        "--send-timeout",
+        "2.5",
+        "--shutdown-grace",
+        "0.5",
+    ])
+    .unwrap();
+    let mut c = connect(p.addr);
+    common::assert_echo(&mut c, b"decimals");
+    sigterm(&p.guard.child);
+    assert!(wait_exit(&mut p.guard.child).success());
+}
+
+/// `RINGPORT_BACKEND` set but empty, or set to nonsense, is named in the error, not
+/// `--backend`.
+#[test]
+fn backend_variable_errors_name_the_variable() {
+    let err = usage_error(&["serve"], &[("RINGPORT_BACKEND", "")]);
+    assert!(
+        err.contains(
+            "RINGPORT_BACKEND is set but empty: set it to auto, uring or poll, or unset it"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("--backend"), "{err}");
+    let err = usage_error(&["serve"], &[("RINGPORT_BACKEND", "pigeon")]);
+    assert!(
+        err.contains("RINGPORT_BACKEND='pigeon': unknown backend 'pigeon'"),
+        "{err}"
+    );
+}

@@ -5,6 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use super::process_cpu;
+use crate::units;
 
 /// Smallest and largest `--size`.
 const MIN_SIZE: u64 = 1;
@@ -25,38 +26,52 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// Shortest and longest `--duration`.
+const MIN_DURATION: Duration = Duration::from_millis(10);
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Shortest non-zero and longest `--warmup`.
+const MIN_WARMUP: Duration = Duration::from_millis(1);
+const MAX_WARMUP: Duration = Duration::from_secs(3600);
+
 /// Options of `ringport bench`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    after_help = "Examples:\n  ringport bench --addr 127.0.0.1:7000 --connections 50 --duration 10\n  ringport bench --depth 16 --size 4096 --verify\n  ringport bench --rate 100000 --json"
+    after_help = "Examples:\n  ringport bench --addr 127.0.0.1:7000 --connections 50 --duration 10\n  ringport bench --depth 16 --size 4KiB --verify\n  ringport bench --rate 100000 --json"
 )]
 pub struct BenchArgs {
     /// Address of the echo server to load: IP:PORT or HOST:PORT (resolved at start; the
     /// first address that accepts a connection is used).
     #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_target)]
     pub addr: Target,
-    /// Connections to open, spread over the threads.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// Connections to open, spread over the threads (1 to 1000000).
+    #[arg(long, default_value = "50", value_name = "N", allow_hyphen_values = true,
+          value_parser = |s: &str| units::count_in(s, 1, 1_000_000).map(|n| n as u32))]
     pub connections: u32,
-    /// Bytes per message: a number, or with a unit (B, KiB, MiB); 1 B to 64 MiB.
-    #[arg(long, default_value = "64", value_parser = parse_size)]
+    /// Bytes per message (e.g. 64, 4KiB, 1.5MiB; 1 B to 64 MiB).
+    #[arg(long, default_value = "64", value_name = "BYTES", allow_hyphen_values = true,
+          value_parser = |s: &str| units::size_in(s, MIN_SIZE, MAX_SIZE).map(|n| n as u32))]
     pub size: u32,
-    /// Closed loop: messages in flight per connection (1 = ping-pong). With --rate only 1 is
-    /// accepted: the schedule decides what is in flight.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    /// Closed loop: messages in flight per connection (1 = ping-pong; at most 65536). With
+    /// --rate only 1 is accepted: the schedule decides what is in flight.
+    #[arg(long, default_value = "1", value_name = "K", allow_hyphen_values = true,
+          value_parser = |s: &str| units::count_in(s, 1, 65_536).map(|n| n as u32))]
     pub depth: u32,
-    /// How long to measure, in seconds (2, 0.5) or with a unit (500ms); more than zero.
-    #[arg(long, default_value = "5", value_parser = parse_positive_secs)]
+    /// How long to measure (e.g. 5, 0.5, 500ms, 2m; a bare number is seconds; 10ms to 24h).
+    #[arg(long, default_value = "5", value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| units::duration_in(s, MIN_DURATION, MAX_DURATION, false))]
     pub duration: Duration,
-    /// How long to run before measuring.
-    #[arg(long, default_value = "1", value_parser = parse_secs)]
+    /// How long to run before measuring (0 to 1h).
+    #[arg(long, default_value = "1", value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| units::duration_in(s, MIN_WARMUP, MAX_WARMUP, true))]
     pub warmup: Duration,
-    /// Open loop: send this many messages per second in all, on a fixed schedule; latency
-    /// counts from the scheduled send time.
-    #[arg(long, value_parser = parse_rate)]
+    /// Open loop: send this many messages per second in all (0.5, 1000, 1e6), on a fixed
+    /// schedule; latency counts from the scheduled send time. Messages the load generator
+    /// cannot send on time are counted as missed, not queued without bound.
+    #[arg(long, value_name = "MSGS_PER_SEC", allow_hyphen_values = true, value_parser = parse_rate)]
     pub rate: Option<f64>,
-    /// Event loops (threads) of the load generator.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Event loops (threads) of the load generator (1 to 1024; at most one per connection).
+    #[arg(long, default_value = "1", value_name = "N", allow_hyphen_values = true,
+          value_parser = |s: &str| units::count_in(s, 1, 1024).map(|n| n as u32))]
     pub threads: u32,
     /// Check that every byte comes back as it was sent (the summary says how many were).
     #[arg(long)]
@@ -66,57 +81,9 @@ pub struct BenchArgs {
     pub json: bool,
     /// Also report the CPU use of this process (the server) during the measurement, and its
     /// CPU time per message (Linux only; a PID that does not exist is an error).
-    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+    #[arg(long, value_name = "PID", allow_hyphen_values = true,
+          value_parser = |s: &str| units::count_in(s, 1, i32::MAX as u64).map(|n| n as u32))]
     pub server_pid: Option<u32>,
-}
-
-/// Parse `2`, `0.5` (seconds) or `500ms`, `2s`.
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if let Ok(secs) = t.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("'{s}' is not a number of seconds"));
-    }
-    humantime::parse_duration(t)
-        .map_err(|_| format!("'{s}' is not a duration like 5, 0.5 or 500ms"))
-}
-
-/// Like [`parse_secs`], but zero is refused: there would be nothing to measure.
-fn parse_positive_secs(s: &str) -> Result<Duration, String> {
-    let d = parse_secs(s)?;
-    if d.is_zero() {
-        return Err(format!(
-            "'{s}' is zero: give a duration to measure, like 5, 0.5 or 500ms"
-        ));
-    }
-    Ok(d)
-}
-
-/// Parse `64`, `4096B`, `4KiB`, `1MiB` (K and M are powers of 1024), from 1 B to 64 MiB.
-fn parse_size(s: &str) -> Result<u32, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size like 64, 4KiB or 1MiB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        _ => {
-            return Err(format!(
-                "'{s}': unknown unit '{}' (use B, KiB or MiB)",
-                unit.trim()
-            ))
-        }
-    };
-    match n.checked_mul(mult) {
-        Some(b) if (MIN_SIZE..=MAX_SIZE).contains(&b) => {
-            Ok(u32::try_from(b).expect("64 MiB fits in u32"))
-        }
-        _ => Err(format!("'{s}' is outside 1 B to 64 MiB")),
-    }
 }
 
 /// An IP:PORT, or a HOST:PORT resolved now to all its addresses.
@@ -137,11 +104,15 @@ fn parse_target(s: &str) -> Result<Target, String> {
     Ok(Target { name, addrs })
 }
 
+/// Messages per second: any positive number (`0.5`, `1000`, `1e6`).
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        Ok(r) if r.is_finite() || r == f64::NEG_INFINITY => Err(format!(
+            "'{s}' is out of range: give a positive number of messages per second"
+        )),
         _ => Err(format!(
-            "'{s}' is not a positive number of messages per second"
+            "'{s}' is not a number of messages per second like 0.5, 1000 or 1e6"
         )),
     }
 }
@@ -185,7 +156,10 @@ pub(super) fn validate(args: &BenchArgs) -> Result<(), String> {
         return Err("--duration must be more than zero".to_string());
     }
     if !(MIN_SIZE..=MAX_SIZE).contains(&u64::from(args.size)) {
-        return Err(format!("--size {} is outside 1 B to 64 MiB", args.size));
+        return Err(format!(
+            "--size {} is out of range: give a size from 1 B to 64 MiB",
+            args.size
+        ));
     }
     if args.addr.addrs.is_empty() {
         return Err(format!("'{}' resolves to no address", args.addr));
@@ -200,52 +174,104 @@ pub(super) fn validate(args: &BenchArgs) -> Result<(), String> {
 pub(super) mod tests {
     use super::*;
 
-    #[test]
-    fn seconds_parse_as_numbers_or_durations() {
-        assert_eq!(parse_secs("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_secs("300ms"), Ok(Duration::from_millis(300)));
-        assert!(parse_secs("-1").is_err());
-        assert!(parse_secs("soon").is_err());
-        assert!(parse_rate("0").is_err());
-        assert_eq!(parse_rate("1000"), Ok(1000.0));
+    /// The error clap gives for `args`, as printed.
+    fn refusal(args: &[&str]) -> String {
+        parse(args).unwrap_err().to_string()
     }
 
     #[test]
-    fn zero_durations_are_refused_for_the_measurement_only() {
+    fn durations_are_seconds_or_take_a_unit_and_stay_in_range() {
+        let a = parse(&["--duration", "2", "--warmup", "300ms"]).unwrap();
+        assert_eq!(a.duration, Duration::from_secs(2));
+        assert_eq!(a.warmup, Duration::from_millis(300));
+        let a = parse(&["--duration", "0.5", "--warmup", "0"]).unwrap();
+        assert_eq!(a.duration, Duration::from_millis(500));
+        assert_eq!(a.warmup, Duration::ZERO);
         for zero in ["0", "0.0", "0s", "0ms"] {
-            let err = parse_positive_secs(zero).unwrap_err();
-            assert!(err.contains("is zero"), "{zero}: {err}");
+            let err = refusal(&["--duration", zero]);
+            assert!(
+                err.contains(&format!(
+                    "'{zero}' is out of range: give a duration from 10ms to 24h"
+                )),
+                "{zero}: {err}"
+            );
         }
-        assert_eq!(parse_positive_secs("0.5"), Ok(Duration::from_millis(500)));
-        // A warm-up of zero stays allowed.
-        assert_eq!(parse_secs("0"), Ok(Duration::ZERO));
+        let err = refusal(&["--warmup", "1000000000"]);
+        assert!(
+            err.contains("is out of range: give 0 (off) or a duration from 1ms to 1h"),
+            "{err}"
+        );
+        let err = refusal(&["--warmup", "-1"]);
+        assert!(err.contains("'-1' is out of range"), "{err}");
+    }
+
+    #[test]
+    fn rates_are_positive_and_may_be_fractional() {
+        assert_eq!(parse(&["--rate", "0.5"]).unwrap().rate, Some(0.5));
+        assert_eq!(parse(&["--rate", "1e6"]).unwrap().rate, Some(1e6));
+        for bad in ["-5", "0", "-inf"] {
+            let err = refusal(&["--rate", bad]);
+            assert!(
+                err.contains(&format!(
+                    "'{bad}' is out of range: give a positive number of messages per second"
+                )),
+                "{bad}: {err}"
+            );
+        }
+        assert!(refusal(&["--rate", "lots"]).contains("is not a number of messages"));
     }
 
     #[test]
     fn sizes_take_units_and_stay_within_bounds() {
-        assert_eq!(parse_size("64"), Ok(64));
-        assert_eq!(parse_size("1"), Ok(1));
-        assert_eq!(parse_size("100B"), Ok(100));
-        assert_eq!(parse_size("4KiB"), Ok(4096));
-        assert_eq!(parse_size("4 kib"), Ok(4096));
-        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
-        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_size("67108864"), Ok(64 << 20));
+        let size = |s: &str| parse(&["--size", s]).map(|a| a.size);
+        assert_eq!(size("64").unwrap(), 64);
+        assert_eq!(size("100B").unwrap(), 100);
+        assert_eq!(size("4KiB").unwrap(), 4096);
+        assert_eq!(size("4 kib").unwrap(), 4096);
+        assert_eq!(size("1.5MiB").unwrap(), 3 << 19);
+        assert_eq!(size("64MiB").unwrap(), 64 << 20);
         for (bad, why) in [
-            ("0", "outside 1 B to 64 MiB"),
-            ("65MiB", "outside 1 B to 64 MiB"),
-            ("67108865", "outside 1 B to 64 MiB"),
-            ("99999999999999999999", "not a size"),
-            ("1GiB", "unknown unit 'GiB'"),
-            ("1XB", "unknown unit 'XB'"),
-            ("1.5MiB", "unknown unit '.5MiB'"),
-            ("MiB", "not a size"),
-            ("", "not a size"),
-            ("-1", "not a size"),
+            ("0", "'0' is out of range: give a size from 1 B to 64 MiB"),
+            (
+                "65MiB",
+                "'65MiB' is out of range: give a size from 1 B to 64 MiB",
+            ),
+            ("1GiB", "'1GiB' is out of range"),
+            (
+                "1XB",
+                "unknown unit 'XB' (use B, KiB, MiB or GiB (K, M, G for short))",
+            ),
+            ("-1", "'-1' is out of range"),
+            ("big", "'big' is not a size like 4096, 64KiB or 1.5MiB"),
         ] {
-            let err = parse_size(bad).unwrap_err();
+            let err = refusal(&["--size", bad]);
             assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn counts_say_their_range() {
+        for (arg, bad, why) in [
+            (
+                "--connections",
+                "-1",
+                "'-1' is out of range: give a whole number from 1 to 1000000",
+            ),
+            ("--connections", "0", "'0' is out of range"),
+            (
+                "--threads",
+                "-2",
+                "'-2' is out of range: give a whole number from 1 to 1024",
+            ),
+            (
+                "--depth",
+                "65537",
+                "'65537' is out of range: give a whole number from 1 to 65536",
+            ),
+            ("--server-pid", "0", "'0' is out of range"),
+        ] {
+            let err = refusal(&[arg, bad]);
+            assert!(err.contains(why), "{arg} {bad}: {err}");
         }
     }
 
@@ -294,8 +320,6 @@ pub(super) mod tests {
         ] {
             assert_eq!(validate(&parse(ok).unwrap()), Ok(()), "{ok:?}");
         }
-        assert!(parse(&["--duration", "0"]).is_err());
-        assert!(parse(&["--server-pid", "0"]).is_err());
         let a = parse(&["--size", "1MiB", "--addr", "localhost:7000"]).unwrap();
         assert_eq!(a.size, 1 << 20);
         assert_eq!(a.addr.name, "localhost:7000");
