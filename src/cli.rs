@@ -1,5 +1,6 @@
 //! Command line: `ringport serve`, `ringport bench`.
 
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -182,46 +183,78 @@ fn serve(args: ServeArgs) -> ExitCode {
     let server = match args.service.as_str() {
         "echo" => builder.build(Echo),
         other => {
-            eprintln!("ringport: unknown service '{other}'");
+            say(format_args!("ringport: unknown service '{other}'"));
             return ExitCode::from(2);
         }
     };
     let server = match server {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("ringport: cannot serve on {}: {e}", args.listen);
+            say(format_args!(
+                "ringport: cannot serve on {}: {e}",
+                args.listen
+            ));
             return ExitCode::FAILURE;
         }
     };
     if let Some(reason) = server.fallback_reason() {
-        eprintln!("ringport: {reason}; using the poll backend");
+        say(format_args!("ringport: {reason}; using the poll backend"));
     }
     let handle = server.shutdown_handle();
     let signals = AtomicUsize::new(0);
     let installed = ctrlc::set_handler(move || {
         if signals.fetch_add(1, Ordering::SeqCst) == 0 {
-            eprintln!("ringport: shutting down (again to exit at once)");
+            say(format_args!(
+                "ringport: shutting down (again to exit at once)"
+            ));
             handle.shutdown();
         } else {
             std::process::exit(130);
         }
     });
     if let Err(e) = installed {
-        eprintln!("ringport: cannot install the signal handler: {e}");
+        say(format_args!(
+            "ringport: cannot install the signal handler: {e}"
+        ));
         return ExitCode::FAILURE;
     }
-    // After the handler is in place: whoever reads the banner may signal at once.
-    println!("{}, service {}", server.banner(), args.service);
+    // After the handler is in place: whoever reads the banner may signal at once. Whoever
+    // starts the server learns its address from the banner: when it cannot be written
+    // (stdout full or closed), the server stops with one line saying so.
+    let banner = format!("{}, service {}", server.banner(), args.service);
+    let mut out = io::stdout().lock();
+    if let Err(e) = writeln!(out, "{banner}").and_then(|()| out.flush()) {
+        drop(out);
+        say(format_args!(
+            "ringport: cannot write the banner to stdout ({e}); stopping"
+        ));
+        server.shutdown();
+        let _ = server.wait();
+        return ExitCode::FAILURE;
+    }
+    drop(out);
     match server.wait() {
         Ok(stats) => {
-            eprintln!("ringport: stopped; {stats}");
+            let mut text = String::from("ringport: stopped; counters:");
+            for line in stats.to_string().lines() {
+                text.push_str("\n  ");
+                text.push_str(line);
+            }
+            say(format_args!("{text}"));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("ringport: stopped with an error: {e}");
+            say(format_args!("ringport: stopped with an error: {e}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Write one line to stderr. A log line that cannot be written (stderr full or closed) is
+/// dropped: there is nowhere left to report it, and the server goes on.
+fn say(line: std::fmt::Arguments<'_>) {
+    let mut err = io::stderr().lock();
+    let _ = writeln!(err, "{line}");
 }
 
 #[cfg(test)]
