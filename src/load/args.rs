@@ -26,6 +26,21 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// Most memory the message buffers of all connections may take together.
+pub(super) const MEMORY_BUDGET: u64 = 2 << 30;
+
+/// Bytes of message buffers a run needs: per connection, its pattern and what it queues
+/// (`--depth` messages in the closed loop, at least one in the open loop).
+pub(super) fn buffer_bytes(args: &BenchArgs) -> u64 {
+    let per_message = u64::from(args.size);
+    let queued = if args.rate.is_some() {
+        1
+    } else {
+        u64::from(args.depth)
+    };
+    u64::from(args.connections).saturating_mul(per_message.saturating_mul(queued + 1))
+}
+
 /// Shortest and longest `--duration`.
 const MIN_DURATION: Duration = Duration::from_millis(10);
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
@@ -159,6 +174,28 @@ pub(super) fn validate(args: &BenchArgs) -> Result<(), String> {
         return Err(format!(
             "--size {} is out of range: give a size from 1 B to 64 MiB",
             args.size
+        ));
+    }
+    let buffers = buffer_bytes(args);
+    if buffers > MEMORY_BUDGET {
+        return Err(format!(
+            "--size {} x --connections {} x {} needs about {} of message buffers, more than \
+             the {} the load generator allows itself: use fewer connections, smaller messages \
+             {}",
+            units::fmt_size(u64::from(args.size)),
+            args.connections,
+            if args.rate.is_some() {
+                "(1 queued + 1 pattern)".to_string()
+            } else {
+                format!("(--depth {} + 1 pattern)", args.depth)
+            },
+            units::fmt_size(buffers),
+            units::fmt_size(MEMORY_BUDGET),
+            if args.rate.is_some() {
+                "or a lower rate"
+            } else {
+                "or a lower depth"
+            },
         ));
     }
     if args.addr.addrs.is_empty() {

@@ -18,6 +18,14 @@ use super::{MAX_LATENCY_NS, MAX_SLEEP, OPEN_LOOP_TICK};
 
 /// Bytes read per call.
 const READ_BUFFER: usize = 64 * 1024;
+/// Open loop: messages one connection may have sent or queued without an answer. A message
+/// that falls due beyond this is missed (counted, never sent): memory stays bounded
+/// whatever `--rate` asks for.
+pub(super) const OPEN_LOOP_BACKLOG: usize = 1024;
+/// Open loop: unsent bytes queued on one connection beyond which messages due are missed
+/// (at least one message is always allowed; with many connections less, see
+/// [`Plan::queue_bytes`]).
+pub(super) const OPEN_LOOP_QUEUE_BYTES: usize = 256 * 1024;
 
 /// What every event loop needs to know; times in nanoseconds since the run's start.
 #[derive(Debug, Clone, Copy)]
@@ -25,8 +33,11 @@ pub(super) struct Plan {
     pub(super) size: usize,
     pub(super) depth: usize,
     pub(super) verify: bool,
-    /// Open loop: nanoseconds between two messages of one connection.
-    pub(super) interval_ns: Option<u64>,
+    /// Open loop: nanoseconds between two messages of one connection (fractional: a rate
+    /// above one message per nanosecond per connection is still planned exactly).
+    pub(super) interval: Option<f64>,
+    /// Open loop: unsent bytes one connection may queue (at least one message).
+    pub(super) queue_bytes: usize,
     pub(super) connections: usize,
     pub(super) warmup_end: u64,
     pub(super) end: u64,
@@ -38,13 +49,23 @@ pub(super) struct Shared {
     pub(super) stop: AtomicBool,
     /// Answers so far (warm-up included), for the progress line.
     pub(super) answered: AtomicU64,
-    pub(super) errors: Mutex<Vec<String>>,
+    pub(super) errors: Mutex<Vec<Failure>>,
+}
+
+/// Why one connection (or a loop) failed: `reason` is what connections failing the same way
+/// share, `detail` the line that names this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The same for every connection that failed this way.
+    pub reason: String,
+    /// The whole message for this connection.
+    pub detail: String,
 }
 
 impl Shared {
-    pub(super) fn fail(&self, msg: String) {
+    pub(super) fn fail(&self, reason: String, detail: String) {
         if let Ok(mut e) = self.errors.lock() {
-            e.push(msg);
+            e.push(Failure { reason, detail });
         }
         self.stop.store(true, Ordering::SeqCst);
     }
@@ -66,8 +87,13 @@ struct Conn {
     recv_off: usize,
     bytes_written: u64,
     bytes_read: u64,
-    /// Open loop: scheduled time of the next message.
-    next_due: u64,
+    /// Open loop: the schedule of this connection: message `k` is due at
+    /// `offset + k * interval`.
+    offset: f64,
+    /// Open loop: the next message of the schedule not yet sent or missed.
+    next_k: u64,
+    /// Open loop: the messages `window.0..window.1` are due in the measured window.
+    window: (u64, u64),
     dead: bool,
 }
 
@@ -80,14 +106,27 @@ impl Conn {
                     .wrapping_add(index as u64 * 29 + 7) as u8
             })
             .collect();
-        let next_due = plan.interval_ns.map_or(0, |iv| {
-            iv.saturating_mul(index as u64) / plan.connections as u64
-        });
+        // Connections start their schedules spread over one interval.
+        let offset = plan
+            .interval
+            .map_or(0.0, |iv| iv * index as f64 / plan.connections as f64);
+        let first_at_or_after = |t: u64| match plan.interval {
+            Some(iv) if t as f64 > offset => ((t as f64 - offset) / iv).ceil() as u64,
+            _ => 0,
+        };
+        let window = (
+            first_at_or_after(plan.warmup_end),
+            first_at_or_after(plan.end),
+        );
         Conn {
             index,
             stream,
             pattern,
-            out: Vec::with_capacity(plan.size * plan.depth.min(64)),
+            out: Vec::with_capacity(if plan.interval.is_some() {
+                plan.size
+            } else {
+                plan.size * plan.depth.min(64)
+            }),
             out_pos: 0,
             stamps: VecDeque::with_capacity(plan.depth.max(16)),
             next_seq: 0,
@@ -95,9 +134,34 @@ impl Conn {
             recv_off: 0,
             bytes_written: 0,
             bytes_read: 0,
-            next_due,
+            offset,
+            next_k: 0,
+            window,
             dead: false,
         }
+    }
+
+    /// Open loop: when message `k` of this connection is due.
+    fn due(&self, k: u64, interval: f64) -> u64 {
+        (self.offset + k as f64 * interval) as u64
+    }
+
+    /// Open loop: how many of the messages `a..b` of this connection are due in the window.
+    fn in_window(&self, a: u64, b: u64) -> u64 {
+        b.min(self.window.1).saturating_sub(a.max(self.window.0))
+    }
+
+    /// Open loop: how many more messages may be queued now (see [`OPEN_LOOP_BACKLOG`]).
+    fn room(&self, size: usize, queue_bytes: usize) -> u64 {
+        let unsent = self.out.len() - self.out_pos;
+        let by_bytes = if unsent == 0 {
+            queue_bytes.max(size).div_ceil(size)
+        } else {
+            queue_bytes.saturating_sub(unsent).div_ceil(size)
+        };
+        OPEN_LOOP_BACKLOG
+            .saturating_sub(self.stamps.len())
+            .min(by_bytes) as u64
     }
 
     /// Queue the next message, stamped `at`.
@@ -156,6 +220,10 @@ pub(super) struct Tally {
     pub(super) msgs: u64,
     /// With `--verify`: bytes that came back as sent.
     pub(super) verified: u64,
+    /// Open loop: messages the schedule had due in the window, and how many of them were
+    /// sent (the others were missed).
+    pub(super) planned: u64,
+    pub(super) sent: u64,
 }
 
 /// One event loop and the connections it drives.
@@ -175,7 +243,6 @@ impl<'a> Loop<'a> {
         streams: Vec<(usize, TcpStream)>,
         plan: Plan,
         shared: &'a Shared,
-        start: Instant,
     ) -> io::Result<Self> {
         let poller = Arc::new(Poller::new()?);
         // Edge-triggered: registered once, never re-armed. Where the OS has no edge mode,
@@ -193,12 +260,15 @@ impl<'a> Loop<'a> {
             conns: Vec::with_capacity(streams.len()),
             plan,
             shared,
-            start,
+            // Set by `run`: the run starts once every loop is built.
+            start: Instant::now(),
             tally: Tally {
                 lag: latency.clone(),
                 latency,
                 msgs: 0,
                 verified: 0,
+                planned: 0,
+                sent: 0,
             },
             buf: vec![0; READ_BUFFER],
         };
@@ -214,35 +284,40 @@ impl<'a> Loop<'a> {
         self.start.elapsed().as_nanos() as u64
     }
 
-    fn fail(&mut self, key: usize, what: String) {
+    fn fail(&mut self, key: usize, (reason, detail): (String, String)) {
         let c = &mut self.conns[key];
         if !c.dead {
             c.dead = true;
-            self.shared.fail(what);
+            self.shared.fail(reason, detail);
         }
     }
 
-    /// Describe an I/O failure on connection `key`.
-    fn io_failure(&self, key: usize, site: Site, e: &io::Error) -> String {
+    /// Describe an I/O failure on connection `key`: what connections failing the same way
+    /// share, and the line for this one.
+    fn io_failure(&self, key: usize, site: Site, e: &io::Error) -> (String, String) {
         let c = &self.conns[key];
-        let what = if classify(site, e) == Disposition::PeerGone {
-            "the server reset the connection"
+        let reason = if classify(site, e) == Disposition::PeerGone {
+            format!("the server reset the connection ({e})")
         } else {
-            "I/O error"
+            format!("I/O error ({e})")
         };
-        format!(
-            "connection {} to {}: {what} after {} answered messages ({e})",
+        let detail = format!(
+            "connection {} to {}: {reason} after {} answered messages",
             c.index,
             c.stream
                 .peer_addr()
                 .map_or_else(|_| "the server".to_string(), |a| a.to_string()),
             c.recv_seq
-        )
+        );
+        (reason, detail)
     }
 
-    pub(super) fn run(mut self) -> Tally {
+    /// Drive the connections from `start` (the run's time zero) until the plan's end or a
+    /// stop, and return what was tallied.
+    pub(super) fn run(mut self, start: Instant) -> Tally {
+        self.start = start;
         let now = self.now();
-        if self.plan.interval_ns.is_none() {
+        if self.plan.interval.is_none() {
             for key in 0..self.conns.len() {
                 for _ in 0..self.plan.depth {
                     self.conns[key].queue(now);
@@ -260,30 +335,18 @@ impl<'a> Loop<'a> {
                 break;
             }
             let mut wake_at = self.plan.end.min(now + MAX_SLEEP.as_nanos() as u64);
-            if let Some(interval) = self.plan.interval_ns {
+            if let Some(interval) = self.plan.interval {
                 if now >= last_send + tick {
                     last_send = now;
                     for key in 0..self.conns.len() {
-                        let c = &mut self.conns[key];
-                        if c.dead || c.next_due > now {
-                            continue;
-                        }
-                        while c.next_due <= now {
-                            let due = c.next_due;
-                            c.queue(due);
-                            c.next_due += interval;
-                            if due >= self.plan.warmup_end {
-                                self.tally.lag.saturating_record(now - due);
-                            }
-                        }
-                        self.write(key);
+                        self.send_due(key, now, interval);
                     }
                 }
                 let due = self
                     .conns
                     .iter()
                     .filter(|c| !c.dead)
-                    .map(|c| c.next_due)
+                    .map(|c| c.due(c.next_k, interval))
                     .min()
                     .unwrap_or(u64::MAX);
                 wake_at = wake_at.min(due.max(last_send + tick));
@@ -292,7 +355,8 @@ impl<'a> Loop<'a> {
             events.clear();
             if let Err(e) = self.poller.wait(&mut events, Some(timeout)) {
                 if classify(Site::Wait, &e) != Disposition::Retry {
-                    self.shared.fail(format!("waiting for events failed: {e}"));
+                    let what = format!("waiting for events failed: {e}");
+                    self.shared.fail(what.clone(), what);
                     break;
                 }
             }
@@ -320,6 +384,35 @@ impl<'a> Loop<'a> {
         self.tally_out()
     }
 
+    /// Open loop: queue the messages of connection `key` that fell due by `now`, as many as
+    /// its backlog allows, oldest first; the rest are missed. Counted in arithmetic, not one
+    /// by one: a rate far beyond what can be sent costs no more than one that can.
+    fn send_due(&mut self, key: usize, now: u64, interval: f64) {
+        let (size, warmup_end, queue_bytes) =
+            (self.plan.size, self.plan.warmup_end, self.plan.queue_bytes);
+        let c = &mut self.conns[key];
+        if c.dead || (now as f64) < c.offset {
+            return;
+        }
+        let due_by_now = ((now as f64 - c.offset) / interval).floor() as u64 + 1;
+        if due_by_now <= c.next_k {
+            return;
+        }
+        let first = c.next_k;
+        let send = (due_by_now - first).min(c.room(size, queue_bytes));
+        for k in first..first + send {
+            let due = c.due(k, interval);
+            c.queue(due);
+            if due >= warmup_end {
+                self.tally.lag.saturating_record(now.saturating_sub(due));
+            }
+        }
+        self.tally.sent += c.in_window(first, first + send);
+        self.tally.planned += c.in_window(first, due_by_now);
+        c.next_k = due_by_now;
+        self.write(key);
+    }
+
     fn tally_answered(&self) -> u64 {
         self.conns.iter().map(|c| c.recv_seq).sum()
     }
@@ -331,6 +424,8 @@ impl<'a> Loop<'a> {
             lag: std::mem::replace(&mut self.tally.lag, empty()),
             msgs: self.tally.msgs,
             verified: self.tally.verified,
+            planned: self.tally.planned,
+            sent: self.tally.sent,
         }
     }
 
@@ -384,12 +479,13 @@ impl<'a> Loop<'a> {
             let n = match self.conns[key].stream.read(&mut self.buf) {
                 Ok(0) => {
                     let c = &self.conns[key];
-                    let msg = format!(
-                        "connection {}: the server closed the connection after {} answered \
-                         messages ({} of {} bytes sent came back)",
+                    let reason = "the server closed the connection";
+                    let detail = format!(
+                        "connection {}: {reason} after {} answered messages ({} of {} bytes \
+                         sent came back)",
                         c.index, c.recv_seq, c.bytes_read, c.bytes_written
                     );
-                    self.fail(key, msg);
+                    self.fail(key, (reason.to_string(), detail));
                     return;
                 }
                 Ok(n) => n,
@@ -415,24 +511,28 @@ impl<'a> Loop<'a> {
     }
 
     /// Account for `n` bytes just read into the buffer on `key`.
-    fn take(&mut self, key: usize, n: usize) -> Result<(), String> {
+    fn take(&mut self, key: usize, n: usize) -> Result<(), (String, String)> {
         let now = self.now();
         let plan = self.plan;
-        let closed_loop = plan.interval_ns.is_none();
+        let closed_loop = plan.interval.is_none();
         let in_window = now >= plan.warmup_end && now <= plan.end;
         let c = &mut self.conns[key];
         c.bytes_read += n as u64;
         if c.bytes_read > c.bytes_written {
-            return Err(format!(
-                "connection {}: the server sent {} bytes, more than the {} it was sent",
-                c.index, c.bytes_read, c.bytes_written
+            return Err((
+                "the server sent more bytes than it was sent".to_string(),
+                format!(
+                    "connection {}: the server sent {} bytes, more than the {} it was sent",
+                    c.index, c.bytes_read, c.bytes_written
+                ),
             ));
         }
         let mut p = 0;
         while p < n {
             let take = (plan.size - c.recv_off).min(n - p);
             if plan.verify {
-                c.check(&self.buf[p..p + take], c.recv_off)?;
+                c.check(&self.buf[p..p + take], c.recv_off)
+                    .map_err(|detail| ("answers differ from what was sent".to_string(), detail))?;
                 self.tally.verified += take as u64;
             }
             c.recv_off += take;
@@ -466,7 +566,8 @@ mod tests {
             size,
             depth: 1,
             verify: true,
-            interval_ns: None,
+            interval: None,
+            queue_bytes: OPEN_LOOP_QUEUE_BYTES,
             connections: 4,
             warmup_end: 0,
             end: u64::MAX,
@@ -519,7 +620,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let shared = Shared::default();
-        let mut lp = Loop::new(vec![(0, s)], plan(10), &shared, Instant::now()).unwrap();
+        let mut lp = Loop::new(vec![(0, s)], plan(10), &shared).unwrap();
         lp.conns[0].queue(0);
         lp.conns[0].queue(0);
         lp.conns[0].bytes_written = 20;

@@ -11,7 +11,14 @@
 //!   server does, and latency runs from the *scheduled* send time. A server that stalls
 //!   cannot hide the queue it builds (no coordinated omission). A loop wakes at most every
 //!   [`OPEN_LOOP_TICK`]; messages that fell due in between leave together, and the wait
-//!   counts in their latency.
+//!   counts in their latency. A connection keeps at most `OPEN_LOOP_BACKLOG` messages
+//!   unanswered and a bounded send queue: messages due beyond that are missed (counted,
+//!   never sent), so a rate the load generator cannot keep costs bounded memory and time and
+//!   is reported as planned vs sent.
+//!
+//! Connections and every buffer are set up before the clock starts; the measured window is
+//! `--duration` after `--warmup`, cut short by a failure or Ctrl-C (which still reports what
+//! was measured, and exits 130).
 //!
 //! Cost: per loop turn one wait, one read per readable connection (a short read means the
 //! socket is drained, so no second read to see `WouldBlock`), and one write per connection
@@ -22,7 +29,8 @@
 //! Every message carries its sequence number in its first 8 bytes and a per-connection
 //! pattern after that, so `--verify` can name the connection, message and byte that came
 //! back wrong. Any failure (refused connection, the server closing or resetting a connection,
-//! wrong bytes) stops the run, is printed, and makes the exit code non-zero.
+//! wrong bytes) stops the run, is printed (one line for connections that failed alike), and
+//! makes the exit code non-zero; so does a window in which no message was answered.
 //!
 //! CPU use (`load CPU`, and with `--server-pid` the server's) is read from `/proc/PID/stat`
 //! over the measured window, on Linux only, and given in percent of one core (a load
@@ -36,7 +44,7 @@ mod report;
 use std::io::{self, IsTerminal, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -54,36 +62,98 @@ const MAX_SLEEP: Duration = Duration::from_millis(50);
 /// Largest latency the histogram holds exactly (larger ones are recorded as this).
 const MAX_LATENCY_NS: u64 = 60_000_000_000;
 /// Smallest and largest `--size`.
-/// Run `ringport bench` and return the process exit code.
+/// Set by the Ctrl-C (SIGINT or SIGTERM) handler: the run stops and reports what it
+/// measured so far.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Exit code of a run stopped by Ctrl-C, as a shell reports SIGINT.
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Run `ringport bench` and return the process exit code: 0 when messages were measured
+/// without failure, 1 when the run failed or measured nothing, 2 for options that cannot
+/// be honoured, 130 when Ctrl-C stopped it (after printing what was measured).
 pub fn main(args: &BenchArgs) -> std::process::ExitCode {
     // Options that cannot be honoured are a usage error (exit 2), as clap's own are.
     if let Err(e) = validate(args) {
-        eprintln!("ringport bench: {e}");
+        say(&e);
         return ExitCode::from(2);
     }
-    let report = match run(args) {
+    let presses = AtomicUsize::new(0);
+    let installed = ctrlc::set_handler(move || {
+        if presses.fetch_add(1, Ordering::SeqCst) == 0 {
+            INTERRUPTED.store(true, Ordering::SeqCst);
+        } else {
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+    });
+    if let Err(e) = installed {
+        say(&format!(
+            "cannot install the Ctrl-C handler ({e}): Ctrl-C will end the run without a summary"
+        ));
+    }
+    let threads = threads_for(args);
+    if threads < args.threads as usize {
+        say(&format!(
+            "--threads {} reduced to {threads}: at most one thread per connection",
+            args.threads
+        ));
+    }
+    let json = args.json;
+    let report = run(args, &mut |header| {
+        if !json {
+            // What runs, first; the figures follow when it is over.
+            let mut out = io::stdout().lock();
+            let _ = writeln!(out, "{header}").and_then(|()| out.flush());
+        }
+    });
+    let report = match report {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("ringport bench: {e}");
+            say(&e);
+            if json {
+                let mut out = io::stdout().lock();
+                let _ = writeln!(out, "{}", report::json_error(&e)).and_then(|()| out.flush());
+            }
             return ExitCode::FAILURE;
         }
     };
     let mut out = io::stdout().lock();
     // A closed stdout (a pipe whose reader left) must not turn a good run into a panic.
-    let _ = if args.json {
+    let _ = if json {
         writeln!(out, "{}", report.to_json())
     } else {
         write!(out, "{report}")
     };
     let _ = out.flush();
-    for e in &report.error_messages {
-        eprintln!("ringport bench: {e}");
+    drop(out);
+    let failures = report.failure_lines();
+    for line in &failures {
+        say(line);
     }
-    if report.errors > 0 {
+    let why = report.why_not_ok();
+    if let (Some(why), true) = (&why, failures.is_empty()) {
+        say(why);
+    }
+    if report.interrupted {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if why.is_some() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// One line on stderr, prefixed `ringport bench: `; dropped if stderr cannot take it.
+fn say(line: &str) {
+    let mut err = io::stderr().lock();
+    let _ = writeln!(err, "ringport bench: {line}");
+}
+
+/// Event loops to run: `--threads`, but no more than there are connections.
+fn threads_for(args: &BenchArgs) -> usize {
+    (args.threads as usize)
+        .min(args.connections as usize)
+        .max(1)
 }
 
 /// CPU time (user + system) of a process so far: `None` for this process.
@@ -127,18 +197,18 @@ fn connect(target: &Target, addr: SocketAddr, i: usize) -> Result<TcpStream, Str
     })
 }
 
-/// Connect, load, measure.
+/// Connect, build every event loop and its buffers, then load and measure: `announce` gets
+/// the header line once setup is done, just before the clock starts.
 ///
 /// # Errors
 /// A message when the run cannot start: bad options, no such `--server-pid`, no
 /// connection, no event loop, no thread.
-pub fn run(args: &BenchArgs) -> Result<Report, String> {
+pub fn run(args: &BenchArgs, announce: &mut dyn FnMut(&str)) -> Result<Report, String> {
     validate(args)?;
     let connections = args.connections as usize;
-    let threads = (args.threads as usize).min(connections).max(1);
-    let plan_interval = args
-        .rate
-        .map(|r| ((connections as f64 * 1e9 / r).round() as u64).max(1));
+    let threads = threads_for(args);
+    // Nanoseconds between two messages of one connection.
+    let interval = args.rate.map(|r| connections as f64 * 1e9 / r);
     // The first address that accepts a connection takes them all; when none does, the
     // error names the last one tried.
     let mut first = Err(String::new());
@@ -166,36 +236,54 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
         per_thread[i % threads].push((i, s));
     }
     let shared = Shared::default();
-    let server_cpu_now = || args.server_pid.and_then(|p| process_cpu(Some(p)));
-    // CPU marks (load generator, server) where CPU use is measured from: the run's start
-    // until the window opens, then the window's start.
-    let mut cpu_from = (process_cpu(None), server_cpu_now());
-    let start = Instant::now();
-    let warmup_end = start + args.warmup;
-    let end = warmup_end + args.duration;
     let plan = Plan {
         size: args.size as usize,
         depth: args.depth as usize,
         verify: args.verify,
-        interval_ns: plan_interval,
+        interval,
+        // Half the memory budget at most for what the open loop may queue, in all.
+        queue_bytes: usize::try_from(args::MEMORY_BUDGET / 2 / connections as u64)
+            .unwrap_or(usize::MAX)
+            .min(conn::OPEN_LOOP_QUEUE_BYTES),
         connections,
         warmup_end: args.warmup.as_nanos() as u64,
         end: (args.warmup + args.duration).as_nanos() as u64,
     };
+    // Setup, before the clock starts: every loop with its connections' buffers.
+    let mut loops = Vec::with_capacity(threads);
+    for (t, conns) in per_thread.into_iter().enumerate() {
+        loops.push(
+            Loop::new(conns, plan, &shared)
+                .map_err(|e| format!("cannot start event loop {t}: {e}"))?,
+        );
+    }
+    announce(&report::header_line(
+        addr,
+        connections,
+        plan.size,
+        &report::mode_text(args.rate, plan.depth),
+        threads,
+        args.warmup,
+        args.duration,
+    ));
+    let server_cpu_now = || args.server_pid.and_then(|p| process_cpu(Some(p)));
     let progress = io::stderr().is_terminal();
     let mut tallies = Vec::with_capacity(threads);
+    // CPU is measured from the start until the window opens, then from the window's start.
+    let mut cpu_from = (process_cpu(None), server_cpu_now());
     let mut cpu_to = (None, None);
-    let mut window = Duration::ZERO;
-    let mut cpu_window = Duration::ZERO;
-    let mut measured = false;
+    let start = Instant::now();
+    let mut cpu_mark = start;
+    let warmup_end = start + args.warmup;
+    let end = warmup_end + args.duration;
+    let mut stopped_at = end;
+    let mut interrupted = false;
     let spawned: Result<(), String> = std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(threads);
-        for (t, conns) in per_thread.into_iter().enumerate() {
-            let lp = Loop::new(conns, plan, &shared, start)
-                .map_err(|e| format!("cannot start event loop {t}: {e}"))?;
+        for (t, lp) in loops.into_iter().enumerate() {
             let h = std::thread::Builder::new()
                 .name(format!("ringport-bench-{t}"))
-                .spawn_scoped(scope, move || lp.run())
+                .spawn_scoped(scope, move || lp.run(start))
                 .map_err(|e| format!("cannot start thread {t}: {e}"));
             match h {
                 Ok(h) => handles.push(h),
@@ -205,39 +293,37 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
                 }
             }
         }
-        // The main thread marks the window, samples CPU at its edges and shows progress.
+        // The main thread samples CPU at the window's edges, watches for Ctrl-C and shows
+        // progress.
         let mut next_tick = start + Duration::from_secs(1);
         let mut last_answered = 0u64;
-        let mut window_start = None;
+        let mut window_seen = false;
         loop {
             let now = Instant::now();
-            if window_start.is_none() && now >= warmup_end {
-                window_start = Some(now);
+            if !window_seen && now >= warmup_end {
+                window_seen = true;
+                cpu_mark = now;
                 cpu_from = (process_cpu(None), server_cpu_now());
             }
-            if now >= end || shared.stop.load(Ordering::Relaxed) {
+            interrupted = INTERRUPTED.load(Ordering::SeqCst);
+            if now >= end || interrupted || shared.stop.load(Ordering::Relaxed) {
                 cpu_to = (process_cpu(None), server_cpu_now());
-                measured = window_start.is_some();
-                window = now.saturating_duration_since(window_start.unwrap_or(now));
-                cpu_window = now.saturating_duration_since(window_start.unwrap_or(start));
+                stopped_at = now.min(end);
                 break;
             }
             if now >= next_tick {
                 let answered = shared.answered.load(Ordering::Relaxed);
                 if progress {
-                    let secs = now.duration_since(start).as_secs();
-                    let phase = if now < warmup_end { " (warm-up)" } else { "" };
-                    eprintln!(
-                        "[{secs:>3} s] {} msgs/s, {:.2} MB/s{phase}",
-                        answered - last_answered,
-                        (answered - last_answered) as f64 * plan.size as f64 / 1e6
-                    );
+                    let t = next_tick.duration_since(start).as_secs();
+                    let line =
+                        report::progress_line(t, args.warmup, answered - last_answered, plan.size);
+                    let _ = writeln!(io::stderr().lock(), "{line}");
                 }
                 last_answered = answered;
                 next_tick += Duration::from_secs(1);
             }
             let mut until = next_tick.min(end);
-            if window_start.is_none() {
+            if !window_seen {
                 until = until.min(warmup_end);
             }
             let nap = until
@@ -249,7 +335,10 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
         for h in handles {
             match h.join() {
                 Ok(t) => tallies.push(t),
-                Err(_) => shared.fail("an event loop panicked".to_string()),
+                Err(_) => {
+                    let what = "an event loop panicked".to_string();
+                    shared.fail(what.clone(), what);
+                }
             }
         }
         Ok(())
@@ -258,15 +347,16 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
     let mut latency =
         Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).map_err(|e| e.to_string())?;
     let mut lag = latency.clone();
-    let mut msgs = 0;
-    let mut verified_bytes = 0;
+    let (mut msgs, mut verified_bytes, mut planned, mut sent) = (0, 0, 0, 0);
     for t in &tallies {
         latency.add(&t.latency).map_err(|e| e.to_string())?;
         lag.add(&t.lag).map_err(|e| e.to_string())?;
         msgs += t.msgs;
         verified_bytes += t.verified;
+        planned += t.planned;
+        sent += t.sent;
     }
-    let error_messages = shared.errors.into_inner().unwrap_or_default();
+    let failures = shared.errors.into_inner().unwrap_or_default();
     let delta = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
@@ -275,6 +365,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
         (Some(pid), Some(c)) => Some((pid, c)),
         _ => None,
     };
+    let measured = stopped_at > warmup_end;
     Ok(Report {
         addr,
         connections,
@@ -282,16 +373,21 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
         depth: plan.depth,
         rate: args.rate,
         threads,
+        threads_asked: args.threads as usize,
+        warmup: args.warmup,
         measured,
-        elapsed: window,
+        interrupted,
+        elapsed: stopped_at.saturating_duration_since(warmup_end),
         msgs,
         latency,
         lag,
-        errors: error_messages.len() as u64,
-        error_messages,
+        planned: args.rate.map(|_| planned),
+        sent: args.rate.map(|_| sent),
+        errors: failures.len() as u64,
+        failures,
         verify: args.verify,
         verified_bytes,
-        cpu_elapsed: cpu_window,
+        cpu_elapsed: stopped_at.max(cpu_mark).duration_since(cpu_mark),
         load_cpu: delta(cpu_from.0, cpu_to.0),
         server_pid: args.server_pid,
         server_cpu,
@@ -312,7 +408,7 @@ mod tests {
         let with = |f: fn(&mut BenchArgs)| {
             let mut a = ok.clone();
             f(&mut a);
-            run(&a).unwrap_err()
+            run(&a, &mut |_| {}).unwrap_err()
         };
         let err = with(|a| {
             a.rate = Some(1000.0);
