@@ -1,11 +1,13 @@
 //! Command line: `ringport serve`, `ringport bench`.
 
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::load::BenchArgs;
+use crate::units;
 use clap::{Parser, Subcommand};
 use ringport::service::Echo;
 use ringport::{Backend, Server};
@@ -33,6 +35,16 @@ enum Commands {
     Bench(BenchArgs),
 }
 
+/// Most connections `--max-connections` takes: ten million, well beyond the descriptors
+/// one process can have on a default Linux (`fs.nr_open` is 1048576).
+const MAX_CONNECTIONS: u64 = 10_000_000;
+/// Longest idle and send timeout: a week.
+const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Shortest non-zero timeout: timeouts are checked every 10 ms at best.
+const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// Longest shutdown grace period.
+const MAX_GRACE: Duration = Duration::from_secs(3600);
+
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Address to listen on (IP:PORT or HOST:PORT); port 0 picks a free port (the banner
@@ -42,39 +54,51 @@ struct ServeArgs {
     /// The protocol to serve.
     #[arg(long, default_value = "echo", value_parser = ["echo"])]
     service: String,
-    /// I/O driver: auto (io_uring where allowed, else poll), uring, or poll.
-    #[arg(long, env = "RINGPORT_BACKEND", default_value = "auto")]
-    backend: Backend,
-    /// I/O threads, each with its own listener and ring or poller.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=255))]
+    /// I/O driver: auto (io_uring where allowed, else poll), uring, or poll. Without this
+    /// option, the environment variable RINGPORT_BACKEND decides, else auto.
+    #[arg(long, value_name = "auto|uring|poll")]
+    backend: Option<Backend>,
+    /// I/O threads, each with its own listener and ring or poller (1 to 255).
+    #[arg(long, default_value = "1", value_name = "N", allow_hyphen_values = true,
+          value_parser = |s: &str| units::count_in(s, 1, 255).map(|n| n as u16))]
     io_threads: u16,
-    /// Worker threads running the service; 0 runs it inline on the I/O threads (cheapest
-    /// for light services such as echo). Give workers to services that do real work per
-    /// request, so a slow request does not hold up the I/O thread.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    /// Worker threads running the service (0 to 1024); 0 runs it inline on the I/O threads
+    /// (cheapest for light services such as echo). Give workers to services that do real
+    /// work per request, so a slow request does not hold up the I/O thread.
+    #[arg(long, default_value = "0", value_name = "N", allow_hyphen_values = true,
+          value_parser = |s: &str| units::count_in(s, 0, 1024).map(|n| n as u16))]
     workers: u16,
-    /// Connections open at once, across all I/O threads; more are accepted and closed at
-    /// once.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Connections open at once, across all I/O threads (1 to 10000000); more are accepted
+    /// and closed at once.
+    #[arg(long, default_value = "100000", value_name = "N", allow_hyphen_values = true,
+          value_parser = |s: &str| units::count_in(s, 1, MAX_CONNECTIONS))]
     max_connections: u64,
-    /// Close a connection that sends nothing for this long (e.g. 30s, 500ms; 0: never).
-    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    /// Close a connection that sends nothing for this long (e.g. 30s, 500ms, 2m; a bare
+    /// number is seconds; 0: never; at most 168h).
+    #[arg(long, default_value = "0", value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| units::duration_in(s, MIN_TIMEOUT, MAX_TIMEOUT, true))]
     idle_timeout: Duration,
     /// Close a connection whose queued output made no progress for this long: a peer that
-    /// stopped reading (0: never).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    /// stopped reading (0: never; at most 168h).
+    #[arg(long, default_value = "60s", value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| units::duration_in(s, MIN_TIMEOUT, MAX_TIMEOUT, true))]
     send_timeout: Duration,
-    /// Queued output per connection above which reading from it pauses (e.g. 1MiB).
-    #[arg(long, default_value = "1MiB", value_parser = |s: &str| parse_bytes_in(s, 1024, 1 << 30))]
+    /// Queued output per connection above which reading from it pauses (e.g. 1MiB; 1 KiB
+    /// to 1 GiB).
+    #[arg(long, default_value = "1MiB", value_name = "BYTES", allow_hyphen_values = true,
+          value_parser = |s: &str| units::size_in(s, 1 << 10, 1 << 30).map(|n| n as usize))]
     output_limit: usize,
-    /// How long shutdown waits for owed output before closing anyway.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// How long shutdown waits for owed output before closing anyway (0 to 1h).
+    #[arg(long, default_value = "5s", value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| units::duration_in(s, MIN_TIMEOUT, MAX_GRACE, true))]
     shutdown_grace: Duration,
     /// io_uring: provided receive buffers per I/O thread (a power of two, 1 to 32768).
-    #[arg(long, default_value_t = 256, value_parser = parse_ring_buffers)]
+    #[arg(long, default_value = "256", value_name = "N", allow_hyphen_values = true,
+          value_parser = parse_ring_buffers)]
     ring_buffers: u16,
     /// io_uring: size of each provided receive buffer (e.g. 16KiB; 64 B to 1 MiB).
-    #[arg(long, default_value = "16KiB", value_parser = |s: &str| parse_bytes_in(s, 64, 1 << 20))]
+    #[arg(long, default_value = "16KiB", value_name = "BYTES", allow_hyphen_values = true,
+          value_parser = |s: &str| units::size_in(s, 64, 1 << 20).map(|n| n as usize))]
     buffer_size: usize,
 }
 
@@ -92,58 +116,37 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     }
 }
 
-/// A size within `lo..=hi` bytes.
-fn parse_bytes_in(s: &str, lo: usize, hi: usize) -> Result<usize, String> {
-    let n = parse_bytes(s)?;
-    if n < lo || n > hi {
-        return Err(format!("{n} bytes is outside {lo}..={hi}"));
-    }
-    Ok(n)
-}
-
 /// A power of two from 1 to 32768.
 fn parse_ring_buffers(s: &str) -> Result<u16, String> {
-    let n: u16 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number from 1 to 32768"))?;
-    if n == 0 || !n.is_power_of_two() {
+    let n = units::count_in(s, 1, 32768)?;
+    if !n.is_power_of_two() {
         return Err(format!("{n} is not a power of two from 1 to 32768"));
     }
-    Ok(n)
+    Ok(n as u16)
 }
 
-/// Parse `500ms`, `2s`, `1m`; a bare `0` means zero.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
+/// The backend: `--backend`, else `RINGPORT_BACKEND` when set, else auto. An unusable
+/// value of the variable is named as such.
+fn resolve_backend(
+    flag: Option<Backend>,
+    env: Option<std::ffi::OsString>,
+) -> Result<Backend, String> {
+    if let Some(b) = flag {
+        return Ok(b);
     }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("'{s}' is not a duration like 500ms or 2s: {e}"))
-}
-
-/// Parse `4096`, `64KiB`, `1MiB`, `1G` (K/M/G are powers of 1024).
-fn parse_bytes(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size like 4096, 64KiB or 1MiB"))?;
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "'{s}': unknown unit '{unit}' (use B, KiB, MiB or GiB)"
-            ))
-        }
+    let Some(value) = env else {
+        return Ok(Backend::Auto);
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
+    let value = value.to_string_lossy();
+    if value.trim().is_empty() {
+        return Err(
+            "RINGPORT_BACKEND is set but empty: set it to auto, uring or poll, or unset it"
+                .to_string(),
+        );
+    }
+    value
+        .parse()
+        .map_err(|e| format!("RINGPORT_BACKEND='{value}': {e}"))
 }
 
 pub fn main() -> ExitCode {
@@ -155,10 +158,19 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    let backend = match resolve_backend(args.backend, std::env::var_os("RINGPORT_BACKEND")) {
+        Ok(b) => b,
+        Err(e) => {
+            use clap::CommandFactory;
+            Cli::command()
+                .error(clap::error::ErrorKind::InvalidValue, e)
+                .exit();
+        }
+    };
     let mut builder = Server::builder();
     builder
         .listen(args.listen)
-        .backend(args.backend)
+        .backend(backend)
         .io_threads(usize::from(args.io_threads))
         .max_connections(usize::try_from(args.max_connections).unwrap_or(usize::MAX))
         .idle_timeout(Some(args.idle_timeout))
@@ -171,46 +183,78 @@ fn serve(args: ServeArgs) -> ExitCode {
     let server = match args.service.as_str() {
         "echo" => builder.build(Echo),
         other => {
-            eprintln!("ringport: unknown service '{other}'");
+            say(format_args!("ringport: unknown service '{other}'"));
             return ExitCode::from(2);
         }
     };
     let server = match server {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("ringport: cannot serve on {}: {e}", args.listen);
+            say(format_args!(
+                "ringport: cannot serve on {}: {e}",
+                args.listen
+            ));
             return ExitCode::FAILURE;
         }
     };
     if let Some(reason) = server.fallback_reason() {
-        eprintln!("ringport: {reason}; using the poll backend");
+        say(format_args!("ringport: {reason}; using the poll backend"));
     }
     let handle = server.shutdown_handle();
     let signals = AtomicUsize::new(0);
     let installed = ctrlc::set_handler(move || {
         if signals.fetch_add(1, Ordering::SeqCst) == 0 {
-            eprintln!("ringport: shutting down (again to exit at once)");
+            say(format_args!(
+                "ringport: shutting down (again to exit at once)"
+            ));
             handle.shutdown();
         } else {
             std::process::exit(130);
         }
     });
     if let Err(e) = installed {
-        eprintln!("ringport: cannot install the signal handler: {e}");
+        say(format_args!(
+            "ringport: cannot install the signal handler: {e}"
+        ));
         return ExitCode::FAILURE;
     }
-    // After the handler is in place: whoever reads the banner may signal at once.
-    println!("{}, service {}", server.banner(), args.service);
+    // After the handler is in place: whoever reads the banner may signal at once. Whoever
+    // starts the server learns its address from the banner: when it cannot be written
+    // (stdout full or closed), the server stops with one line saying so.
+    let banner = format!("{}, service {}", server.banner(), args.service);
+    let mut out = io::stdout().lock();
+    if let Err(e) = writeln!(out, "{banner}").and_then(|()| out.flush()) {
+        drop(out);
+        say(format_args!(
+            "ringport: cannot write the banner to stdout ({e}); stopping"
+        ));
+        server.shutdown();
+        let _ = server.wait();
+        return ExitCode::FAILURE;
+    }
+    drop(out);
     match server.wait() {
         Ok(stats) => {
-            eprintln!("ringport: stopped; {stats}");
+            let mut text = String::from("ringport: stopped; counters:");
+            for line in stats.to_string().lines() {
+                text.push_str("\n  ");
+                text.push_str(line);
+            }
+            say(format_args!("{text}"));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("ringport: stopped with an error: {e}");
+            say(format_args!("ringport: stopped with an error: {e}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Write one line to stderr. A log line that cannot be written (stderr full or closed) is
+/// dropped: there is nowhere left to report it, and the server goes on.
+fn say(line: std::fmt::Arguments<'_>) {
+    let mut err = io::stderr().lock();
+    let _ = writeln!(err, "{line}");
 }
 
 #[cfg(test)]
@@ -218,27 +262,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_durations_parse() {
-        assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert_eq!(parse_bytes("64KiB"), Ok(65536));
-        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
-        assert!(parse_bytes("1XB").unwrap_err().contains("unknown unit"));
-        assert!(parse_bytes("lots").is_err());
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_bytes_in("0", 1024, 1 << 30)
-            .unwrap_err()
-            .contains("outside"));
-        assert_eq!(parse_bytes_in("4KiB", 1024, 1 << 30), Ok(4096));
+    fn listen_addresses_and_ring_buffers_parse() {
         assert_eq!(parse_ring_buffers("256"), Ok(256));
         assert!(parse_ring_buffers("100")
             .unwrap_err()
             .contains("power of two"));
-        assert!(parse_ring_buffers("0").is_err());
+        assert!(parse_ring_buffers("0")
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(parse_ring_buffers("-1")
+            .unwrap_err()
+            .contains("out of range"));
         assert_eq!(parse_listen("localhost:7000").map(|a| a.port()), Ok(7000));
         assert!(parse_listen("notanaddress").is_err());
+    }
+
+    #[test]
+    fn backend_comes_from_the_option_then_the_environment() {
+        let env = |v: &str| Some(std::ffi::OsString::from(v));
+        assert_eq!(resolve_backend(None, None), Ok(Backend::Auto));
+        assert_eq!(resolve_backend(None, env("poll")), Ok(Backend::Poll));
+        assert_eq!(
+            resolve_backend(Some(Backend::Uring), env("poll")),
+            Ok(Backend::Uring)
+        );
+        assert_eq!(
+            resolve_backend(None, env("")).unwrap_err(),
+            "RINGPORT_BACKEND is set but empty: set it to auto, uring or poll, or unset it"
+        );
+        assert_eq!(
+            resolve_backend(None, env("pigeon")).unwrap_err(),
+            "RINGPORT_BACKEND='pigeon': unknown backend 'pigeon' (expected auto, uring or poll)"
+        );
     }
 
     #[test]

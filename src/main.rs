@@ -2,6 +2,7 @@
 
 mod cli;
 mod load;
+mod units;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -271,7 +271,7 @@ fn choose_backend(wanted: Backend, cfg: &DriverConfig) -> io::Result<(Backend, O
         Backend::Uring | Backend::Auto => match probe_uring(cfg) {
             Ok(()) => Ok((Backend::Uring, None)),
             Err(e) => {
-                let reason = uring_unavailable_reason(&e);
+                let reason = uring_unavailable_reason(&e, cfg);
                 if wanted == Backend::Auto
                     && classify(Site::RingSetup, &e) == Disposition::Unsupported
                 {
@@ -352,9 +352,12 @@ impl DriverParts {
         } = self;
         match backend {
             #[cfg(target_os = "linux")]
-            Backend::Uring => crate::uring::UringDriver::new(listener, cfg, stats, shared, waker)
-                .map(Driver::Uring)
-                .map_err(|e| io::Error::new(e.kind(), uring_unavailable_reason(&e))),
+            Backend::Uring => {
+                let asked = cfg.clone();
+                crate::uring::UringDriver::new(listener, cfg, stats, shared, waker)
+                    .map(Driver::Uring)
+                    .map_err(|e| io::Error::new(e.kind(), uring_unavailable_reason(&e, &asked)))
+            }
             _ => PollDriver::new(listener, cfg, stats, shared, waker).map(Driver::Poll),
         }
     }
@@ -389,12 +392,38 @@ fn spawn_driver<D: Dispatch + Send + 'static>(
     Ok((handle, ready_rx))
 }
 
-/// One line saying why io_uring cannot run and what to do about it.
-fn uring_unavailable_reason(e: &io::Error) -> String {
+/// One line saying why io_uring cannot run and what to do about it. Refused memory says how
+/// much the ring asked for.
+fn uring_unavailable_reason(e: &io::Error, cfg: &DriverConfig) -> String {
+    if e.kind() == io::ErrorKind::OutOfMemory {
+        let buffers = u64::from(cfg.ring_buffers) * u64::from(cfg.buffer_size);
+        return format!(
+            "io_uring unavailable: the ring asked for {} per I/O thread for its receive buffers \
+             ({} of {}) and the kernel refused it ({e}); use fewer --ring-buffers or a smaller \
+             --buffer-size",
+            binary_size(buffers),
+            cfg.ring_buffers,
+            binary_size(u64::from(cfg.buffer_size)),
+        );
+    }
     format!(
         "io_uring unavailable: {e}: {}",
         ringport_fallback::errno::ring_setup_hint(e)
     )
+}
+
+/// `32 GiB`, `1.5 MiB`, `64 B`: bytes in the largest binary unit that keeps the number at 1
+/// or more, as the command line writes sizes.
+fn binary_size(bytes: u64) -> String {
+    let (unit, factor) = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+        .into_iter()
+        .find(|&(_, f)| bytes >= f)
+        .unwrap_or(("B", 1));
+    if bytes % factor == 0 {
+        format!("{} {unit}", bytes / factor)
+    } else {
+        format!("{:.1} {unit}", bytes as f64 / factor as f64)
+    }
 }
 
 /// A running server.
@@ -598,36 +627,103 @@ impl ServerStats {
     }
 }
 
+impl ServerStats {
+    /// Every counter as `(name, value)`, in the order printed: `failed_calls` is the total
+    /// of failed calls, followed by `failed_calls.NAME` for each disposition that occurred.
+    pub fn rows(&self) -> Vec<(String, String)> {
+        let mut rows: Vec<(String, String)> = [
+            ("backend", self.backend.to_string()),
+            ("accepted", self.accepted.to_string()),
+            ("open", self.open.to_string()),
+            ("closed", self.closed.to_string()),
+            ("refused", self.refused.to_string()),
+            ("timed_out", self.timed_out.to_string()),
+            ("bytes_in", self.bytes_in.to_string()),
+            ("bytes_out", self.bytes_out.to_string()),
+            ("discarded", self.discarded.to_string()),
+            ("accept_pauses", self.accept_pauses.to_string()),
+            ("enobufs", self.enobufs.to_string()),
+            ("read_pauses", self.read_pauses.to_string()),
+            ("file_bytes", self.file_bytes.to_string()),
+            ("service_panics", self.service_panics.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let failed: u64 = self.errors.iter().map(|(_, n)| n).sum();
+        rows.push(("failed_calls".to_string(), failed.to_string()));
+        for (name, n) in &self.errors {
+            rows.push((format!("failed_calls.{name}"), n.to_string()));
+        }
+        rows
+    }
+}
+
+/// One `name value` line per counter ([`ServerStats::rows`]), values aligned in one
+/// column, no trailing newline.
 impl fmt::Display for ServerStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "backend {} accepted {} open {} closed {} refused {} timed_out {} bytes_in {} \
-             bytes_out {} discarded {} accept_pauses {} enobufs {} read_pauses {} \
-             file_bytes {} service_panics {}",
-            self.backend,
-            self.accepted,
-            self.open,
-            self.closed,
-            self.refused,
-            self.timed_out,
-            self.bytes_in,
-            self.bytes_out,
-            self.discarded,
-            self.accept_pauses,
-            self.enobufs,
-            self.read_pauses,
-            self.file_bytes,
-            self.service_panics
-        )?;
-        if self.errors.is_empty() {
-            write!(f, " failed_calls none")
-        } else {
-            write!(f, " failed_calls")?;
-            for (name, n) in &self.errors {
-                write!(f, " {name}={n}")?;
+        let rows = self.rows();
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (i, (name, value)) in rows.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
             }
-            Ok(())
+            write!(f, "{name:<width$}  {value}")?;
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_print_as_aligned_name_value_lines() {
+        let st = ServerStats {
+            backend: "poll",
+            accepted: 3,
+            closed: 2,
+            open: 1,
+            bytes_in: 1000,
+            bytes_out: 900,
+            discarded: 100,
+            errors: vec![("peer_gone", 2), ("exhausted", 1)],
+            ..ServerStats::default()
+        };
+        let text = st.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 17, "{text}");
+        assert_eq!(lines[0], "backend                 poll");
+        assert_eq!(lines[1], "accepted                3");
+        assert_eq!(lines[8], "discarded               100");
+        assert_eq!(lines[14], "failed_calls            3");
+        assert_eq!(lines[15], "failed_calls.peer_gone  2");
+        assert_eq!(lines[16], "failed_calls.exhausted  1");
+        assert!(!text.ends_with('\n'));
+        let quiet = ServerStats::default().to_string();
+        assert!(quiet.ends_with("\nfailed_calls    0"), "{quiet}");
+    }
+
+    #[test]
+    fn refused_ring_memory_says_how_much_was_asked() {
+        let cfg = DriverConfig {
+            ring_buffers: 32768,
+            buffer_size: 1 << 20,
+            ..DriverConfig::default()
+        };
+        let e = io::Error::from(io::ErrorKind::OutOfMemory);
+        let reason = uring_unavailable_reason(&e, &cfg);
+        assert!(
+            reason.starts_with(
+                "io_uring unavailable: the ring asked for 32 GiB per I/O thread for its \
+                 receive buffers (32768 of 1 MiB) and the kernel refused it ("
+            ),
+            "{reason}"
+        );
+        assert!(!reason.contains("MEMLOCK"), "{reason}");
+        assert_eq!(binary_size(3 << 19), "1.5 MiB");
+        assert_eq!(binary_size(64), "64 B");
     }
 }

@@ -763,10 +763,17 @@ impl PollDriver {
             .get_mut(slot as usize)
             .and_then(|s| s.conn.as_mut())
         else {
+            if let Command::Send(bytes) = cmd {
+                Stats::add(&self.stats.discarded, bytes.len() as u64);
+            }
             return;
         };
         if c.id != conn || c.closing {
-            // A late command for a connection that is gone (or already finishing).
+            // A late command for a connection that is gone (or already finishing): its
+            // output is owed and dropped.
+            if let Command::Send(bytes) = cmd {
+                Stats::add(&self.stats.discarded, bytes.len() as u64);
+            }
             return;
         }
         if c.queued() == 0 {

@@ -263,6 +263,11 @@ impl fmt::Debug for Waker {
 }
 
 /// Counters kept by one driver, readable from any thread.
+///
+/// Both drivers keep every counter the same way. The byte counters follow what the service
+/// sees: `bytes_in` is what it was handed, `bytes_out` and `discarded` split what it
+/// answered into written and dropped. For a service that answers every byte it is handed
+/// (echo), once the server has stopped, `bytes_in == bytes_out + discarded`.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Connections accepted and admitted.
@@ -273,12 +278,15 @@ pub struct Stats {
     pub refused: AtomicU64,
     /// Connections closed by the idle timeout.
     pub timed_out: AtomicU64,
-    /// Bytes read from peers.
+    /// Bytes read from peers and handed to the service. Input read and dropped after the
+    /// service asked to close, or while a connection lingers before its close, is not
+    /// counted; nor is input read but not handed over before the connection closed.
     pub bytes_in: AtomicU64,
-    /// Bytes written to peers.
+    /// Bytes of the service's output written to peers.
     pub bytes_out: AtomicU64,
-    /// Bytes of owed output dropped because the connection closed before they could be
-    /// written (peer gone, timeout, shutdown deadline).
+    /// Bytes of the service's output never written: owed when its connection closed (peer
+    /// gone, timeout, shutdown deadline; on io_uring including the unwritten rest of a send
+    /// in flight), or answered after its connection was closed or asked to close.
     pub discarded: AtomicU64,
     /// Times the accept loop paused because it was out of a resource.
     pub accept_pauses: AtomicU64,

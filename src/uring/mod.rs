@@ -7,7 +7,7 @@
 //!
 //! - One driver per I/O thread, built on that thread: its ring is set up with
 //!   `SINGLE_ISSUER | DEFER_TASKRUN` where the kernel allows it (then `COOP_TASKRUN`, then no
-//!   flag: see [`ring::build`]), so completions are run only when this thread waits. Other
+//!   flag: see `ring::build`), so completions are run only when this thread waits. Other
 //!   threads reach it through the [`Dispatch`]'s channels and the [`Waker`], whose notify
 //!   writes an eventfd that always has a read armed in the ring.
 //! - Listener: one multishot accept, re-armed whenever a completion comes without `MORE`.
@@ -16,7 +16,7 @@
 //!   logged at most once a second. Over `max_connections` open across the server (all I/O
 //!   threads, counted in [`Shared`]), a connection is accepted and closed at once.
 //! - Reads: one multishot receive per connection, selecting buffers from a provided-buffer
-//!   ring ([`buf_ring`]). Bytes are copied out to [`Dispatch::data`] and the buffer goes back
+//!   ring (`buf_ring`). Bytes are copied out to [`Dispatch::data`] and the buffer goes back
 //!   to the ring at once. An empty ring (`ENOBUFS`, `Exhausted` at `Site::BufferRing`) ends
 //!   the multishot without losing data (it stays in the socket): it is counted and re-armed
 //!   after this turn's completions gave their buffers back. A result of 0 is EOF.
@@ -56,7 +56,7 @@
 //! - Every failed call or completion goes through the classifier
 //!   ([`ringport_fallback::errno`]); this module never compares errno values. A failing
 //!   operation is never re-armed in a tight loop.
-//! - Every accept, receive and send result passes one choke point ([`choke`]) before it is
+//! - Every accept, receive and send result passes one choke point (`choke`) before it is
 //!   used; with the `fault-injection` feature a test can script failures there.
 //!
 //! # Memory the kernel uses
@@ -407,7 +407,7 @@ impl UringDriver {
     }
 
     /// Run until shutdown is requested through [`Shared`] and every connection is closed
-    /// (or the shutdown grace period ran out). Exit then takes at most one [`DRAIN_LIMIT`]
+    /// (or the shutdown grace period ran out). Exit then takes at most one `DRAIN_LIMIT`
     /// more, shared by closing the connections and waiting for the ring's requests.
     ///
     /// # Errors
@@ -847,7 +847,6 @@ impl UringDriver {
             let n = res as usize;
             match bid.and_then(|b| self.bufs.get(b, n)) {
                 Some(bytes) => {
-                    Stats::add(&self.stats.bytes_in, n as u64);
                     c.last_read = self.now;
                     if deliver {
                         for piece in bytes.chunks(scripted.piece.unwrap_or(n)) {
@@ -863,6 +862,10 @@ impl UringDriver {
                                 }
                                 c.held.extend_from_slice(piece);
                             } else {
+                                // `bytes_in` counts what the service is handed (see
+                                // `Stats`): held bytes when they are handed over, input read
+                                // while closing or lingering never.
+                                Stats::add(&self.stats.bytes_in, piece.len() as u64);
                                 dispatch.data(c.id, piece);
                             }
                         }
@@ -1069,6 +1072,16 @@ impl UringDriver {
         c.send_busy = false;
         let scripted = c.send_fault.take();
         if c.dying.is_some() {
+            // The send that was in flight at close: what it wrote is output, the rest is
+            // owed output dropped (`begin_close` left it to this completion).
+            let unsent = c.sending.len().saturating_sub(c.send_pos);
+            let written = match scripted {
+                None if res > 0 => (res as usize).min(unsent),
+                _ => 0,
+            };
+            Stats::add(&self.stats.bytes_out, written as u64);
+            Stats::add(&self.stats.discarded, (unsent - written) as u64);
+            c.send_pos = c.sending.len();
             self.maybe_finalize(slot, dispatch);
             return;
         }
@@ -1294,10 +1307,17 @@ impl UringDriver {
             .get_mut(slot as usize)
             .and_then(|s| s.conn.as_mut())
         else {
+            if let Command::Send(bytes) = cmd {
+                Stats::add(&self.stats.discarded, bytes.len() as u64);
+            }
             return;
         };
         if c.id != conn || c.closing || c.dying.is_some() {
-            // A late command for a connection that is gone (or already finishing).
+            // A late command for a connection that is gone (or already finishing): its
+            // output is owed and dropped.
+            if let Command::Send(bytes) = cmd {
+                Stats::add(&self.stats.discarded, bytes.len() as u64);
+            }
             return;
         }
         if c.queued() == 0 {
@@ -1340,10 +1360,13 @@ impl UringDriver {
         while i < self.stalled.len() {
             let slot = self.stalled[i];
             let resume = match self.slots[slot as usize].conn.as_mut() {
-                Some(c) if c.stalled && c.dying.is_none() => {
+                // Once closing (the service asked to, or shutdown), held input is dropped like
+                // input that arrives then: an answer to it could no longer be sent.
+                Some(c) if c.stalled && c.dying.is_none() && !c.closing => {
                     // Hand over what was held, a chunk at a time, while the worker keeps up.
                     while c.held.len() > c.held_pos && !dispatch.congested(c.id) {
                         let end = c.held.len().min(c.held_pos + HELD_CHUNK);
+                        Stats::add(&self.stats.bytes_in, (end - c.held_pos) as u64);
                         dispatch.data(c.id, &c.held[c.held_pos..end]);
                         c.held_pos = end;
                         self.handed_late = true;
@@ -1670,6 +1693,11 @@ impl UringDriver {
         self.open -= 1;
         self.shared.release();
         let (id, why) = (c.id, c.dying);
+        if c.send_busy {
+            // Given up at exit with a send in flight: its completion will not be seen.
+            let unsent = c.sending.len().saturating_sub(c.send_pos);
+            Stats::add(&self.stats.discarded, unsent as u64);
+        }
         // The descriptor is closed before the counters move, so whoever sees `closed` go
         // up sees the descriptor gone too.
         if c.busy() {
