@@ -424,8 +424,14 @@ fn run_service<S: Service>(
             let rest = std::mem::take(input);
             service.eof(session, &rest, &mut c);
         }
-        Ev::Drained => service.drained(session, &mut c),
-        Ev::Notify => service.notified(session, &mut c),
+        Ev::Drained => {
+            service.drained(session, &mut c);
+            refeed(service, session, input, &mut c);
+        }
+        Ev::Notify => {
+            service.notified(session, &mut c);
+            refeed(service, session, input, &mut c);
+        }
         Ev::Deadline => service.deadline(session, &mut c),
         Ev::Open(_) | Ev::Closed => {}
     }
@@ -472,6 +478,26 @@ fn feed<S: Service>(
     }
 }
 
+/// Show the held input again, after `drained` or `notified`: a service that stopped
+/// consuming until its output drained (or until something else happened) goes on from
+/// where it stopped without waiting for more bytes from the peer.
+fn refeed<S: Service>(
+    service: &S,
+    session: &mut S::Session,
+    input: &mut Vec<u8>,
+    c: &mut Conn<'_>,
+) {
+    if input.is_empty() || c.is_closing() {
+        return;
+    }
+    let held = std::mem::take(input);
+    let used = consume(service, session, &held, c);
+    if used < held.len() && !c.is_closing() {
+        *input = held;
+        input.drain(..used);
+    }
+}
+
 /// Call `data` while it consumes something and input is left. Returns bytes consumed.
 fn consume<S: Service>(
     service: &S,
@@ -507,6 +533,9 @@ fn apply_mail(
         }
     }
 }
+
+/// What a worker needs of each driver: its waker, its handles' mailbox, its stats.
+type DriverLinks = (Arc<Waker>, Arc<Mailbox>, Arc<Stats>);
 
 /// Inline mode: the service runs on the I/O thread as events arrive.
 pub(crate) struct Inline<S: Service> {
@@ -657,7 +686,7 @@ impl Pool {
         }
         let mut to_workers = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
-        let shared: Arc<Vec<(Arc<Waker>, Arc<Mailbox>, Arc<Stats>)>> = Arc::new(
+        let shared: Arc<Vec<DriverLinks>> = Arc::new(
             drivers
                 .iter()
                 .map(|d| (d.waker.clone(), d.mailbox.clone(), d.stats.clone()))

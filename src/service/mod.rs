@@ -34,9 +34,11 @@
 
 pub mod echo;
 pub(crate) mod handle;
+pub mod http;
 
 pub use echo::Echo;
 pub use handle::{Handle, HandleError};
+pub use http::Http;
 pub use ringport_fallback::event::ConnInfo;
 
 pub(crate) use handle::Mailbox;
@@ -93,7 +95,10 @@ pub trait Service: Send + Sync + 'static {
     }
 
     /// Queued output fell to the low-water mark after [`Conn::notify_drained`]: time to
-    /// produce the next piece of a large body.
+    /// produce the next piece of a large body. Afterwards, input the connection holds is
+    /// shown to [`Service::data`] again, so a service that stopped consuming until its
+    /// output drained (returned 0 with whole frames held) goes on without waiting for more
+    /// bytes from the peer.
     fn drained(&self, session: &mut Self::Session, conn: &mut Conn<'_>) {
         let _ = (session, conn);
     }
@@ -106,7 +111,8 @@ pub trait Service: Send + Sync + 'static {
     }
 
     /// [`Handle::notify`] was called for this connection: run on the connection's own
-    /// thread, with its session, like any other callback.
+    /// thread, with its session, like any other callback. Held input is shown to
+    /// [`Service::data`] again afterwards, as after [`Service::drained`].
     fn notified(&self, session: &mut Self::Session, conn: &mut Conn<'_>) {
         let _ = (session, conn);
     }
