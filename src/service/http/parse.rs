@@ -679,3 +679,135 @@ mod tests {
         assert_eq!(r.advance(b"67890GET", 100, 0), (5, BodyStep::Done));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    const CORPUS: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"HEAD /a/b.html?x=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        b"GET /f HTTP/1.1\r\nHost: t\r\nRange: bytes=0-9\r\nIf-None-Match: \"1-2\"\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello",
+        b"POST /u HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"GET http://h/%2e%2e/x HTTP/1.1\r\nHost: h\r\n\r\n",
+    ];
+
+    /// Overwrite, insert or delete bytes at arbitrary places.
+    fn mutate(base: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
+        let mut v = base.to_vec();
+        for &(at, byte, kind) in edits {
+            let at = if v.is_empty() { 0 } else { at % (v.len() + 1) };
+            match kind {
+                0 if at < v.len() => v[at] = byte,
+                1 => v.insert(at, byte),
+                _ if at < v.len() => {
+                    v.remove(at);
+                }
+                _ => v.push(byte),
+            }
+        }
+        v
+    }
+
+    /// What a parsed head promises, checked on any input.
+    fn check_head(input: &[u8], max: usize) {
+        match parse_head(input, max) {
+            Head::Complete(req, n) => {
+                assert!(n <= input.len() && n <= max);
+                assert!(req.minor <= 1);
+                let mut out = Vec::new();
+                if let Ok((path, _)) = split_target(req.target) {
+                    if decode_path(path, &mut out).is_ok() {
+                        check_decoded(&out);
+                    }
+                }
+            }
+            Head::Partial => assert!(input.len() <= max),
+            Head::Reject(_) => {}
+        }
+    }
+
+    /// A decoded path never climbs, never starts at `/`, never hides a separator or NUL.
+    fn check_decoded(out: &[u8]) {
+        assert!(!out.starts_with(b"/"));
+        assert!(!out.contains(&0) && !out.contains(&b'\\'));
+        if !out.is_empty() {
+            for seg in out.split(|&b| b == b'/') {
+                assert!(!seg.is_empty() && seg != b"." && seg != b"..", "{out:?}");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1500), max in 64usize..2048) {
+            check_head(&bytes, max);
+            let mut r = BodyReader::new(BodyLen::Chunked);
+            let (n, _) = r.advance(&bytes, 1 << 20, 1024);
+            prop_assert!(n <= bytes.len());
+        }
+
+        #[test]
+        fn mutated_requests_never_panic(
+            base in proptest::sample::select(CORPUS),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 0..10),
+            max in 64usize..512,
+        ) {
+            let input = mutate(base, &edits);
+            check_head(&input, max);
+            // Every prefix parses as partial, complete or rejected, never anything else.
+            for cut in 0..input.len() {
+                check_head(&input[..cut], max);
+            }
+        }
+
+        #[test]
+        fn decoded_paths_stay_inside(path in "/([a-z.%25/\\\\]|%2[eEfF]|%5[cC]|%00){0,40}") {
+            let mut out = Vec::new();
+            if decode_path(&path, &mut out).is_ok() {
+                check_decoded(&out);
+            }
+        }
+
+        #[test]
+        fn chunked_bodies_split_anywhere(
+            sizes in proptest::collection::vec(1usize..300, 0..6),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let mut body = Vec::new();
+            for (i, n) in sizes.iter().enumerate() {
+                body.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                body.extend(std::iter::repeat_n(b'a' + i as u8, *n));
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n\r\nNEXT");
+            let total = body.len() - 4;
+            // Fed in pieces, with what is not consumed shown again (as the engine does).
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+            cuts.push(body.len());
+            cuts.sort_unstable();
+            let mut r = BodyReader::new(BodyLen::Chunked);
+            let (mut start, mut end_at) = (0, None);
+            for cut in cuts {
+                if cut <= start {
+                    continue;
+                }
+                let (n, step) = r.advance(&body[start..cut], 1 << 20, 1024);
+                start += n;
+                match step {
+                    BodyStep::Done => {
+                        end_at = Some(start);
+                        break;
+                    }
+                    BodyStep::More => {}
+                    other => prop_assert!(false, "{other:?}"),
+                }
+            }
+            prop_assert_eq!(end_at, Some(total));
+        }
+    }
+}
