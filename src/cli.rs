@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::load::BenchArgs;
 use crate::units;
 use clap::{Parser, Subcommand};
-use ringport::service::Echo;
+use ringport::service::{Echo, Http};
 use ringport::{Backend, Server};
 
 #[derive(Debug, Parser)]
@@ -28,7 +28,7 @@ struct Cli {
 enum Commands {
     /// Serve a protocol until SIGINT or SIGTERM.
     #[command(
-        after_help = "Examples:\n  ringport serve\n  ringport serve --listen 127.0.0.1:0 --workers 2\n  RINGPORT_BACKEND=poll ringport serve --io-threads 2\n  ringport serve --max-connections 1000 --idle-timeout 30s --output-limit 1MiB"
+        after_help = "Examples:\n  ringport serve\n  ringport serve --service http --root ./public --access-log -\n  ringport serve --listen 127.0.0.1:0 --workers 2\n  RINGPORT_BACKEND=poll ringport serve --io-threads 2\n  ringport serve --max-connections 1000 --idle-timeout 30s --output-limit 1MiB"
     )]
     Serve(ServeArgs),
     /// Load an echo server and report throughput and latency.
@@ -48,11 +48,11 @@ const MAX_GRACE: Duration = Duration::from_secs(3600);
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Address to listen on (IP:PORT or HOST:PORT); port 0 picks a free port (the banner
-    /// says which).
-    #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_listen)]
-    listen: SocketAddr,
+    /// says which). Default: 127.0.0.1:7000 for echo, 127.0.0.1:8080 for http.
+    #[arg(long, value_parser = parse_listen)]
+    listen: Option<SocketAddr>,
     /// The protocol to serve.
-    #[arg(long, default_value = "echo", value_parser = ["echo"])]
+    #[arg(long, default_value = "echo", value_parser = ["echo", "http"])]
     service: String,
     /// I/O driver: auto (io_uring where allowed, else poll), uring, or poll. Without this
     /// option, the environment variable RINGPORT_BACKEND decides, else auto.
@@ -100,6 +100,49 @@ struct ServeArgs {
     #[arg(long, default_value = "16KiB", value_name = "BYTES", allow_hyphen_values = true,
           value_parser = |s: &str| units::size_in(s, 64, 1 << 20).map(|n| n as usize))]
     buffer_size: usize,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+/// Options of `--service http`.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "HTTP service (--service http)")]
+struct HttpArgs {
+    /// Serve the files under DIR. Without it, `/` answers a built-in page and `/plaintext`
+    /// answers `Hello, World!`.
+    #[arg(long, value_name = "DIR")]
+    root: Option<std::path::PathBuf>,
+    /// List a directory that has no index.html (default: 404).
+    #[arg(long)]
+    autoindex: bool,
+    /// Write one line per request (combined log format) to FILE, or to standard output
+    /// with `-`. Default: off.
+    #[arg(long, value_name = "FILE|-")]
+    access_log: Option<std::path::PathBuf>,
+    /// Close a connection whose request head takes longer than this to arrive (slow
+    /// clients); also bounds the wait between pieces of a request body (0: never).
+    #[arg(long, default_value = "10s", value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| units::duration_in(s, MIN_TIMEOUT, MAX_TIMEOUT, true))]
+    header_timeout: Duration,
+    /// Close a keep-alive connection idle between requests for this long (0: never).
+    #[arg(long, default_value = "75s", value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| units::duration_in(s, MIN_TIMEOUT, MAX_TIMEOUT, true))]
+    keepalive_timeout: Duration,
+    /// Largest request head (request line and header fields): a longer request line is
+    /// answered 414, a longer head 431.
+    #[arg(long, default_value = "8KiB", value_name = "BYTES", allow_hyphen_values = true,
+          value_parser = |s: &str| units::size_in(s, 64, 1 << 20).map(|n| n as usize))]
+    max_header_size: usize,
+    /// Largest request body (read and discarded); a longer one is answered 413.
+    #[arg(long, default_value = "1MiB", value_name = "BYTES", allow_hyphen_values = true,
+          value_parser = |s: &str| units::size_in(s, 0, 1 << 40).map(|n| n as usize))]
+    max_body_size: usize,
+}
+
+/// The address a service listens on when `--listen` is not given.
+fn default_listen(service: &str) -> SocketAddr {
+    let port = if service == "http" { 8080 } else { 7000 };
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// An IP:PORT, or a HOST:PORT resolved now (the first address it resolves to).
@@ -167,9 +210,10 @@ fn serve(args: ServeArgs) -> ExitCode {
                 .exit();
         }
     };
+    let listen = args.listen.unwrap_or_else(|| default_listen(&args.service));
     let mut builder = Server::builder();
     builder
-        .listen(args.listen)
+        .listen(listen)
         .backend(backend)
         .io_threads(usize::from(args.io_threads))
         .max_connections(usize::try_from(args.max_connections).unwrap_or(usize::MAX))
@@ -182,6 +226,28 @@ fn serve(args: ServeArgs) -> ExitCode {
     builder.workers(usize::from(args.workers));
     let server = match args.service.as_str() {
         "echo" => builder.build(Echo),
+        "http" => {
+            let a = &args.http;
+            let mut http = Http::builder();
+            http.autoindex(a.autoindex)
+                .header_timeout(a.header_timeout)
+                .keepalive_timeout(a.keepalive_timeout)
+                .max_header_size(a.max_header_size)
+                .max_body_size(a.max_body_size as u64);
+            if let Some(root) = &a.root {
+                http.root(root);
+            }
+            if let Some(log) = &a.access_log {
+                http.access_log(log);
+            }
+            match http.build() {
+                Ok(service) => builder.build(service),
+                Err(e) => {
+                    eprintln!("ringport: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         other => {
             say(format_args!("ringport: unknown service '{other}'"));
             return ExitCode::from(2);
@@ -190,10 +256,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let server = match server {
         Ok(s) => s,
         Err(e) => {
-            say(format_args!(
-                "ringport: cannot serve on {}: {e}",
-                args.listen
-            ));
+            say(format_args!("ringport: cannot serve on {listen}: {e}"));
             return ExitCode::FAILURE;
         }
     };

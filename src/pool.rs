@@ -71,6 +71,14 @@ pub(crate) enum CommandKind {
 pub(crate) struct DeadlineState {
     pub(crate) generation: u32,
     pub(crate) armed: bool,
+    /// When, in milliseconds after [`epoch`] (kept small: one per connection).
+    pub(crate) at_ms: u32,
+}
+
+/// The instant deadlines are counted from.
+pub(crate) fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 /// A record in a batch: which connection, what, and where its bytes are.

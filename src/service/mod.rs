@@ -34,9 +34,11 @@
 
 pub mod echo;
 pub(crate) mod handle;
+pub mod http;
 
 pub use echo::Echo;
 pub use handle::{Handle, HandleError};
+pub use http::Http;
 pub use ringport_fallback::event::ConnInfo;
 
 pub(crate) use handle::Mailbox;
@@ -93,8 +95,10 @@ pub trait Service: Send + Sync + 'static {
     }
 
     /// Queued output fell to the low-water mark after [`Conn::notify_drained`]: time to
-    /// produce the next piece of a large body. Input the service left unconsumed is shown
-    /// to [`Service::data`] again after this call.
+    /// produce the next piece of a large body. Afterwards, input the connection holds is
+    /// shown to [`Service::data`] again, so a service that stopped consuming until its
+    /// output drained (returned 0 with whole frames held) goes on without waiting for more
+    /// bytes from the peer.
     fn drained(&self, session: &mut Self::Session, conn: &mut Conn<'_>) {
         let _ = (session, conn);
     }
@@ -107,8 +111,8 @@ pub trait Service: Send + Sync + 'static {
     }
 
     /// [`Handle::notify`] was called for this connection: run on the connection's own
-    /// thread, with its session, like any other callback. Input the service left
-    /// unconsumed is shown to [`Service::data`] again after this call.
+    /// thread, with its session, like any other callback. Held input is shown to
+    /// [`Service::data`] again afterwards, as after [`Service::drained`].
     fn notified(&self, session: &mut Self::Session, conn: &mut Conn<'_>) {
         let _ = (session, conn);
     }
@@ -206,6 +210,10 @@ impl<'a> Conn<'a> {
     /// Call [`Service::deadline`] once `at` passes, unless the deadline is cleared or moved
     /// first. One deadline per connection: this replaces any earlier one.
     pub fn set_deadline(&mut self, at: Instant) {
+        let ms = at
+            .saturating_duration_since(crate::pool::epoch())
+            .as_millis();
+        self.deadline.at_ms = u32::try_from(ms).unwrap_or(u32::MAX);
         self.deadline.generation = self.deadline.generation.wrapping_add(1);
         self.deadline.armed = true;
         self.seal();
@@ -224,9 +232,11 @@ impl<'a> Conn<'a> {
         }
     }
 
-    /// True while a deadline is set.
-    pub fn has_deadline(&self) -> bool {
-        self.deadline.armed
+    /// The deadline now set, if any (to the millisecond).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline.armed.then(|| {
+            crate::pool::epoch() + std::time::Duration::from_millis(u64::from(self.deadline.at_ms))
+        })
     }
 
     /// A handle to this connection, usable from any thread.
