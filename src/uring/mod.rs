@@ -1667,9 +1667,11 @@ impl UringDriver {
                 .build()
                 .user_data(user_data(Op::CancelConn, c.id.generation(), slot));
             self.push(entry);
-        } else {
+        } else if !c.splice_in_busy {
             self.finalize(slot, dispatch);
         }
+        // A splice from a file into the pipe completes on its own (the pipe has room for
+        // it); its completion finalizes the connection.
     }
 
     fn maybe_finalize<D: Dispatch>(&mut self, slot: u32, dispatch: &mut D) {
