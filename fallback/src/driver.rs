@@ -16,8 +16,14 @@
 //!   owes is written before the socket is closed.
 //! - Writes: immediately; what the socket does not take is queued and writable interest is
 //!   armed. Over `output_high` queued bytes, reading from that connection pauses until the
-//!   queue drains below `output_low`. Bytes are never reordered or dropped, except when the
-//!   peer is gone (then the queue is dropped and the connection closed quietly).
+//!   queue drains below `output_low` ([`Dispatch::backlog`] reports both crossings; a
+//!   connection that asked gets [`Dispatch::drained`] once at or below `output_low`). Bytes
+//!   are never reordered or dropped, except when the peer is gone (then the queue is dropped
+//!   and the connection closed quietly). A file range waits in its place among the bytes and
+//!   goes out with `sendfile` on Linux, or is read a chunk at a time into the output buffer
+//!   elsewhere.
+//! - Timers (idle and send timeouts, linger, accept backoff, the services' deadlines from
+//!   [`Dispatch::next_deadline`]) are the poller wait's timeout; no timer thread.
 //! - Every failed call goes through [`classify`]; this module never looks at errno values.
 //!
 //! # Portability
