@@ -23,6 +23,7 @@ every_backend!(
     open_learns_peer_and_local_addresses,
     handle_output_interleaves_without_reordering,
     stale_handle_fails_and_never_reaches_the_new_connection,
+    handle_output_obeys_the_output_limit,
     deadline_fires_once_and_not_after_it_was_cleared,
     panic_on_a_handle_driven_call_closes_only_its_connection,
     chat_example_broadcasts_to_every_other_client,
@@ -212,6 +213,54 @@ fn stale_handle_fails_and_never_reaches_the_new_connection(setup: Setup) {
         new_handle.close().unwrap();
         assert!(read_to_eof(&mut new).is_empty(), "nothing after the close");
     }
+}
+
+/// A peer that does not read: handle sends are refused with `Full` once its queued output is
+/// over the limit, nothing accepted is lost, and sends succeed again once it drained.
+fn handle_output_obeys_the_output_limit(setup: Setup) {
+    const LIMIT: usize = 256 * 1024;
+    let keeper = Arc::new(Keeper::default());
+    let server = setup
+        .builder()
+        .output_limit(LIMIT)
+        .build(SharedKeeper(keeper.clone()))
+        .unwrap();
+    let mut c = connect(server.local_addr());
+    wait_until("open", || keeper.handles.lock().unwrap().len() == 1);
+    let h = keeper.handles.lock().unwrap().pop().unwrap();
+    let chunk = vec![b'z'; 16 * 1024];
+    let mut accepted = 0usize;
+    // The peer reads nothing: the kernel's buffers fill, then the server's queue passes the
+    // limit, and the handle says Full. Without a limit this would run to 1 GiB.
+    let full = loop {
+        match h.send(&chunk) {
+            Ok(()) => accepted += chunk.len(),
+            Err(HandleError::Full) => break true,
+            Err(e) => panic!("unexpected {e}"),
+        }
+        if accepted >= 1 << 30 {
+            break false;
+        }
+        if accepted % (1 << 20) == 0 {
+            // Give the I/O thread a chance to take what was queued.
+            std::thread::yield_now();
+        }
+    };
+    assert!(full, "handle output was never refused");
+    // Everything accepted arrives, in one piece, once the peer reads.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < accepted {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "EOF after {got} of {accepted} bytes");
+        assert!(buf[..n].iter().all(|&b| b == b'z'));
+        got += n;
+    }
+    assert_eq!(got, accepted);
+    wait_until("sends accepted again", || h.send(b"!").is_ok());
+    let mut one = [0u8; 1];
+    c.read_exact(&mut one).unwrap();
+    assert_eq!(&one, b"!");
 }
 
 /// [`Keeper`] behind an `Arc` the test holds too.
