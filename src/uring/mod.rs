@@ -609,8 +609,8 @@ impl UringDriver {
                 Disposition::Fatal => {
                     self.stats.error(Disposition::Fatal);
                     if let Some(suppressed) = self.fatal_log.allow() {
-                        eprintln!(
-                            "ringport: BUG: wake eventfd read failed: {e}; polling instead \
+                        tracing::error!(
+                            "BUG: wake eventfd read failed: {e}; polling instead \
                              ({suppressed} similar lines suppressed)"
                         );
                     }
@@ -692,7 +692,7 @@ impl UringDriver {
         if !self.shared.admit(self.cfg.max_connections) {
             // Over the server-wide cap: accepted and closed at once, so it does not sit in
             // the backlog.
-            Stats::add(&self.stats.refused, 1);
+            self.shared.refused(&self.stats, self.cfg.max_connections);
             return;
         }
         if let Err(e) = prepare_stream(&stream, false) {
@@ -725,8 +725,8 @@ impl UringDriver {
                     } else {
                         "accept failed"
                     };
-                    eprintln!(
-                        "ringport: {what} ({e}); pausing accept for {pause:?} \
+                    tracing::warn!(
+                        "{what} ({e}); pausing accept for {pause:?} \
                          ({} open connections, {suppressed} similar lines suppressed)",
                         self.open
                     );
@@ -980,9 +980,7 @@ impl UringDriver {
         if d != Disposition::Canceled {
             self.stats.error(d);
             if let Some(suppressed) = self.fatal_log.allow() {
-                eprintln!(
-                    "ringport: BUG: cancel failed: {e} ({suppressed} similar lines suppressed)"
-                );
+                tracing::error!("BUG: cancel failed: {e} ({suppressed} similar lines suppressed)");
             }
         }
     }
@@ -1773,8 +1771,8 @@ impl UringDriver {
     /// The ring wait failed for good: close every connection (each reported closed once),
     /// stop the whole server and drain what can be drained.
     fn fail<D: Dispatch>(&mut self, e: &io::Error, dispatch: &mut D) {
-        eprintln!(
-            "ringport: io_uring wait failed: {e}; closing this thread's {} connections and \
+        tracing::error!(
+            "io_uring wait failed: {e}; closing this thread's {} connections and \
              stopping the server",
             self.open
         );
@@ -1801,8 +1799,8 @@ impl Drop for UringDriver {
         // write into a provided buffer or the wake buffer, or send from a send buffer:
         // leak that memory instead of freeing it. Descriptors are closed as usual (a
         // request holds its own reference to its file).
-        eprintln!(
-            "ringport: {} io_uring requests still in flight at exit; leaking their buffers",
+        tracing::warn!(
+            "{} io_uring requests still in flight at exit; leaking their buffers",
             self.inflight
         );
         self.bufs.leak();
