@@ -6,6 +6,8 @@
 //! nothing discarded). One instance runs on io_uring and the other on poll where both
 //! exist, so both backends take part.
 
+#![cfg(unix)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -2,6 +2,8 @@
 //! one process per port, socket activation (`systemd-socket-activate`) and log lines, on
 //! every backend this machine has.
 
+#![cfg(unix)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
