@@ -677,7 +677,13 @@ fn refused_connections_are_counted_and_logged() {
         let lines = err
             .matches("refused: 2 open, the --max-connections cap")
             .count();
-        assert!((1..=2).contains(&lines), "{err}");
+        // The first refusal is logged at once; the others within the same second are
+        // folded into the next line (a slow machine may spread them over more seconds).
+        assert!((1..=5).contains(&lines), "{err}");
+        assert!(
+            err.contains(" WARN ringport: 1 connection(s) refused: 2 open"),
+            "{err}"
+        );
         assert!(err.contains(" WARN ringport: "), "{err}");
     }
 }
