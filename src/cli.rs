@@ -30,7 +30,7 @@ enum Commands {
     #[command(
         after_help = "Examples:\n  ringport serve\n  ringport serve --service http --root ./public --access-log -\n  ringport serve --listen 127.0.0.1:0 --workers 2\n  RINGPORT_BACKEND=poll ringport serve --io-threads 2\n  ringport serve --max-connections 1000 --idle-timeout 30s --output-limit 1MiB"
     )]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load an echo server and report throughput and latency.
     Bench(BenchArgs),
 }
@@ -58,10 +58,11 @@ struct ServeArgs {
     /// option, the environment variable RINGPORT_BACKEND decides, else auto.
     #[arg(long, value_name = "auto|uring|poll")]
     backend: Option<Backend>,
-    /// I/O threads, each with its own listener and ring or poller (1 to 255).
-    #[arg(long, default_value = "1", value_name = "N", allow_hyphen_values = true,
+    /// I/O threads, each with its own listener and ring or poller (1 to 255). Default: the
+    /// number of cores this process may run on.
+    #[arg(long, value_name = "N", allow_hyphen_values = true,
           value_parser = |s: &str| units::count_in(s, 1, 255).map(|n| n as u16))]
-    io_threads: u16,
+    io_threads: Option<u16>,
     /// Worker threads running the service (0 to 1024); 0 runs it inline on the I/O threads
     /// (cheapest for light services such as echo). Give workers to services that do real
     /// work per request, so a slow request does not hold up the I/O thread.
@@ -101,7 +102,52 @@ struct ServeArgs {
           value_parser = |s: &str| units::size_in(s, 64, 1 << 20).map(|n| n as usize))]
     buffer_size: usize,
     #[command(flatten)]
+    ops: OpsArgs,
+    #[command(flatten)]
     http: HttpArgs,
+}
+
+/// Options for running in production: metrics, logs, sharing the port, PROXY protocol.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Operations")]
+struct OpsArgs {
+    /// Serve Prometheus metrics on ADDR (IP:PORT; its own listener, never the service's
+    /// port), at /metrics.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    metrics: Option<SocketAddr>,
+    /// Which log lines to write: error, warn, info, debug, trace or off, or directives
+    /// such as warn,ringport=debug. Default: RUST_LOG when set, else info.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<crate::log::LogFilter>,
+    /// Share the address with other processes started with --reuse-port (SO_REUSEPORT):
+    /// the kernel spreads new connections over all of them. For zero-downtime restarts:
+    /// start the new instance, then stop the old one. Without it, an address another
+    /// process listens on is refused ("address in use").
+    #[arg(long)]
+    reuse_port: bool,
+    /// Expect a PROXY protocol header (v1, v2 or any) before each connection's first
+    /// byte: the client address it carries is the one the service and its logs see. A
+    /// connection without a valid header in time is closed.
+    #[arg(long, value_name = "v1|v2|any")]
+    proxy_protocol: Option<ringport::proxy::Version>,
+    /// Accept PROXY headers only from these sources (comma-separated addresses or CIDR
+    /// networks, e.g. 10.0.0.0/8,::1); connections from elsewhere are closed. Default: any.
+    #[arg(
+        long,
+        value_name = "CIDR,...",
+        value_delimiter = ',',
+        requires = "proxy_protocol"
+    )]
+    proxy_protocol_from: Vec<ringport::proxy::Cidr>,
+    /// How long a PROXY protocol header may take to arrive (0: no limit).
+    #[arg(long, default_value = "3s", value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| units::duration_in(s, MIN_TIMEOUT, MAX_TIMEOUT, true))]
+    proxy_protocol_timeout: Duration,
+}
+
+/// The cores this process may run on (its CPU affinity and quota), 1 to 255.
+fn default_io_threads() -> u16 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 255) as u16)
 }
 
 /// Options of `--service http`.
@@ -195,37 +241,76 @@ fn resolve_backend(
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Commands::Serve(args) => serve(args),
+        Commands::Serve(args) => serve(*args),
         Commands::Bench(args) => crate::load::main(&args),
     }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let backend = match resolve_backend(args.backend, std::env::var_os("RINGPORT_BACKEND")) {
-        Ok(b) => b,
-        Err(e) => {
+    let filter = crate::log::resolve(args.ops.log_level.clone(), std::env::var_os("RUST_LOG"));
+    let backend = resolve_backend(args.backend, std::env::var_os("RINGPORT_BACKEND"));
+    let (filter, backend) = match (filter, backend) {
+        (Ok(f), Ok(b)) => (f, b),
+        (Err(e), _) | (_, Err(e)) => {
             use clap::CommandFactory;
             Cli::command()
                 .error(clap::error::ErrorKind::InvalidValue, e)
                 .exit();
         }
     };
+    crate::log::init(filter);
     let listen = args.listen.unwrap_or_else(|| default_listen(&args.service));
+    let io_threads = args.io_threads.unwrap_or_else(default_io_threads);
     let mut builder = Server::builder();
     builder
         .listen(listen)
         .backend(backend)
-        .io_threads(usize::from(args.io_threads))
+        .io_threads(usize::from(io_threads))
         .max_connections(usize::try_from(args.max_connections).unwrap_or(usize::MAX))
         .idle_timeout(Some(args.idle_timeout))
         .send_timeout(Some(args.send_timeout))
         .output_limit(args.output_limit)
         .shutdown_grace(args.shutdown_grace)
         .ring_buffers(args.ring_buffers)
-        .buffer_size(u32::try_from(args.buffer_size).unwrap_or(u32::MAX));
+        .buffer_size(u32::try_from(args.buffer_size).unwrap_or(u32::MAX))
+        .reuse_port(args.ops.reuse_port);
     builder.workers(usize::from(args.workers));
+    if let Some(addr) = args.ops.metrics {
+        builder.metrics(addr);
+    }
+    match ringport::activation::take() {
+        Ok(None) => {}
+        Ok(Some(passed)) => {
+            if let Some(l) = passed.service {
+                let at = l
+                    .local_addr()
+                    .map_or_else(|e| e.to_string(), |a| a.to_string());
+                tracing::info!("socket activation: serving on the passed listener {at}");
+                builder.listener(l);
+            }
+            if let Some(l) = passed.metrics {
+                builder.metrics_listener(l);
+            }
+            if !passed.unused.is_empty() {
+                tracing::warn!(
+                    "socket activation: ignoring passed sockets {}",
+                    passed.unused.join(", ")
+                );
+            }
+        }
+        Err(e) => {
+            tracing::error!("socket activation: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let proxy = args.ops.proxy_protocol.map(|v| {
+        let mut cfg = ringport::proxy::ProxyConfig::new(v);
+        cfg.timeout = args.ops.proxy_protocol_timeout;
+        cfg.trusted = args.ops.proxy_protocol_from.clone();
+        cfg
+    });
     let server = match args.service.as_str() {
-        "echo" => builder.build(Echo),
+        "echo" => build(&builder, Echo, proxy),
         "http" => {
             let a = &args.http;
             let mut http = Http::builder();
@@ -241,56 +326,53 @@ fn serve(args: ServeArgs) -> ExitCode {
                 http.access_log(log);
             }
             match http.build() {
-                Ok(service) => builder.build(service),
+                Ok(service) => build(&builder, service, proxy),
                 Err(e) => {
-                    eprintln!("ringport: {e}");
+                    tracing::error!("{e}");
                     return ExitCode::from(2);
                 }
             }
         }
         other => {
-            say(format_args!("ringport: unknown service '{other}'"));
+            tracing::error!("unknown service '{other}'");
             return ExitCode::from(2);
         }
     };
     let server = match server {
         Ok(s) => s,
         Err(e) => {
-            say(format_args!("ringport: cannot serve on {listen}: {e}"));
+            tracing::error!("cannot serve on {listen}: {e}");
             return ExitCode::FAILURE;
         }
     };
     if let Some(reason) = server.fallback_reason() {
-        say(format_args!("ringport: {reason}; using the poll backend"));
+        tracing::warn!("{reason}; using the poll backend");
     }
     let handle = server.shutdown_handle();
     let signals = AtomicUsize::new(0);
     let installed = ctrlc::set_handler(move || {
         if signals.fetch_add(1, Ordering::SeqCst) == 0 {
-            say(format_args!(
-                "ringport: shutting down (again to exit at once)"
-            ));
+            tracing::info!("shutting down (again to exit at once)");
             handle.shutdown();
         } else {
             std::process::exit(130);
         }
     });
     if let Err(e) = installed {
-        say(format_args!(
-            "ringport: cannot install the signal handler: {e}"
-        ));
+        tracing::error!("cannot install the signal handler: {e}");
         return ExitCode::FAILURE;
     }
     // After the handler is in place: whoever reads the banner may signal at once. Whoever
     // starts the server learns its address from the banner: when it cannot be written
     // (stdout full or closed), the server stops with one line saying so.
-    let banner = format!("{}, service {}", server.banner(), args.service);
+    let mut banner = format!("{}, service {}", server.banner(), args.service);
+    if let Some(m) = server.metrics_addr() {
+        banner.push_str(&format!(", metrics http://{m}/metrics"));
+    }
     let mut out = io::stdout().lock();
     if let Err(e) = writeln!(out, "{banner}").and_then(|()| out.flush()) {
         drop(out);
-        say(format_args!(
-            "ringport: cannot write the banner to stdout ({e}); stopping"
-        ));
+        tracing::error!("cannot write the banner to stdout ({e}); stopping");
         server.shutdown();
         let _ = server.wait();
         return ExitCode::FAILURE;
@@ -298,26 +380,30 @@ fn serve(args: ServeArgs) -> ExitCode {
     drop(out);
     match server.wait() {
         Ok(stats) => {
-            let mut text = String::from("ringport: stopped; counters:");
+            // One log line per counter, values in one column.
+            tracing::info!("stopped; counters:");
             for line in stats.to_string().lines() {
-                text.push_str("\n  ");
-                text.push_str(line);
+                tracing::info!("  {line}");
             }
-            say(format_args!("{text}"));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            say(format_args!("ringport: stopped with an error: {e}"));
+            tracing::error!("stopped with an error: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// Write one line to stderr. A log line that cannot be written (stderr full or closed) is
-/// dropped: there is nowhere left to report it, and the server goes on.
-fn say(line: std::fmt::Arguments<'_>) {
-    let mut err = io::stderr().lock();
-    let _ = writeln!(err, "{line}");
+/// Build the server for `service`, behind the PROXY protocol when `proxy` says so.
+fn build<S: ringport::Service>(
+    builder: &ringport::ServerBuilder,
+    service: S,
+    proxy: Option<ringport::proxy::ProxyConfig>,
+) -> io::Result<Server> {
+    match proxy {
+        Some(cfg) => builder.build(ringport::proxy::ProxyProtocol::new(service, cfg)),
+        None => builder.build(service),
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 mod cli;
 mod load;
+mod log;
 mod units;
 
 fn main() -> std::process::ExitCode {

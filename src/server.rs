@@ -12,6 +12,7 @@ use ringport_fallback::errno::{classify, Disposition, Site};
 use ringport_fallback::event::{DriverConfig, Shared, Stats, Waker};
 use ringport_fallback::{net, Dispatch, PollDriver};
 
+use crate::metrics;
 use crate::pool::{DriverLink, Inline, Pool};
 use crate::service::{Mailbox, Service};
 
@@ -67,6 +68,16 @@ pub struct ServerBuilder {
     io_threads: usize,
     workers: usize,
     driver: DriverConfig,
+    reuse_port: bool,
+    inherited: Option<Arc<TcpListener>>,
+    metrics: Option<MetricsAt>,
+}
+
+/// Where the metrics listener comes from.
+#[derive(Debug, Clone)]
+enum MetricsAt {
+    Bind(SocketAddr),
+    Inherited(Arc<TcpListener>),
 }
 
 impl Default for ServerBuilder {
@@ -79,6 +90,9 @@ impl Default for ServerBuilder {
             // the service itself (see the README's Performance section).
             workers: 0,
             driver: DriverConfig::default(),
+            reuse_port: false,
+            inherited: None,
+            metrics: None,
         }
     }
 }
@@ -92,6 +106,35 @@ impl ServerBuilder {
     /// Address to listen on (port 0 picks a free port).
     pub fn listen(&mut self, addr: SocketAddr) -> &mut Self {
         self.listen = addr;
+        self
+    }
+
+    /// Share the address with other processes (`SO_REUSEPORT` on every listener, one I/O
+    /// thread included), so a new instance can listen while an old one drains. Off by
+    /// default: binding an address another process listens on fails with "address in use",
+    /// whatever the number of I/O threads.
+    pub fn reuse_port(&mut self, on: bool) -> &mut Self {
+        self.reuse_port = on;
+        self
+    }
+
+    /// Accept from this already listening socket (socket activation) instead of binding
+    /// [`ServerBuilder::listen`]'s address. Every I/O thread accepts from it (a duplicate
+    /// descriptor each).
+    pub fn listener(&mut self, listener: TcpListener) -> &mut Self {
+        self.inherited = Some(Arc::new(listener));
+        self
+    }
+
+    /// Serve Prometheus metrics on `addr` (its own listener, never the service's).
+    pub fn metrics(&mut self, addr: SocketAddr) -> &mut Self {
+        self.metrics = Some(MetricsAt::Bind(addr));
+        self
+    }
+
+    /// Serve Prometheus metrics on this already listening socket (socket activation).
+    pub fn metrics_listener(&mut self, listener: TcpListener) -> &mut Self {
+        self.metrics = Some(MetricsAt::Inherited(Arc::new(listener)));
         self
     }
 
@@ -174,8 +217,21 @@ impl ServerBuilder {
     /// io_uring cannot start (the error names the reason), or when threads cannot start.
     pub fn build<S: Service>(&self, service: S) -> io::Result<Server> {
         let io_threads = self.io_threads.clamp(1, 255);
-        let listeners = net::listeners(self.listen, io_threads)?;
+        let listeners = match &self.inherited {
+            Some(l) => (0..io_threads)
+                .map(|_| l.try_clone())
+                .collect::<io::Result<Vec<_>>>()?,
+            None => net::listeners_with(self.listen, io_threads, self.reuse_port)?,
+        };
         let local_addr = listeners[0].local_addr()?;
+        let metrics_listener =
+            match &self.metrics {
+                None => None,
+                Some(MetricsAt::Bind(addr)) => Some(TcpListener::bind(addr).map_err(|e| {
+                    io::Error::new(e.kind(), format!("metrics address {addr}: {e}"))
+                })?),
+                Some(MetricsAt::Inherited(l)) => Some(l.try_clone()?),
+            };
         let shared = Arc::new(Shared::default());
         let cfg = self.driver.clone();
 
@@ -185,6 +241,17 @@ impl ServerBuilder {
             .map(|_| Arc::new(Stats::default()))
             .collect();
         let service = Arc::new(service);
+        let metrics = match metrics_listener {
+            Some(l) => {
+                let (svc, all) = (service.clone(), stats.clone());
+                let render: metrics::Render = Arc::new(move |out| {
+                    metrics::render_engine(out, backend.name(), &all);
+                    svc.metrics(out);
+                });
+                Some(metrics::MetricsServer::start(l, render)?)
+            }
+            None => None,
+        };
         // Handle output waiting for one I/O thread: a few times the output limit, within
         // sane bounds.
         let mail_cap = cfg.output_high.saturating_mul(16).clamp(1 << 20, 64 << 20);
@@ -236,6 +303,7 @@ impl ServerBuilder {
             stats,
             threads,
             pool,
+            metrics,
         };
         match failure {
             // Dropping the server stops the threads that did start.
@@ -438,6 +506,7 @@ pub struct Server {
     stats: Vec<Arc<Stats>>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     pool: Option<Pool>,
+    metrics: Option<metrics::MetricsServer>,
 }
 
 impl Server {
@@ -449,6 +518,11 @@ impl Server {
     /// The address the server listens on (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where Prometheus metrics are served, if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(metrics::MetricsServer::addr)
     }
 
     /// The backend that runs (`Uring` or `Poll`, never `Auto`).

@@ -54,11 +54,22 @@ fn serve_echo_then_sigterm_exits_zero(backend: Backend, workers: &str) {
 /// line each, indented, the values in one column.
 #[cfg(unix)]
 fn exit_counters(stderr: &str) -> std::collections::HashMap<String, String> {
-    let rest = stderr
-        .split("ringport: stopped; counters:\n")
-        .nth(1)
+    // Log lines: `TIMESTAMP LEVEL ringport: MESSAGE`; the counters follow the line that
+    // says `stopped; counters:`, one line each.
+    let messages: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.split_once(" ringport: ").map(|(_, m)| m))
+        .collect();
+    let at = messages
+        .iter()
+        .position(|m| *m == "stopped; counters:")
         .unwrap_or_else(|| panic!("no counters in {stderr:?}"));
-    let lines: Vec<&str> = rest.lines().take_while(|l| l.starts_with("  ")).collect();
+    let rest = messages[at + 1..].join("\n");
+    let lines: Vec<&str> = messages[at + 1..]
+        .iter()
+        .copied()
+        .take_while(|l| l.starts_with("  "))
+        .collect();
     assert!(lines.len() >= 13, "too few counters: {rest:?}");
     let column = lines[0].len()
         - lines[0]
@@ -319,10 +330,13 @@ fn banner_to_a_full_stdout_is_one_clear_error() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
-    assert_eq!(
-        err.trim_end(),
-        "ringport: cannot write the banner to stdout (No space left on device (os error 28)); \
-         stopping"
+    assert_eq!(err.lines().count(), 1, "stderr: {err}");
+    assert!(
+        err.trim_end().ends_with(
+            " ERROR ringport: cannot write the banner to stdout (No space left on device (os \
+             error 28)); stopping"
+        ),
+        "stderr: {err}"
     );
 }
 
@@ -385,8 +399,8 @@ fn refused_ring_memory_says_how_much_was_asked() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
     assert!(
-        err.starts_with(
-            "ringport: cannot serve on 127.0.0.1:0: io_uring unavailable: the ring asked for \
+        err.contains(
+            " ERROR ringport: cannot serve on 127.0.0.1:0: io_uring unavailable: the ring asked for \
              32 GiB per I/O thread for its receive buffers (32768 of 1 MiB) and the kernel \
              refused it ("
         ),

@@ -270,7 +270,7 @@ impl PollDriver {
                     }
                     d => {
                         self.stats.error(d);
-                        eprintln!("ringport: BUG: poller wait failed: {e}; stopping the server");
+                        tracing::error!("BUG: poller wait failed: {e}; stopping the server");
                         // Close everything the normal way (each session told once), and stop
                         // the whole server rather than run on without this thread.
                         self.close_all(dispatch);
@@ -450,7 +450,7 @@ impl PollDriver {
                     self.backoff.reset();
                     if !self.shared.admit(self.cfg.max_connections) {
                         // Accepted and closed at once, so it does not sit in the backlog.
-                        Stats::add(&self.stats.refused, 1);
+                        self.shared.refused(&self.stats, self.cfg.max_connections);
                         drop(stream);
                         continue;
                     }
@@ -482,8 +482,8 @@ impl PollDriver {
                             } else {
                                 "accept failed"
                             };
-                            eprintln!(
-                                "ringport: {what} ({e}); pausing accept for {pause:?} \
+                            tracing::warn!(
+                                "{what} ({e}); pausing accept for {pause:?} \
                                  ({} open connections, {suppressed} similar lines suppressed)",
                                 self.open
                             );
@@ -504,8 +504,8 @@ impl PollDriver {
                     let pause = self.backoff.step();
                     self.accept_paused_until = Some(self.now + pause);
                     if let Some(suppressed) = self.accept_log.allow() {
-                        eprintln!(
-                            "ringport: cannot re-arm the listener ({e}); retrying in {pause:?} \
+                        tracing::warn!(
+                            "cannot re-arm the listener ({e}); retrying in {pause:?} \
                              ({suppressed} similar lines suppressed)"
                         );
                     }

@@ -121,6 +121,14 @@ pub trait Service: Send + Sync + 'static {
     fn close(&self, session: Self::Session) {
         drop(session);
     }
+
+    /// Write this service's metrics into a scrape of `--metrics` (see [`crate::metrics`]):
+    /// a service keeps relaxed atomic counters on its data path and renders them here.
+    /// Called on the metrics thread at any time, while other callbacks run: read atomics,
+    /// take no lock the data path takes. The default writes nothing.
+    fn metrics(&self, out: &mut crate::metrics::Exposition) {
+        let _ = out;
+    }
 }
 
 /// One connection, as a callback sees it: where its answer goes.

@@ -69,7 +69,7 @@ impl UringDriver {
         if !self.shared.admit(self.cfg.max_connections) {
             // Over the server-wide cap: accepted and closed at once, so it does not sit in
             // the backlog.
-            Stats::add(&self.stats.refused, 1);
+            self.shared.refused(&self.stats, self.cfg.max_connections);
             return;
         }
         if let Err(e) = prepare_stream(&stream, false) {
@@ -102,8 +102,8 @@ impl UringDriver {
                     } else {
                         "accept failed"
                     };
-                    eprintln!(
-                        "ringport: {what} ({e}); pausing accept for {pause:?} \
+                    tracing::warn!(
+                        "{what} ({e}); pausing accept for {pause:?} \
                          ({} open connections, {suppressed} similar lines suppressed)",
                         self.open
                     );

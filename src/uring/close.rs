@@ -15,9 +15,7 @@ impl UringDriver {
         if d != Disposition::Canceled {
             self.stats.error(d);
             if let Some(suppressed) = self.fatal_log.allow() {
-                eprintln!(
-                    "ringport: BUG: cancel failed: {e} ({suppressed} similar lines suppressed)"
-                );
+                tracing::error!("BUG: cancel failed: {e} ({suppressed} similar lines suppressed)");
             }
         }
     }
@@ -269,8 +267,8 @@ impl UringDriver {
     /// The ring wait failed for good: close every connection (each reported closed once),
     /// stop the whole server and drain what can be drained.
     pub(super) fn fail<D: Dispatch>(&mut self, e: &io::Error, dispatch: &mut D) {
-        eprintln!(
-            "ringport: io_uring wait failed: {e}; closing this thread's {} connections and \
+        tracing::error!(
+            "io_uring wait failed: {e}; closing this thread's {} connections and \
              stopping the server",
             self.open
         );

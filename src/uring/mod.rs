@@ -618,8 +618,8 @@ impl UringDriver {
                 Disposition::Fatal => {
                     self.stats.error(Disposition::Fatal);
                     if let Some(suppressed) = self.fatal_log.allow() {
-                        eprintln!(
-                            "ringport: BUG: wake eventfd read failed: {e}; polling instead \
+                        tracing::error!(
+                            "BUG: wake eventfd read failed: {e}; polling instead \
                              ({suppressed} similar lines suppressed)"
                         );
                     }
@@ -855,8 +855,8 @@ impl Drop for UringDriver {
         // write into a provided buffer or the wake buffer, or send from a send buffer:
         // leak that memory instead of freeing it. Descriptors are closed as usual (a
         // request holds its own reference to its file).
-        eprintln!(
-            "ringport: {} io_uring requests still in flight at exit; leaking their buffers",
+        tracing::warn!(
+            "{} io_uring requests still in flight at exit; leaking their buffers",
             self.inflight
         );
         self.bufs.leak();

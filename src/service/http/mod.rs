@@ -33,6 +33,7 @@
 mod date;
 mod files;
 mod log;
+mod metrics;
 mod parse;
 mod response;
 
@@ -170,6 +171,7 @@ impl HttpBuilder {
         Ok(Http {
             root: root.map(Arc::new),
             log,
+            metrics: metrics::HttpMetrics::default(),
             header_timeout: nonzero(self.header_timeout),
             keepalive_timeout: nonzero(self.keepalive_timeout),
             max_header: self.max_header_size,
@@ -182,6 +184,7 @@ impl HttpBuilder {
 pub struct Http {
     root: Option<Arc<Root>>,
     log: Option<Arc<AccessLog>>,
+    metrics: metrics::HttpMetrics,
     header_timeout: Option<Duration>,
     keepalive_timeout: Option<Duration>,
     max_header: usize,
@@ -203,6 +206,8 @@ impl Http {
 /// One connection's state.
 pub struct HttpSession {
     peer: SocketAddr,
+    /// When the first byte of the request being read arrived (for the latency histogram).
+    started: Option<Instant>,
     /// A request body is being discarded; the request is answered when it ends.
     body: Option<Box<Pending>>,
     /// Part of a head arrived: the header deadline runs for it.
@@ -238,7 +243,13 @@ fn persist_of(req: &Request<'_>) -> Persist {
 }
 
 impl Http {
-    fn log_request(&self, s: &HttpSession, req: &Request<'_>, status: Status, bytes: u64) {
+    fn log_request(&self, s: &mut HttpSession, req: &Request<'_>, status: Status, bytes: u64) {
+        let method = match req.method {
+            "GET" => 0,
+            "HEAD" => 1,
+            _ => 2,
+        };
+        self.metrics.record(method, status.code(), s.started.take());
         if let Some(log) = &self.log {
             let line = log::Line {
                 method: req.method,
@@ -251,7 +262,8 @@ impl Http {
         }
     }
 
-    fn log_unread(&self, s: &HttpSession, status: Status, bytes: u64) {
+    fn log_unread(&self, s: &mut HttpSession, status: Status, bytes: u64) {
+        self.metrics.record(3, status.code(), s.started.take());
         if let Some(log) = &self.log {
             log.record(s.peer.ip(), None, status.code(), bytes);
         }
@@ -577,6 +589,7 @@ impl Service for Http {
         self.header_deadline(conn);
         HttpSession {
             peer: info.peer,
+            started: None,
             body: None,
             head_timer: false,
             files: 0,
@@ -593,6 +606,9 @@ impl Service for Http {
         }
         if s.body.is_some() {
             return self.body(s, input, conn);
+        }
+        if s.started.is_none() {
+            s.started = Some(Instant::now());
         }
         match parse::parse_head(input, self.max_header) {
             Head::Partial => {
@@ -656,5 +672,9 @@ impl Service for Http {
             self.refuse(s, Status::RequestTimeout, conn);
         }
         conn.close();
+    }
+
+    fn metrics(&self, out: &mut crate::metrics::Exposition) {
+        self.metrics.render(out);
     }
 }
