@@ -27,7 +27,7 @@ pub mod server;
 pub mod service;
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-pub mod uring;
+mod uring;
 
 pub use ringport_fallback as fallback;
 pub use server::{available_backends, Backend, Server, ServerBuilder, ServerStats, ShutdownHandle};
