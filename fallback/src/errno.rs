@@ -279,7 +279,7 @@ pub mod unix {
                 }
             }
             Site::Wait => {
-                if code == ETIME {
+                if timer_expired(code) {
                     // A wait with a timeout that ran out.
                     D::Expired
                 } else if code == EBUSY || exhausted(code) {
@@ -299,7 +299,7 @@ pub mod unix {
                 }
             }
             Site::Timer => {
-                if code == ETIME {
+                if timer_expired(code) {
                     D::Expired
                 } else {
                     D::Fatal
@@ -364,6 +364,18 @@ pub mod unix {
             || code == ENETUNREACH
             || code == ENETDOWN
             || code == ESHUTDOWN
+    }
+
+    /// `ETIME`: an io_uring timeout, or a ring wait with one, ran out. Only Linux reports it
+    /// (FreeBSD's libc does not even define it).
+    fn timer_expired(code: i32) -> bool {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        return code == libc::ETIME;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let _ = code;
+            false
+        }
     }
 
     /// Out of descriptors, buffers or memory.
@@ -594,11 +606,13 @@ mod tests {
         );
         assert_eq!(unix::classify(Site::Close, EIO), D::PeerGone);
         assert_eq!(unix::classify(Site::Close, EBADF), D::Fatal);
+        #[cfg(target_os = "linux")]
         assert_eq!(unix::classify(Site::Timer, ETIME), D::Expired);
         assert_eq!(unix::classify(Site::Timer, ECANCELED), D::Canceled);
         assert_eq!(unix::classify(Site::Wait, EBUSY), D::Exhausted);
         assert_eq!(unix::classify(Site::Wait, EINTR), D::Retry);
         assert_eq!(unix::classify(Site::Wait, EBADF), D::Fatal);
+        #[cfg(target_os = "linux")]
         assert_eq!(unix::classify(Site::Wait, ETIME), D::Expired);
         assert_eq!(unix::classify(Site::Cancel, ENOENT), D::Canceled);
         assert_eq!(unix::classify(Site::Cancel, EALREADY), D::Canceled);
