@@ -283,7 +283,7 @@ fn decimal_sizes_and_bare_seconds_are_taken() {
     .unwrap();
     let mut c = connect(p.addr);
     common::assert_echo(&mut c, b"decimals");
-    sigterm(&p.guard.child);
+    stop_signal(&p.guard.child);
     assert!(wait_exit(&mut p.guard.child).success());
 }
 
@@ -363,7 +363,7 @@ fn log_lines_to_a_full_stderr_are_dropped() {
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no banner: {line:?}"));
     common::assert_echo(&mut connect(addr), b"still serving");
-    sigterm(&child.child);
+    stop_signal(&child.child);
     let status = wait_exit(&mut child.child);
     assert_eq!(status.code(), Some(0), "{status}");
 }
