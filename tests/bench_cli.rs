@@ -537,18 +537,19 @@ fn setup_precedes_the_window() {
         "--addr",
         &server.addr.to_string(),
         "--size",
-        "8MiB",
+        "4MiB",
         "--connections",
-        "8",
+        "4",
         "--warmup",
         "0",
         "--duration",
-        "0.5",
+        "2",
         "--json",
     ]);
+    // A window long enough for a busy machine (or Wine's sockets) to echo a few messages.
     assert!(out.status.success(), "bench failed: {}", text(&out.stderr));
     let v = json(&out);
-    assert_eq!(v["duration_s"], 0.5, "{v}");
+    assert_eq!(v["duration_s"], 2.0, "{v}");
     assert!(v["msgs"].as_u64().unwrap() > 0, "{v}");
 }
 
