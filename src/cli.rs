@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::load::BenchArgs;
 use clap::{Parser, Subcommand};
+use ringport::service::resp::{EvictionPolicy, Resp};
 use ringport::service::Echo;
 use ringport::{Backend, Server};
 
@@ -36,11 +37,11 @@ enum Commands {
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Address to listen on (IP:PORT or HOST:PORT); port 0 picks a free port (the banner
-    /// says which).
-    #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_listen)]
-    listen: SocketAddr,
+    /// says which). Default: 127.0.0.1 on the service's port (echo 7000, resp 6379).
+    #[arg(long, value_parser = parse_listen)]
+    listen: Option<SocketAddr>,
     /// The protocol to serve.
-    #[arg(long, default_value = "echo", value_parser = ["echo"])]
+    #[arg(long, default_value = "echo", value_parser = ["echo", "resp"])]
     service: String,
     /// I/O driver: auto (io_uring where allowed, else poll), uring, or poll.
     #[arg(long, env = "RINGPORT_BACKEND", default_value = "auto")]
@@ -76,6 +77,37 @@ struct ServeArgs {
     /// io_uring: size of each provided receive buffer (e.g. 16KiB; 64 B to 1 MiB).
     #[arg(long, default_value = "16KiB", value_parser = |s: &str| parse_bytes_in(s, 64, 1 << 20))]
     buffer_size: usize,
+    #[command(flatten)]
+    resp: RespArgs,
+}
+
+/// Settings of `--service resp`.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Service resp")]
+struct RespArgs {
+    /// Memory limit for keys and values (e.g. 100MiB; 0: none). Over it, writes evict keys
+    /// or are refused, as --maxmemory-policy says.
+    #[arg(long, default_value = "0", value_parser = parse_bytes)]
+    maxmemory: usize,
+    /// What writes over --maxmemory do: noeviction (refused with -OOM), allkeys-lru,
+    /// volatile-lru, allkeys-random.
+    #[arg(long, default_value = "noeviction")]
+    maxmemory_policy: EvictionPolicy,
+    /// Longest single argument a request may carry; longer is a protocol error.
+    #[arg(long, default_value = "512MiB", value_parser = |s: &str| parse_bytes_in(s, 1, 1 << 32))]
+    proto_max_bulk_len: usize,
+    /// Snapshot file: loaded at start if it exists (a corrupt one is refused), written by
+    /// SAVE, BGSAVE and on shutdown.
+    #[arg(long, value_name = "FILE")]
+    snapshot: Option<std::path::PathBuf>,
+}
+
+/// The port a service listens on unless --listen says otherwise.
+fn default_port(service: &str) -> u16 {
+    match service {
+        "resp" => 6379,
+        _ => 7000,
+    }
 }
 
 /// An IP:PORT, or a HOST:PORT resolved now (the first address it resolves to).
@@ -155,9 +187,12 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port(&args.service))));
     let mut builder = Server::builder();
     builder
-        .listen(args.listen)
+        .listen(listen)
         .backend(args.backend)
         .io_threads(usize::from(args.io_threads))
         .max_connections(usize::try_from(args.max_connections).unwrap_or(usize::MAX))
@@ -168,8 +203,28 @@ fn serve(args: ServeArgs) -> ExitCode {
         .ring_buffers(args.ring_buffers)
         .buffer_size(u32::try_from(args.buffer_size).unwrap_or(u32::MAX));
     builder.workers(usize::from(args.workers));
+    let mut store = None;
     let server = match args.service.as_str() {
         "echo" => builder.build(Echo),
+        "resp" => {
+            let mut resp = Resp::builder();
+            resp.maxmemory(args.resp.maxmemory as u64)
+                .maxmemory_policy(args.resp.maxmemory_policy)
+                .proto_max_bulk_len(args.resp.proto_max_bulk_len);
+            if let Some(path) = &args.resp.snapshot {
+                resp.snapshot(path);
+            }
+            match resp.build() {
+                Ok(r) => {
+                    store = Some(r.store());
+                    builder.build(r)
+                }
+                Err(e) => {
+                    eprintln!("ringport: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         other => {
             eprintln!("ringport: unknown service '{other}'");
             return ExitCode::from(2);
@@ -178,7 +233,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let server = match server {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("ringport: cannot serve on {}: {e}", args.listen);
+            eprintln!("ringport: cannot serve on {listen}: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -201,7 +256,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     // After the handler is in place: whoever reads the banner may signal at once.
     println!("{}, service {}", server.banner(), args.service);
-    match server.wait() {
+    let code = match server.wait() {
         Ok(stats) => {
             eprintln!("ringport: stopped; {stats}");
             ExitCode::SUCCESS
@@ -210,7 +265,17 @@ fn serve(args: ServeArgs) -> ExitCode {
             eprintln!("ringport: stopped with an error: {e}");
             ExitCode::FAILURE
         }
+    };
+    // Every connection is closed now: every acknowledged write is in the store.
+    match store.map(|s| s.save()) {
+        Some(Ok(Some(keys))) => eprintln!("ringport: snapshot written ({keys} keys)"),
+        Some(Err(e)) => {
+            eprintln!("ringport: cannot write the snapshot: {e}");
+            return ExitCode::FAILURE;
+        }
+        _ => {}
     }
+    code
 }
 
 #[cfg(test)]

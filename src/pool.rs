@@ -657,7 +657,7 @@ impl Pool {
         }
         let mut to_workers = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
-        let shared: Arc<Vec<(Arc<Waker>, Arc<Mailbox>, Arc<Stats>)>> = Arc::new(
+        let shared: Arc<Vec<DriverShare>> = Arc::new(
             drivers
                 .iter()
                 .map(|d| (d.waker.clone(), d.mailbox.clone(), d.stats.clone()))
@@ -701,12 +701,15 @@ impl Pool {
     }
 }
 
+/// What a worker needs of each driver: its waker, mailbox and stats.
+type DriverShare = (Arc<Waker>, Arc<Mailbox>, Arc<Stats>);
+
 fn worker_loop<S: Service>(
     service: &S,
     workers: usize,
     rx: Receiver<Box<Exchange>>,
     back: Vec<Sender<Box<Exchange>>>,
-    drivers: &[(Arc<Waker>, Arc<Mailbox>, Arc<Stats>)],
+    drivers: &[DriverShare],
 ) {
     // One session table per driver, indexed by slot / workers.
     let mut sessions: Vec<Sessions<S::Session>> =

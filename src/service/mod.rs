@@ -34,9 +34,11 @@
 
 pub mod echo;
 pub(crate) mod handle;
+pub mod resp;
 
 pub use echo::Echo;
 pub use handle::{Handle, HandleError};
+pub use resp::Resp;
 pub use ringport_fallback::event::ConnInfo;
 
 pub(crate) use handle::Mailbox;
