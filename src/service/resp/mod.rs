@@ -33,6 +33,8 @@ pub mod protocol;
 mod pubsub;
 mod snapshot;
 mod store;
+#[cfg(test)]
+mod tests;
 mod value;
 
 pub use store::EvictionPolicy;
@@ -210,14 +212,14 @@ impl Shared {
         let Some(path) = &self.config.snapshot else {
             return Ok(0);
         };
-        let dirty = self.ks.dirty.load(Ordering::Relaxed);
+        let writes = self.ks.writes();
         let r = snapshot::save(&self.ks, path, whole);
         self.persist.last_ok.store(r.is_ok(), Ordering::Relaxed);
         if r.is_ok() {
             self.persist
                 .last_save
                 .store(unix_ms() / 1000, Ordering::Relaxed);
-            self.ks.dirty.fetch_sub(dirty, Ordering::Relaxed);
+            self.ks.mark_saved(writes);
         }
         r
     }
@@ -321,6 +323,8 @@ pub(crate) struct Client {
     multi: Option<Box<Multi>>,
     /// QUIT (or a protocol error): close once the reply is out.
     quit: bool,
+    /// The command run last.
+    last: Option<&'static Spec>,
 }
 
 impl Client {
@@ -361,7 +365,14 @@ const NOT_IN_SUBSCRIBED: &str =
 impl Resp {
     /// Run one request, writing its reply into `out`.
     fn execute(&self, client: &mut Client, args: Args<'_>, out: &mut Vec<u8>, now: u64) {
-        let Some(spec) = commands::lookup(args.get(0)) else {
+        // Clients tend to repeat a command: try the last one before the table.
+        let name = args.get(0);
+        let spec = match client.last {
+            Some(s) if s.name.as_bytes().eq_ignore_ascii_case(name) => Some(s),
+            _ => commands::lookup(name),
+        };
+        client.last = spec;
+        let Some(spec) = spec else {
             if let Some(m) = &mut client.multi {
                 m.failed = true;
             }
@@ -569,6 +580,7 @@ impl Service for Resp {
                 subs_changed: false,
                 multi: None,
                 quit: false,
+                last: None,
             },
             frame: Frame::default(),
             route: Route::Conn,

@@ -331,7 +331,7 @@ pub fn decode(data: &[u8], ks: &Keyspace) -> Result<u64, String> {
     if r.pos != body {
         return Err(format!("{} stray bytes after the footer", body - r.pos));
     }
-    ks.dirty.store(0, std::sync::atomic::Ordering::Relaxed);
+    ks.mark_saved(ks.writes());
     Ok(records)
 }
 

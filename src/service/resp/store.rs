@@ -145,6 +145,8 @@ pub struct Shard {
     pub expired: u64,
     /// Keys evicted for memory.
     pub evicted: u64,
+    /// Writes (counted per shard: a shared counter would bounce between I/O threads).
+    pub writes: u64,
 }
 
 impl Shard {
@@ -318,8 +320,8 @@ pub struct Keyspace {
     used: AtomicI64,
     maxmemory: u64,
     policy: EvictionPolicy,
-    /// Writes since the last snapshot.
-    pub dirty: AtomicU64,
+    /// Writes counted when the last snapshot started.
+    saved_writes: AtomicU64,
     epoch_ms: u64,
 }
 
@@ -331,7 +333,7 @@ impl Keyspace {
             used: AtomicI64::new(0),
             maxmemory,
             policy,
-            dirty: AtomicU64::new(0),
+            saved_writes: AtomicU64::new(0),
             epoch_ms: unix_ms(),
         }
     }
@@ -490,6 +492,21 @@ impl Keyspace {
         total
     }
 
+    /// Writes since the start.
+    pub fn writes(&self) -> u64 {
+        self.sum(|s| s.writes)
+    }
+
+    /// Writes counted when the last snapshot started.
+    pub fn saved_writes(&self) -> u64 {
+        self.saved_writes.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot that started when `writes` writes had been made was written.
+    pub fn mark_saved(&self, writes: u64) {
+        self.saved_writes.fetch_max(writes, Ordering::Relaxed);
+    }
+
     /// Sum `f` over every shard, locking one at a time.
     pub fn sum(&self, f: impl Fn(&Shard) -> u64) -> u64 {
         (0..SHARDS)
@@ -507,6 +524,12 @@ impl Keyspace {
         let r = f(&mut held.guard);
         self.settle(held);
         r
+    }
+
+    /// The memory estimate recomputed from every entry (for checking the running one).
+    #[cfg(test)]
+    pub fn recount(&self) -> u64 {
+        self.sum(|s| s.table.iter().map(|e| e.mem() as u64).sum())
     }
 
     fn settle(&self, held: Held<'_>) {
@@ -558,11 +581,6 @@ impl Drop for Db<'_> {
 }
 
 impl<'a> Db<'a> {
-    /// The keyspace.
-    pub fn keyspace(&self) -> &'a Keyspace {
-        self.ks
-    }
-
     fn hash(&self, key: &[u8]) -> u64 {
         let id = (key.as_ptr() as usize, key.len());
         for &(p, l, h) in &self.cache[..self.cached] {
@@ -637,8 +655,8 @@ impl<'a> Db<'a> {
     /// deleted; memory is accounted.
     pub fn write<R>(&mut self, key: &[u8], f: impl FnOnce(&mut Option<Value>, &mut u64) -> R) -> R {
         let (now, lru) = (self.now, self.lru);
-        self.ks.dirty.fetch_add(1, Ordering::Relaxed);
         let (h, sh) = self.locate(key);
+        sh.writes += 1;
         match sh.find_live(h, key, now) {
             Some(i) => {
                 let e = sh.table.at_mut(i);
@@ -680,7 +698,7 @@ impl<'a> Db<'a> {
         let (h, sh) = self.locate(key);
         let i = sh.find_live(h, key, now)?;
         let e = sh.remove_at(i);
-        self.ks.dirty.fetch_add(1, Ordering::Relaxed);
+        sh.writes += 1;
         Some((e.value, e.expires))
     }
 

@@ -296,12 +296,10 @@ pub fn flushall(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
         return Err(SYNTAX.into());
     }
     for s in 0..SHARDS {
-        ctx.db.shard(s).clear();
+        let sh = ctx.db.shard(s);
+        sh.clear();
+        sh.writes += 1;
     }
-    ctx.db
-        .keyspace()
-        .dirty
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     reply::ok(ctx.out);
     Ok(())
 }

@@ -80,7 +80,8 @@ pub mod flag {
     pub const PUBSUB_OK: u16 = 1 << 4;
     /// Not queued by MULTI: runs at once (MULTI, EXEC, DISCARD, QUIT).
     pub const TXN_CONTROL: u16 = 1 << 5;
-    /// Refused inside MULTI (it locks the keyspace itself: SAVE).
+    /// Refused inside MULTI: it locks the keyspace itself (SAVE), or answers more than once
+    /// (SUBSCRIBE), which a transaction's one array cannot hold.
     pub const NO_MULTI: u16 = 1 << 6;
     /// Read-only.
     pub const READONLY: u16 = 1 << 7;
@@ -242,7 +243,7 @@ pub static TABLE: &[Spec] = &[
     spec(
         "subscribe",
         -2,
-        PUBSUB_OK,
+        PUBSUB_OK | NO_MULTI,
         NONE,
         "pubsub",
         server::subscribe,
@@ -250,7 +251,7 @@ pub static TABLE: &[Spec] = &[
     spec(
         "unsubscribe",
         -1,
-        PUBSUB_OK,
+        PUBSUB_OK | NO_MULTI,
         NONE,
         "pubsub",
         server::unsubscribe,
@@ -258,7 +259,7 @@ pub static TABLE: &[Spec] = &[
     spec(
         "psubscribe",
         -2,
-        PUBSUB_OK,
+        PUBSUB_OK | NO_MULTI,
         NONE,
         "pubsub",
         server::psubscribe,
@@ -266,7 +267,7 @@ pub static TABLE: &[Spec] = &[
     spec(
         "punsubscribe",
         -1,
-        PUBSUB_OK,
+        PUBSUB_OK | NO_MULTI,
         NONE,
         "pubsub",
         server::punsubscribe,
@@ -361,26 +362,40 @@ pub static TABLE: &[Spec] = &[
     spec("zpopmax", -2, WRITE, ONE, "sorted-set", zsets::zpopmax),
 ];
 
-/// The command called `name` (any case).
-pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
-    static SORTED: OnceLock<Vec<&'static Spec>> = OnceLock::new();
-    let sorted = SORTED.get_or_init(|| {
-        let mut v: Vec<&'static Spec> = TABLE.iter().collect();
-        v.sort_by_key(|s| s.name);
-        v
-    });
-    let mut buf = [0u8; 16];
-    if name.len() > buf.len() {
-        return None;
+/// Slots in the command lookup table (a power of two, a few times the commands).
+const LOOKUP_SLOTS: usize = 512;
+
+/// Hash of a command name, case folded.
+fn name_hash(name: &[u8]) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in name {
+        h = (h ^ u32::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0193);
     }
-    let lower = &mut buf[..name.len()];
-    lower.copy_from_slice(name);
-    lower.make_ascii_lowercase();
-    let lower: &[u8] = lower;
-    sorted
-        .binary_search_by(|s| s.name.as_bytes().cmp(lower))
-        .ok()
-        .map(|i| sorted[i])
+    h as usize
+}
+
+/// The command called `name` (any case): one hash and, usually, one comparison.
+pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    static SLOTS: OnceLock<Vec<Option<&'static Spec>>> = OnceLock::new();
+    let slots = SLOTS.get_or_init(|| {
+        let mut slots = vec![None; LOOKUP_SLOTS];
+        for s in TABLE {
+            let mut i = name_hash(s.name.as_bytes()) % LOOKUP_SLOTS;
+            while slots[i].is_some() {
+                i = (i + 1) % LOOKUP_SLOTS;
+            }
+            slots[i] = Some(s);
+        }
+        slots
+    });
+    let mut i = name_hash(name) % LOOKUP_SLOTS;
+    loop {
+        let s = slots[i]?;
+        if s.name.as_bytes().eq_ignore_ascii_case(name) {
+            return Some(s);
+        }
+        i = (i + 1) % LOOKUP_SLOTS;
+    }
 }
 
 /// `-ERR unknown command 'name', with args beginning with: 'a' 'b' `.

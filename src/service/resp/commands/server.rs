@@ -354,8 +354,8 @@ pub fn info(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
     };
     let shared = ctx.shared;
     let ks: &Keyspace = &shared.ks;
-    let (mut keys, mut volatile, mut hits, mut misses, mut expired, mut evicted) =
-        (0, 0, 0, 0, 0, 0);
+    let (mut keys, mut volatile, mut hits, mut misses) = (0, 0, 0, 0);
+    let (mut expired, mut evicted, mut writes) = (0, 0, 0);
     for s in 0..SHARDS {
         let sh = ctx.db.shard(s);
         keys += sh.len() as u64;
@@ -364,6 +364,7 @@ pub fn info(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
         misses += sh.misses;
         expired += sh.expired;
         evicted += sh.evicted;
+        writes += sh.writes;
     }
     let mut s = String::new();
     let uptime = shared.started.elapsed().as_secs();
@@ -407,7 +408,7 @@ pub fn info(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
             "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:{}\r\n\
              rdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\n\
              aof_enabled:0\r\n\r\n",
-            ks.dirty.load(Ordering::Relaxed),
+            writes.saturating_sub(ks.saved_writes()),
             u8::from(p.bgsave_running.load(Ordering::Relaxed)),
             p.last_save.load(Ordering::Relaxed),
             if p.last_ok.load(Ordering::Relaxed) {

@@ -136,8 +136,9 @@ pub fn srandmember(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
         Some(n) => {
             // Negative: that many picks, repeats allowed.
             let n = n.unsigned_abs();
-            if n > 1 << 30 {
-                return Err(super::NOT_POSITIVE.into());
+            // Each pick is a reply: a count this large is refused rather than built.
+            if n > 1 << 20 {
+                return Err("ERR value is out of range".into());
             }
             reply::array(out, n as usize);
             for _ in 0..n {
