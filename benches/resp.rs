@@ -12,7 +12,8 @@
 //! - `RINGPORT_BENCH_ROUNDS`: rounds per test, at least 3 (default 3);
 //! - `RINGPORT_BENCH_QUICK=1` or `-- --quick`: a fifth of the requests per run;
 //! - `RINGPORT_BENCH_REQUESTS`: requests per run at `-P 16` (default 2,000,000; `-P 1` runs
-//!   a tenth of that).
+//!   a tenth of that);
+//! - `RINGPORT_BENCH_TESTS=set,incr`, `RINGPORT_BENCH_PIPELINES=16`: only these.
 //!
 //! Output: a markdown table on stdout, and every sample and median in
 //! `target/ringport-bench/resp.json`.
@@ -260,8 +261,20 @@ fn run() -> Result<(), String> {
             .join(" | ")
     );
     println!("|---|---|{}", "---|---|".repeat(contenders.len()));
-    for &pipeline in PIPELINES {
-        for test in TESTS {
+    let only = |var: &str| -> Option<Vec<String>> {
+        std::env::var(var).ok().map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect()
+        })
+    };
+    let tests: Vec<String> = only("RINGPORT_BENCH_TESTS")
+        .unwrap_or_else(|| TESTS.iter().map(|t| t.to_string()).collect());
+    let pipelines: Vec<u32> = only("RINGPORT_BENCH_PIPELINES")
+        .map(|v| v.iter().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_else(|| PIPELINES.to_vec());
+    for &pipeline in &pipelines {
+        for test in &tests {
             let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); contenders.len()];
             for _ in 0..setup.rounds {
                 for (i, &c) in contenders.iter().enumerate() {

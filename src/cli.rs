@@ -307,6 +307,37 @@ mod tests {
     }
 
     #[test]
+    fn resp_flags_and_default_port() {
+        assert_eq!(default_port("resp"), 6379);
+        assert_eq!(default_port("echo"), 7000);
+        let cli = Cli::try_parse_from([
+            "ringport",
+            "serve",
+            "--service",
+            "resp",
+            "--maxmemory",
+            "1MiB",
+            "--maxmemory-policy",
+            "allkeys-lru",
+            "--snapshot",
+            "dump.rps",
+        ])
+        .unwrap();
+        let Commands::Serve(a) = cli.command else {
+            panic!("not serve")
+        };
+        assert!(a.listen.is_none());
+        assert_eq!(a.resp.maxmemory, 1 << 20);
+        assert_eq!(a.resp.maxmemory_policy, EvictionPolicy::AllKeysLru);
+        assert_eq!(a.resp.proto_max_bulk_len, 512 << 20);
+        let bad = Cli::try_parse_from(["ringport", "serve", "--maxmemory-policy", "lfu"]);
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("unknown policy 'lfu'"));
+    }
+
+    #[test]
     fn cli_definition_is_valid() {
         use clap::CommandFactory;
         Cli::command().debug_assert();

@@ -450,9 +450,8 @@ pub mod reply {
 
     /// An integer as a bulk string.
     pub fn bulk_int(out: &mut Vec<u8>, n: i64) {
-        let mut tmp = Vec::with_capacity(20);
-        decimal(&mut tmp, n);
-        bulk(out, &tmp);
+        let mut buf = [0u8; 20];
+        bulk(out, itoa(n, &mut buf));
     }
 
     /// A float as a bulk string, formatted as [`super::format_float`] does.
@@ -480,6 +479,11 @@ pub mod reply {
     /// Append `n` in decimal.
     pub fn decimal(out: &mut Vec<u8>, n: i64) {
         let mut buf = [0u8; 20];
+        out.extend_from_slice(itoa(n, &mut buf));
+    }
+
+    /// `n` in decimal, written at the end of `buf`.
+    pub fn itoa(n: i64, buf: &mut [u8; 20]) -> &[u8] {
         let mut i = buf.len();
         let mut v = n.unsigned_abs();
         loop {
@@ -491,9 +495,10 @@ pub mod reply {
             }
         }
         if n < 0 {
-            out.push(b'-');
+            i -= 1;
+            buf[i] = b'-';
         }
-        out.extend_from_slice(&buf[i..]);
+        &buf[i..]
     }
 }
 

@@ -136,9 +136,8 @@ pub fn hincrby(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
         let n = cur
             .checked_add(by)
             .ok_or(Error::from("ERR increment or decrement would overflow"))?;
-        let mut text = Vec::with_capacity(20);
-        reply::decimal(&mut text, n);
-        h.set(field, &text);
+        let mut buf = [0u8; 20];
+        h.set(field, reply::itoa(n, &mut buf));
         Ok::<_, Error>(n)
     })?;
     reply::int(ctx.out, n);

@@ -208,9 +208,8 @@ fn add(ctx: &mut Ctx<'_, '_>, key: &[u8], by: i64) -> Res {
         let n = cur
             .checked_add(by)
             .ok_or(Error::from("ERR increment or decrement would overflow"))?;
-        let mut text = Vec::with_capacity(20);
-        reply::decimal(&mut text, n);
-        store_str(v, &text);
+        let mut buf = [0u8; 20];
+        store_str(v, reply::itoa(n, &mut buf));
         Ok(n)
     })?;
     reply::int(ctx.out, n);
