@@ -5,8 +5,8 @@
 //! (`redis-server --save '' --appendonly no`, or `ringport serve --service resp
 //! --io-threads 1`), and runs `redis-benchmark -c 50 -P N -t TEST` pinned to core 1. The
 //! servers take turns (redis, ringport uring, ringport poll, redis, ...) for every test and
-//! each figure is the median over the rounds. Server CPU is the server process's user +
-//! system time over the redis-benchmark run, from `/proc/PID/stat`.
+//! each figure is the median over the rounds. Server CPU is the run time the scheduler
+//! gave the server's threads over the redis-benchmark run (`/proc/PID/task/*/schedstat`).
 //!
 //! Knobs (environment):
 //! - `RINGPORT_BENCH_ROUNDS`: rounds per test, at least 3 (default 3);
@@ -143,14 +143,24 @@ fn start(setup: &Setup, c: Contender) -> Result<Server, String> {
     }
 }
 
-/// CPU seconds (user + system) a process has used.
+/// CPU seconds a process has used: the scheduler's run time of each of its threads
+/// (`/proc/PID/task/*/schedstat`, nanoseconds), which a process that sleeps and wakes often
+/// gets exactly, where the tick-sampled user + system times of `/proc/PID/stat` are coarse.
 fn cpu_seconds(pid: u32) -> Result<f64, String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
-    let rest = &stat[stat.rfind(')').ok_or("bad stat")? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().map_err(|e| e.to_string())?
-        + f[12].parse::<u64>().map_err(|e| e.to_string())?;
-    Ok(ticks as f64 / 100.0)
+    let dir = format!("/proc/{pid}/task");
+    let mut ns = 0u64;
+    for t in std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))? {
+        let path = t.map_err(|e| e.to_string())?.path().join("schedstat");
+        // A thread may exit between the listing and the read.
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            ns += s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| format!("bad {}", path.display()))?;
+        }
+    }
+    Ok(ns as f64 / 1e9)
 }
 
 /// One run: requests/s and server CPU microseconds per request.
