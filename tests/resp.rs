@@ -9,13 +9,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::resp::{
     encode, python_redis, read_reply, redis_cli, run_program, server, tool, Client, Reply,
 };
-use common::{connect, serve_process, sigterm, wait_exit, wait_until, ChildGuard, Rng, Setup};
+use common::{connect, wait_until, ChildGuard, Rng, Setup};
 use ringport::service::resp::EvictionPolicy;
 
 every_backend!(
@@ -747,177 +747,201 @@ fn subscriber_that_stops_reading_is_dropped_and_closed(setup: Setup) {
     drop(sub);
 }
 
-/// A temporary directory removed when dropped.
-struct TempDir(PathBuf);
+/// Tests that stop the server with SIGTERM: Unix only.
+#[cfg(unix)]
+mod signals {
+    use super::*;
+    use common::{serve_process, sigterm, wait_exit};
+    use std::sync::atomic::AtomicU64;
 
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "ringport-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
+    /// A temporary directory removed when dropped.
+    struct TempDir(PathBuf);
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn serve_args<'a>(setup: &Setup, workers: &'a str, snap: &'a str) -> Vec<&'a str> {
-    vec![
-        "--service",
-        "resp",
-        "--backend",
-        setup.backend_arg(),
-        "--workers",
-        workers,
-        "--snapshot",
-        snap,
-    ]
-}
-
-fn stop(mut p: common::ServeProcess) -> String {
-    sigterm(&p.guard.child);
-    let status = wait_exit(&mut p.guard.child);
-    let mut err = String::new();
-    p.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(status.success(), "exit {status}: {err}");
-    err
-}
-
-fn snapshot_round_trip_and_corrupt_file_refused(setup: Setup) {
-    let dir = TempDir::new("snap");
-    let snap = dir.0.join("dump.rps");
-    let snap_s = snap.to_str().unwrap();
-    let workers = setup.workers.to_string();
-    let p = serve_process(&serve_args(&setup, &workers, snap_s)).expect("start");
-    let mut c = Client::connect(p.addr);
-    c.cmd(&["SET", "s", "v"]);
-    c.cmd(&["SET", "ttl", "v", "EX", "1000"]);
-    c.cmd(&["SET", "gone", "v", "PX", "1"]);
-    c.cmd(&["RPUSH", "l", "a", "b"]);
-    c.cmd(&["HSET", "h", "f", "v"]);
-    c.cmd(&["SADD", "set", "m"]);
-    c.cmd(&["ZADD", "z", "2.5", "m"]);
-    assert_eq!(c.cmd(&["SAVE"]), Reply::ok());
-    assert_eq!(
-        c.cmd(&["BGSAVE"]),
-        Reply::Simple("Background saving started".into())
-    );
-    c.cmd(&["SET", "after", "bgsave"]);
-    drop(c);
-    let err = stop(p);
-    assert!(err.contains("snapshot written"), "{err}");
-    let p = serve_process(&serve_args(&setup, &workers, snap_s)).expect("restart");
-    let mut c = Client::connect(p.addr);
-    assert_eq!(c.cmd(&["GET", "s"]), Reply::bulk("v"));
-    assert_eq!(c.cmd(&["GET", "after"]), Reply::bulk("bgsave"));
-    assert!((900..=1000).contains(&c.cmd(&["TTL", "ttl"]).int()));
-    assert_eq!(c.cmd(&["EXISTS", "gone"]), Reply::Int(0));
-    assert_eq!(
-        c.cmd(&["LRANGE", "l", "0", "-1"]),
-        arr(&[Reply::bulk("a"), Reply::bulk("b")])
-    );
-    assert_eq!(c.cmd(&["HGET", "h", "f"]), Reply::bulk("v"));
-    assert_eq!(c.cmd(&["SISMEMBER", "set", "m"]), Reply::Int(1));
-    assert_eq!(c.cmd(&["ZSCORE", "z", "m"]), Reply::bulk("2.5"));
-    assert_eq!(c.cmd(&["DBSIZE"]), Reply::Int(7));
-    assert!(c.cmd(&["LASTSAVE"]).int() > 0);
-    drop(c);
-    stop(p);
-    // A damaged file is refused at start, with one line saying why.
-    let good = std::fs::read(&snap).unwrap();
-    let mut flipped = good.clone();
-    flipped[good.len() / 2] ^= 1;
-    for (what, bytes) in [
-        ("flipped", flipped),
-        ("truncated", good[..good.len() - 7].to_vec()),
-    ] {
-        std::fs::write(&snap, &bytes).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringport"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0"])
-            .args(serve_args(&setup, &workers, snap_s));
-        let (status, out, err) = run_program(&mut cmd, b"");
-        assert!(!status.success(), "{what}: started anyway");
-        assert!(out.is_empty(), "{what}: served: {out}");
-        assert_eq!(err.lines().count(), 1, "{what}: {err}");
-        assert!(
-            err.contains("refused") && err.contains("dump.rps"),
-            "{what}: {err}"
-        );
-        // The file is left as it was.
-        assert_eq!(std::fs::read(&snap).unwrap(), bytes);
-    }
-}
-
-fn sigterm_under_write_load_loses_no_acknowledged_write(setup: Setup) {
-    let dir = TempDir::new("sigterm");
-    let snap = dir.0.join("dump.rps");
-    let snap_s = snap.to_str().unwrap();
-    let workers = setup.workers.to_string();
-    let p = serve_process(&serve_args(&setup, &workers, snap_s)).expect("start");
-    let addr = p.addr;
-    let acked = AtomicU64::new(0);
-    let writers = 8;
-    let last: Vec<i64> = std::thread::scope(|s| {
-        let acked = &acked;
-        let handles: Vec<_> = (0..writers)
-            .map(|w| {
-                s.spawn(move || {
-                    let mut c = Client::connect(addr);
-                    let mut last = -1i64;
-                    for j in 0.. {
-                        let k = format!("w{w}:{j}");
-                        if c.writer
-                            .write_all(&encode(&[b"SET", k.as_bytes(), b"v"]))
-                            .is_err()
-                        {
-                            break;
-                        }
-                        match read_reply(&mut c.reader) {
-                            Ok(Reply::Simple(ok)) if ok == "OK" => last = j,
-                            _ => break,
-                        }
-                        acked.fetch_add(1, Ordering::Relaxed);
-                    }
-                    last
-                })
-            })
-            .collect();
-        wait_until("writes acknowledged", || {
-            acked.load(Ordering::Relaxed) >= 2000
-        });
-        sigterm(&p.guard.child);
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let err = stop_after_signal(p);
-    assert!(err.contains("snapshot written"), "{err}");
-    let p = serve_process(&serve_args(&setup, &workers, snap_s)).expect("restart");
-    let mut c = Client::connect(p.addr);
-    for (w, &last) in last.iter().enumerate() {
-        assert!(last >= 0, "writer {w} got nothing acknowledged");
-        for j in 0..=last {
-            assert_eq!(
-                c.cmd(&["EXISTS", &format!("w{w}:{j}")]),
-                Reply::Int(1),
-                "acknowledged write w{w}:{j} lost"
-            );
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            static N: AtomicU64 = AtomicU64::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "ringport-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
         }
     }
-    drop(c);
-    stop(p);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn serve_args<'a>(setup: &Setup, workers: &'a str, snap: &'a str) -> Vec<&'a str> {
+        vec![
+            "--service",
+            "resp",
+            "--backend",
+            setup.backend_arg(),
+            "--workers",
+            workers,
+            "--snapshot",
+            snap,
+        ]
+    }
+
+    fn stop(mut p: common::ServeProcess) -> String {
+        sigterm(&p.guard.child);
+        let status = wait_exit(&mut p.guard.child);
+        let mut err = String::new();
+        p.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert!(status.success(), "exit {status}: {err}");
+        err
+    }
+
+    pub fn snapshot_round_trip_and_corrupt_file_refused(setup: Setup) {
+        let dir = TempDir::new("snap");
+        let snap = dir.0.join("dump.rps");
+        let snap_s = snap.to_str().unwrap();
+        let workers = setup.workers.to_string();
+        let p = serve_process(&serve_args(&setup, &workers, snap_s)).expect("start");
+        let mut c = Client::connect(p.addr);
+        c.cmd(&["SET", "s", "v"]);
+        c.cmd(&["SET", "ttl", "v", "EX", "1000"]);
+        c.cmd(&["SET", "gone", "v", "PX", "1"]);
+        c.cmd(&["RPUSH", "l", "a", "b"]);
+        c.cmd(&["HSET", "h", "f", "v"]);
+        c.cmd(&["SADD", "set", "m"]);
+        c.cmd(&["ZADD", "z", "2.5", "m"]);
+        assert_eq!(c.cmd(&["SAVE"]), Reply::ok());
+        assert_eq!(
+            c.cmd(&["BGSAVE"]),
+            Reply::Simple("Background saving started".into())
+        );
+        c.cmd(&["SET", "after", "bgsave"]);
+        drop(c);
+        let err = stop(p);
+        assert!(err.contains("snapshot written"), "{err}");
+        let p = serve_process(&serve_args(&setup, &workers, snap_s)).expect("restart");
+        let mut c = Client::connect(p.addr);
+        assert_eq!(c.cmd(&["GET", "s"]), Reply::bulk("v"));
+        assert_eq!(c.cmd(&["GET", "after"]), Reply::bulk("bgsave"));
+        assert!((900..=1000).contains(&c.cmd(&["TTL", "ttl"]).int()));
+        assert_eq!(c.cmd(&["EXISTS", "gone"]), Reply::Int(0));
+        assert_eq!(
+            c.cmd(&["LRANGE", "l", "0", "-1"]),
+            arr(&[Reply::bulk("a"), Reply::bulk("b")])
+        );
+        assert_eq!(c.cmd(&["HGET", "h", "f"]), Reply::bulk("v"));
+        assert_eq!(c.cmd(&["SISMEMBER", "set", "m"]), Reply::Int(1));
+        assert_eq!(c.cmd(&["ZSCORE", "z", "m"]), Reply::bulk("2.5"));
+        assert_eq!(c.cmd(&["DBSIZE"]), Reply::Int(7));
+        assert!(c.cmd(&["LASTSAVE"]).int() > 0);
+        drop(c);
+        stop(p);
+        // A damaged file is refused at start, with one line saying why.
+        let good = std::fs::read(&snap).unwrap();
+        let mut flipped = good.clone();
+        flipped[good.len() / 2] ^= 1;
+        for (what, bytes) in [
+            ("flipped", flipped),
+            ("truncated", good[..good.len() - 7].to_vec()),
+        ] {
+            std::fs::write(&snap, &bytes).unwrap();
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringport"));
+            cmd.args(["serve", "--listen", "127.0.0.1:0"])
+                .args(serve_args(&setup, &workers, snap_s));
+            let (status, out, err) = run_program(&mut cmd, b"");
+            assert!(!status.success(), "{what}: started anyway");
+            assert!(out.is_empty(), "{what}: served: {out}");
+            assert_eq!(err.lines().count(), 1, "{what}: {err}");
+            assert!(
+                err.contains("refused") && err.contains("dump.rps"),
+                "{what}: {err}"
+            );
+            // The file is left as it was.
+            assert_eq!(std::fs::read(&snap).unwrap(), bytes);
+        }
+    }
+
+    pub fn sigterm_under_write_load_loses_no_acknowledged_write(setup: Setup) {
+        let dir = TempDir::new("sigterm");
+        let snap = dir.0.join("dump.rps");
+        let snap_s = snap.to_str().unwrap();
+        let workers = setup.workers.to_string();
+        let p = serve_process(&serve_args(&setup, &workers, snap_s)).expect("start");
+        let addr = p.addr;
+        let acked = AtomicU64::new(0);
+        let writers = 8;
+        let last: Vec<i64> = std::thread::scope(|s| {
+            let acked = &acked;
+            let handles: Vec<_> = (0..writers)
+                .map(|w| {
+                    s.spawn(move || {
+                        let mut c = Client::connect(addr);
+                        let mut last = -1i64;
+                        for j in 0.. {
+                            let k = format!("w{w}:{j}");
+                            if c.writer
+                                .write_all(&encode(&[b"SET", k.as_bytes(), b"v"]))
+                                .is_err()
+                            {
+                                break;
+                            }
+                            match read_reply(&mut c.reader) {
+                                Ok(Reply::Simple(ok)) if ok == "OK" => last = j,
+                                _ => break,
+                            }
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        last
+                    })
+                })
+                .collect();
+            wait_until("writes acknowledged", || {
+                acked.load(Ordering::Relaxed) >= 2000
+            });
+            sigterm(&p.guard.child);
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let err = stop_after_signal(p);
+        assert!(err.contains("snapshot written"), "{err}");
+        let p = serve_process(&serve_args(&setup, &workers, snap_s)).expect("restart");
+        let mut c = Client::connect(p.addr);
+        for (w, &last) in last.iter().enumerate() {
+            assert!(last >= 0, "writer {w} got nothing acknowledged");
+            for j in 0..=last {
+                assert_eq!(
+                    c.cmd(&["EXISTS", &format!("w{w}:{j}")]),
+                    Reply::Int(1),
+                    "acknowledged write w{w}:{j} lost"
+                );
+            }
+        }
+        drop(c);
+        stop(p);
+    }
+
+    fn stop_after_signal(mut p: common::ServeProcess) -> String {
+        let status = wait_exit(&mut p.guard.child);
+        let mut err = String::new();
+        p.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert!(status.success(), "exit {status}: {err}");
+        err
+    }
 }
 
-fn stop_after_signal(mut p: common::ServeProcess) -> String {
-    let status = wait_exit(&mut p.guard.child);
-    let mut err = String::new();
-    p.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(status.success(), "exit {status}: {err}");
-    err
+#[cfg(unix)]
+use signals::{
+    sigterm_under_write_load_loses_no_acknowledged_write,
+    snapshot_round_trip_and_corrupt_file_refused,
+};
+
+#[cfg(not(unix))]
+fn snapshot_round_trip_and_corrupt_file_refused(_setup: Setup) {
+    eprintln!("skipped: stops the server with SIGTERM (Unix only)");
+}
+
+#[cfg(not(unix))]
+fn sigterm_under_write_load_loses_no_acknowledged_write(_setup: Setup) {
+    eprintln!("skipped: stops the server with SIGTERM (Unix only)");
 }
