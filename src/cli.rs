@@ -1,14 +1,16 @@
 //! Command line: `ringport serve`, `ringport bench`.
 
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::load::BenchArgs;
+use crate::units;
 use clap::{Parser, Subcommand};
 use ringport::service::resp::{EvictionPolicy, Resp};
-use ringport::service::Echo;
+use ringport::service::{Echo, Http};
 use ringport::{Backend, Server};
 
 #[derive(Debug, Parser)]
@@ -27,74 +29,182 @@ struct Cli {
 enum Commands {
     /// Serve a protocol until SIGINT or SIGTERM.
     #[command(
-        after_help = "Examples:\n  ringport serve\n  ringport serve --listen 127.0.0.1:0 --workers 2\n  RINGPORT_BACKEND=poll ringport serve --io-threads 2\n  ringport serve --max-connections 1000 --idle-timeout 30s --output-limit 1MiB"
+        after_help = "Examples:\n  ringport serve\n  ringport serve --service http --root ./public --access-log -\n  ringport serve --listen 127.0.0.1:0 --workers 2\n  RINGPORT_BACKEND=poll ringport serve --io-threads 2\n  ringport serve --max-connections 1000 --idle-timeout 30s --output-limit 1MiB"
     )]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load an echo server and report throughput and latency.
     Bench(BenchArgs),
 }
 
+/// Most connections `--max-connections` takes: ten million, well beyond the descriptors
+/// one process can have on a default Linux (`fs.nr_open` is 1048576).
+const MAX_CONNECTIONS: u64 = 10_000_000;
+/// Longest idle and send timeout: a week.
+const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Shortest non-zero timeout: timeouts are checked every 10 ms at best.
+const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// Longest shutdown grace period.
+const MAX_GRACE: Duration = Duration::from_secs(3600);
+
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Address to listen on (IP:PORT or HOST:PORT); port 0 picks a free port (the banner
-    /// says which). Default: 127.0.0.1 on the service's port (echo 7000, resp 6379).
+    /// says which). Default: 127.0.0.1:7000 for echo, 127.0.0.1:8080 for http,
+    /// 127.0.0.1:6379 for resp.
     #[arg(long, value_parser = parse_listen)]
     listen: Option<SocketAddr>,
     /// The protocol to serve.
-    #[arg(long, default_value = "echo", value_parser = ["echo", "resp"])]
+    #[arg(long, default_value = "echo", value_parser = ["echo", "http", "resp"])]
     service: String,
-    /// I/O driver: auto (io_uring where allowed, else poll), uring, or poll.
-    #[arg(long, env = "RINGPORT_BACKEND", default_value = "auto")]
-    backend: Backend,
-    /// I/O threads, each with its own listener and ring or poller.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=255))]
-    io_threads: u16,
-    /// Worker threads running the service; 0 runs it inline on the I/O threads (cheapest
-    /// for light services such as echo). Give workers to services that do real work per
-    /// request, so a slow request does not hold up the I/O thread.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    /// I/O driver: auto (io_uring where allowed, else poll), uring, or poll. Without this
+    /// option, the environment variable RINGPORT_BACKEND decides, else auto.
+    #[arg(long, value_name = "auto|uring|poll")]
+    backend: Option<Backend>,
+    /// I/O threads, each with its own listener and ring or poller (1 to 255). Default: the
+    /// number of cores this process may run on.
+    #[arg(long, value_name = "N", allow_hyphen_values = true,
+          value_parser = |s: &str| units::count_in(s, 1, 255).map(|n| n as u16))]
+    io_threads: Option<u16>,
+    /// Worker threads running the service (0 to 1024); 0 runs it inline on the I/O threads
+    /// (cheapest for light services such as echo). Give workers to services that do real
+    /// work per request, so a slow request does not hold up the I/O thread.
+    #[arg(long, default_value = "0", value_name = "N", allow_hyphen_values = true,
+          value_parser = |s: &str| units::count_in(s, 0, 1024).map(|n| n as u16))]
     workers: u16,
-    /// Connections open at once, across all I/O threads; more are accepted and closed at
-    /// once.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Connections open at once, across all I/O threads (1 to 10000000); more are accepted
+    /// and closed at once.
+    #[arg(long, default_value = "100000", value_name = "N", allow_hyphen_values = true,
+          value_parser = |s: &str| units::count_in(s, 1, MAX_CONNECTIONS))]
     max_connections: u64,
-    /// Close a connection that sends nothing for this long (e.g. 30s, 500ms; 0: never).
-    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    /// Close a connection that sends nothing for this long (e.g. 30s, 500ms, 2m; a bare
+    /// number is seconds; 0: never; at most 168h).
+    #[arg(long, default_value = "0", value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| units::duration_in(s, MIN_TIMEOUT, MAX_TIMEOUT, true))]
     idle_timeout: Duration,
     /// Close a connection whose queued output made no progress for this long: a peer that
-    /// stopped reading (0: never).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    /// stopped reading (0: never; at most 168h).
+    #[arg(long, default_value = "60s", value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| units::duration_in(s, MIN_TIMEOUT, MAX_TIMEOUT, true))]
     send_timeout: Duration,
-    /// Queued output per connection above which reading from it pauses (e.g. 1MiB).
-    #[arg(long, default_value = "1MiB", value_parser = |s: &str| parse_bytes_in(s, 1024, 1 << 30))]
+    /// Queued output per connection above which reading from it pauses (e.g. 1MiB; 1 KiB
+    /// to 1 GiB).
+    #[arg(long, default_value = "1MiB", value_name = "BYTES", allow_hyphen_values = true,
+          value_parser = |s: &str| units::size_in(s, 1 << 10, 1 << 30).map(|n| n as usize))]
     output_limit: usize,
-    /// How long shutdown waits for owed output before closing anyway.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// How long shutdown waits for owed output before closing anyway (0 to 1h).
+    #[arg(long, default_value = "5s", value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| units::duration_in(s, MIN_TIMEOUT, MAX_GRACE, true))]
     shutdown_grace: Duration,
     /// io_uring: provided receive buffers per I/O thread (a power of two, 1 to 32768).
-    #[arg(long, default_value_t = 256, value_parser = parse_ring_buffers)]
+    #[arg(long, default_value = "256", value_name = "N", allow_hyphen_values = true,
+          value_parser = parse_ring_buffers)]
     ring_buffers: u16,
     /// io_uring: size of each provided receive buffer (e.g. 16KiB; 64 B to 1 MiB).
-    #[arg(long, default_value = "16KiB", value_parser = |s: &str| parse_bytes_in(s, 64, 1 << 20))]
+    #[arg(long, default_value = "16KiB", value_name = "BYTES", allow_hyphen_values = true,
+          value_parser = |s: &str| units::size_in(s, 64, 1 << 20).map(|n| n as usize))]
     buffer_size: usize,
+    #[command(flatten)]
+    ops: OpsArgs,
+    #[command(flatten)]
+    http: HttpArgs,
     #[command(flatten)]
     resp: RespArgs,
 }
 
-/// Settings of `--service resp`.
+/// Options for running in production: metrics, logs, sharing the port, PROXY protocol.
 #[derive(Debug, clap::Args)]
-#[command(next_help_heading = "Service resp")]
+#[command(next_help_heading = "Operations")]
+struct OpsArgs {
+    /// Serve Prometheus metrics on ADDR (IP:PORT; its own listener, never the service's
+    /// port), at /metrics.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    metrics: Option<SocketAddr>,
+    /// Which log lines to write: error, warn, info, debug, trace or off, or directives
+    /// such as warn,ringport=debug. Default: RUST_LOG when set, else info.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<crate::log::LogFilter>,
+    /// Share the address with other processes started with --reuse-port (SO_REUSEPORT):
+    /// the kernel spreads new connections over all of them. For zero-downtime restarts:
+    /// start the new instance, then stop the old one. Without it, an address another
+    /// process listens on is refused ("address in use").
+    #[arg(long)]
+    reuse_port: bool,
+    /// Expect a PROXY protocol header (v1, v2 or any) before each connection's first
+    /// byte: the client address it carries is the one the service and its logs see. A
+    /// connection without a valid header in time is closed.
+    #[arg(long, value_name = "v1|v2|any")]
+    proxy_protocol: Option<ringport::proxy::Version>,
+    /// Accept PROXY headers only from these sources (comma-separated addresses or CIDR
+    /// networks, e.g. 10.0.0.0/8,::1); connections from elsewhere are closed. Default: any.
+    #[arg(
+        long,
+        value_name = "CIDR,...",
+        value_delimiter = ',',
+        requires = "proxy_protocol"
+    )]
+    proxy_protocol_from: Vec<ringport::proxy::Cidr>,
+    /// How long a PROXY protocol header may take to arrive (0: no limit).
+    #[arg(long, default_value = "3s", value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| units::duration_in(s, MIN_TIMEOUT, MAX_TIMEOUT, true))]
+    proxy_protocol_timeout: Duration,
+}
+
+/// The cores this process may run on (its CPU affinity and quota), 1 to 255.
+fn default_io_threads() -> u16 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 255) as u16)
+}
+
+/// Options of `--service http`.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "HTTP service (--service http)")]
+struct HttpArgs {
+    /// Serve the files under DIR. Without it, `/` answers a built-in page and `/plaintext`
+    /// answers `Hello, World!`.
+    #[arg(long, value_name = "DIR")]
+    root: Option<std::path::PathBuf>,
+    /// List a directory that has no index.html (default: 404).
+    #[arg(long)]
+    autoindex: bool,
+    /// Write one line per request (combined log format) to FILE, or to standard output
+    /// with `-`. Default: off.
+    #[arg(long, value_name = "FILE|-")]
+    access_log: Option<std::path::PathBuf>,
+    /// Close a connection whose request head takes longer than this to arrive (slow
+    /// clients); also bounds the wait between pieces of a request body (0: never).
+    #[arg(long, default_value = "10s", value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| units::duration_in(s, MIN_TIMEOUT, MAX_TIMEOUT, true))]
+    header_timeout: Duration,
+    /// Close a keep-alive connection idle between requests for this long (0: never).
+    #[arg(long, default_value = "75s", value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| units::duration_in(s, MIN_TIMEOUT, MAX_TIMEOUT, true))]
+    keepalive_timeout: Duration,
+    /// Largest request head (request line and header fields): a longer request line is
+    /// answered 414, a longer head 431.
+    #[arg(long, default_value = "8KiB", value_name = "BYTES", allow_hyphen_values = true,
+          value_parser = |s: &str| units::size_in(s, 64, 1 << 20).map(|n| n as usize))]
+    max_header_size: usize,
+    /// Largest request body (read and discarded); a longer one is answered 413.
+    #[arg(long, default_value = "1MiB", value_name = "BYTES", allow_hyphen_values = true,
+          value_parser = |s: &str| units::size_in(s, 0, 1 << 40).map(|n| n as usize))]
+    max_body_size: usize,
+}
+
+/// Options of `--service resp`.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Redis-protocol store (--service resp)")]
 struct RespArgs {
     /// Memory limit for keys and values (e.g. 100MiB; 0: none). Over it, writes evict keys
     /// or are refused, as --maxmemory-policy says.
-    #[arg(long, default_value = "0", value_parser = parse_bytes)]
-    maxmemory: usize,
+    #[arg(long, default_value = "0", value_name = "BYTES",
+          value_parser = |s: &str| units::size_in(s, 0, u64::MAX))]
+    maxmemory: u64,
     /// What writes over --maxmemory do: noeviction (refused with -OOM), allkeys-lru,
     /// volatile-lru, allkeys-random.
-    #[arg(long, default_value = "noeviction")]
+    #[arg(long, default_value = "noeviction", value_name = "POLICY")]
     maxmemory_policy: EvictionPolicy,
     /// Longest single argument a request may carry; longer is a protocol error.
-    #[arg(long, default_value = "512MiB", value_parser = |s: &str| parse_bytes_in(s, 1, 1 << 32))]
+    #[arg(long, default_value = "512MiB", value_name = "BYTES",
+          value_parser = |s: &str| units::size_in(s, 1, 1 << 32).map(|n| n as usize))]
     proto_max_bulk_len: usize,
     /// Snapshot file: loaded at start if it exists (a corrupt one is refused), written by
     /// SAVE, BGSAVE and on shutdown.
@@ -102,12 +212,14 @@ struct RespArgs {
     snapshot: Option<std::path::PathBuf>,
 }
 
-/// The port a service listens on unless --listen says otherwise.
-fn default_port(service: &str) -> u16 {
-    match service {
+/// The address a service listens on when `--listen` is not given.
+fn default_listen(service: &str) -> SocketAddr {
+    let port = match service {
+        "http" => 8080,
         "resp" => 6379,
         _ => 7000,
-    }
+    };
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// An IP:PORT, or a HOST:PORT resolved now (the first address it resolves to).
@@ -124,153 +236,219 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     }
 }
 
-/// A size within `lo..=hi` bytes.
-fn parse_bytes_in(s: &str, lo: usize, hi: usize) -> Result<usize, String> {
-    let n = parse_bytes(s)?;
-    if n < lo || n > hi {
-        return Err(format!("{n} bytes is outside {lo}..={hi}"));
-    }
-    Ok(n)
-}
-
 /// A power of two from 1 to 32768.
 fn parse_ring_buffers(s: &str) -> Result<u16, String> {
-    let n: u16 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number from 1 to 32768"))?;
-    if n == 0 || !n.is_power_of_two() {
+    let n = units::count_in(s, 1, 32768)?;
+    if !n.is_power_of_two() {
         return Err(format!("{n} is not a power of two from 1 to 32768"));
     }
-    Ok(n)
+    Ok(n as u16)
 }
 
-/// Parse `500ms`, `2s`, `1m`; a bare `0` means zero.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
+/// The backend: `--backend`, else `RINGPORT_BACKEND` when set, else auto. An unusable
+/// value of the variable is named as such.
+fn resolve_backend(
+    flag: Option<Backend>,
+    env: Option<std::ffi::OsString>,
+) -> Result<Backend, String> {
+    if let Some(b) = flag {
+        return Ok(b);
     }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("'{s}' is not a duration like 500ms or 2s: {e}"))
-}
-
-/// Parse `4096`, `64KiB`, `1MiB`, `1G` (K/M/G are powers of 1024).
-fn parse_bytes(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size like 4096, 64KiB or 1MiB"))?;
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "'{s}': unknown unit '{unit}' (use B, KiB, MiB or GiB)"
-            ))
-        }
+    let Some(value) = env else {
+        return Ok(Backend::Auto);
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
+    let value = value.to_string_lossy();
+    if value.trim().is_empty() {
+        return Err(
+            "RINGPORT_BACKEND is set but empty: set it to auto, uring or poll, or unset it"
+                .to_string(),
+        );
+    }
+    value
+        .parse()
+        .map_err(|e| format!("RINGPORT_BACKEND='{value}': {e}"))
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Commands::Serve(args) => serve(args),
+        Commands::Serve(args) => serve(*args),
         Commands::Bench(args) => crate::load::main(&args),
     }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let listen = args
-        .listen
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port(&args.service))));
+    let filter = crate::log::resolve(args.ops.log_level.clone(), std::env::var_os("RUST_LOG"));
+    let backend = resolve_backend(args.backend, std::env::var_os("RINGPORT_BACKEND"));
+    let (filter, backend) = match (filter, backend) {
+        (Ok(f), Ok(b)) => (f, b),
+        (Err(e), _) | (_, Err(e)) => {
+            use clap::CommandFactory;
+            Cli::command()
+                .error(clap::error::ErrorKind::InvalidValue, e)
+                .exit();
+        }
+    };
+    crate::log::init(filter);
+    let listen = args.listen.unwrap_or_else(|| default_listen(&args.service));
+    let io_threads = args.io_threads.unwrap_or_else(default_io_threads);
     let mut builder = Server::builder();
     builder
         .listen(listen)
-        .backend(args.backend)
-        .io_threads(usize::from(args.io_threads))
+        .backend(backend)
+        .io_threads(usize::from(io_threads))
         .max_connections(usize::try_from(args.max_connections).unwrap_or(usize::MAX))
         .idle_timeout(Some(args.idle_timeout))
         .send_timeout(Some(args.send_timeout))
         .output_limit(args.output_limit)
         .shutdown_grace(args.shutdown_grace)
         .ring_buffers(args.ring_buffers)
-        .buffer_size(u32::try_from(args.buffer_size).unwrap_or(u32::MAX));
+        .buffer_size(u32::try_from(args.buffer_size).unwrap_or(u32::MAX))
+        .reuse_port(args.ops.reuse_port);
     builder.workers(usize::from(args.workers));
+    if let Some(addr) = args.ops.metrics {
+        builder.metrics(addr);
+    }
+    match ringport::activation::take() {
+        Ok(None) => {}
+        Ok(Some(passed)) => {
+            if let Some(l) = passed.service {
+                let at = l
+                    .local_addr()
+                    .map_or_else(|e| e.to_string(), |a| a.to_string());
+                tracing::info!("socket activation: serving on the passed listener {at}");
+                builder.listener(l);
+            }
+            if let Some(l) = passed.metrics {
+                builder.metrics_listener(l);
+            }
+            if !passed.unused.is_empty() {
+                tracing::warn!(
+                    "socket activation: ignoring passed sockets {}",
+                    passed.unused.join(", ")
+                );
+            }
+        }
+        Err(e) => {
+            tracing::error!("socket activation: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let proxy = args.ops.proxy_protocol.map(|v| {
+        let mut cfg = ringport::proxy::ProxyConfig::new(v);
+        cfg.timeout = args.ops.proxy_protocol_timeout;
+        cfg.trusted = args.ops.proxy_protocol_from.clone();
+        cfg
+    });
     let mut store = None;
     let server = match args.service.as_str() {
-        "echo" => builder.build(Echo),
+        "echo" => build(&builder, Echo, proxy),
         "resp" => {
+            let a = &args.resp;
             let mut resp = Resp::builder();
-            resp.maxmemory(args.resp.maxmemory as u64)
-                .maxmemory_policy(args.resp.maxmemory_policy)
-                .proto_max_bulk_len(args.resp.proto_max_bulk_len);
-            if let Some(path) = &args.resp.snapshot {
+            resp.maxmemory(a.maxmemory)
+                .maxmemory_policy(a.maxmemory_policy)
+                .proto_max_bulk_len(a.proto_max_bulk_len);
+            if let Some(path) = &a.snapshot {
                 resp.snapshot(path);
             }
             match resp.build() {
-                Ok(r) => {
-                    store = Some(r.store());
-                    builder.build(r)
+                Ok(service) => {
+                    store = Some(service.store());
+                    build(&builder, service, proxy)
                 }
                 Err(e) => {
-                    eprintln!("ringport: {e}");
+                    tracing::error!("{e}");
                     return ExitCode::FAILURE;
                 }
             }
         }
+        "http" => {
+            let a = &args.http;
+            let mut http = Http::builder();
+            http.autoindex(a.autoindex)
+                .header_timeout(a.header_timeout)
+                .keepalive_timeout(a.keepalive_timeout)
+                .max_header_size(a.max_header_size)
+                .max_body_size(a.max_body_size as u64);
+            if let Some(root) = &a.root {
+                http.root(root);
+            }
+            if let Some(log) = &a.access_log {
+                http.access_log(log);
+            }
+            match http.build() {
+                Ok(service) => build(&builder, service, proxy),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         other => {
-            eprintln!("ringport: unknown service '{other}'");
+            tracing::error!("unknown service '{other}'");
             return ExitCode::from(2);
         }
     };
     let server = match server {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("ringport: cannot serve on {listen}: {e}");
+            tracing::error!("cannot serve on {listen}: {e}");
             return ExitCode::FAILURE;
         }
     };
     if let Some(reason) = server.fallback_reason() {
-        eprintln!("ringport: {reason}; using the poll backend");
+        tracing::warn!("{reason}; using the poll backend");
     }
     let handle = server.shutdown_handle();
     let signals = AtomicUsize::new(0);
     let installed = ctrlc::set_handler(move || {
         if signals.fetch_add(1, Ordering::SeqCst) == 0 {
-            eprintln!("ringport: shutting down (again to exit at once)");
+            tracing::info!("shutting down (again to exit at once)");
             handle.shutdown();
         } else {
             std::process::exit(130);
         }
     });
     if let Err(e) = installed {
-        eprintln!("ringport: cannot install the signal handler: {e}");
+        tracing::error!("cannot install the signal handler: {e}");
         return ExitCode::FAILURE;
     }
-    // After the handler is in place: whoever reads the banner may signal at once.
-    println!("{}, service {}", server.banner(), args.service);
+    // After the handler is in place: whoever reads the banner may signal at once. Whoever
+    // starts the server learns its address from the banner: when it cannot be written
+    // (stdout full or closed), the server stops with one line saying so.
+    let mut banner = format!("{}, service {}", server.banner(), args.service);
+    if let Some(m) = server.metrics_addr() {
+        banner.push_str(&format!(", metrics http://{m}/metrics"));
+    }
+    let mut out = io::stdout().lock();
+    if let Err(e) = writeln!(out, "{banner}").and_then(|()| out.flush()) {
+        drop(out);
+        tracing::error!("cannot write the banner to stdout ({e}); stopping");
+        server.shutdown();
+        let _ = server.wait();
+        return ExitCode::FAILURE;
+    }
+    drop(out);
     let code = match server.wait() {
         Ok(stats) => {
-            eprintln!("ringport: stopped; {stats}");
+            // One log line per counter, values in one column.
+            tracing::info!("stopped; counters:");
+            for line in stats.to_string().lines() {
+                tracing::info!("  {line}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("ringport: stopped with an error: {e}");
+            tracing::error!("stopped with an error: {e}");
             ExitCode::FAILURE
         }
     };
     // Every connection is closed now: every acknowledged write is in the store.
     match store.map(|s| s.save()) {
-        Some(Ok(Some(keys))) => eprintln!("ringport: snapshot written ({keys} keys)"),
+        Some(Ok(Some(keys))) => tracing::info!("snapshot written ({keys} keys)"),
         Some(Err(e)) => {
-            eprintln!("ringport: cannot write the snapshot: {e}");
+            tracing::error!("cannot write the snapshot: {e}");
             return ExitCode::FAILURE;
         }
         _ => {}
@@ -278,38 +456,61 @@ fn serve(args: ServeArgs) -> ExitCode {
     code
 }
 
+/// Build the server for `service`, behind the PROXY protocol when `proxy` says so.
+fn build<S: ringport::Service>(
+    builder: &ringport::ServerBuilder,
+    service: S,
+    proxy: Option<ringport::proxy::ProxyConfig>,
+) -> io::Result<Server> {
+    match proxy {
+        Some(cfg) => builder.build(ringport::proxy::ProxyProtocol::new(service, cfg)),
+        None => builder.build(service),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_durations_parse() {
-        assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert_eq!(parse_bytes("64KiB"), Ok(65536));
-        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
-        assert!(parse_bytes("1XB").unwrap_err().contains("unknown unit"));
-        assert!(parse_bytes("lots").is_err());
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_bytes_in("0", 1024, 1 << 30)
-            .unwrap_err()
-            .contains("outside"));
-        assert_eq!(parse_bytes_in("4KiB", 1024, 1 << 30), Ok(4096));
+    fn listen_addresses_and_ring_buffers_parse() {
         assert_eq!(parse_ring_buffers("256"), Ok(256));
         assert!(parse_ring_buffers("100")
             .unwrap_err()
             .contains("power of two"));
-        assert!(parse_ring_buffers("0").is_err());
+        assert!(parse_ring_buffers("0")
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(parse_ring_buffers("-1")
+            .unwrap_err()
+            .contains("out of range"));
         assert_eq!(parse_listen("localhost:7000").map(|a| a.port()), Ok(7000));
         assert!(parse_listen("notanaddress").is_err());
     }
 
     #[test]
-    fn resp_flags_and_default_port() {
-        assert_eq!(default_port("resp"), 6379);
-        assert_eq!(default_port("echo"), 7000);
+    fn backend_comes_from_the_option_then_the_environment() {
+        let env = |v: &str| Some(std::ffi::OsString::from(v));
+        assert_eq!(resolve_backend(None, None), Ok(Backend::Auto));
+        assert_eq!(resolve_backend(None, env("poll")), Ok(Backend::Poll));
+        assert_eq!(
+            resolve_backend(Some(Backend::Uring), env("poll")),
+            Ok(Backend::Uring)
+        );
+        assert_eq!(
+            resolve_backend(None, env("")).unwrap_err(),
+            "RINGPORT_BACKEND is set but empty: set it to auto, uring or poll, or unset it"
+        );
+        assert_eq!(
+            resolve_backend(None, env("pigeon")).unwrap_err(),
+            "RINGPORT_BACKEND='pigeon': unknown backend 'pigeon' (expected auto, uring or poll)"
+        );
+    }
+
+    #[test]
+    fn resp_flags_and_default_address() {
+        assert_eq!(default_listen("resp").port(), 6379);
+        assert_eq!(default_listen("echo").port(), 7000);
         let cli = Cli::try_parse_from([
             "ringport",
             "serve",

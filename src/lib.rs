@@ -21,7 +21,10 @@
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod activation;
+pub mod metrics;
 mod pool;
+pub mod proxy;
 pub mod server;
 pub mod service;
 #[cfg(target_os = "linux")]

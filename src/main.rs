@@ -2,6 +2,8 @@
 
 mod cli;
 mod load;
+mod log;
+mod units;
 
 fn main() -> std::process::ExitCode {
     cli::main()

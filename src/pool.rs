@@ -48,7 +48,8 @@ enum EventKind {
     Closed,
     Drained,
     Notify,
-    Deadline,
+    /// The deadline of this generation fell due.
+    Deadline(u32),
 }
 
 /// What a service asked for, in order.
@@ -61,6 +62,23 @@ pub(crate) enum CommandKind {
     /// Index into [`Commands::deadlines`].
     Deadline(usize),
     Close,
+}
+
+/// A connection's deadline as its service thread knows it: every set or clear is a new
+/// generation, so a deadline that falls due after the service moved or cleared it (the
+/// driver's copy was behind) is recognised and ignored.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct DeadlineState {
+    pub(crate) generation: u32,
+    pub(crate) armed: bool,
+    /// When, in milliseconds after [`epoch`] (kept small: one per connection).
+    pub(crate) at_ms: u32,
+}
+
+/// The instant deadlines are counted from.
+pub(crate) fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 /// A record in a batch: which connection, what, and where its bytes are.
@@ -106,7 +124,7 @@ pub(crate) struct Commands {
     items: Vec<Item<CommandKind>>,
     pub(crate) bytes: Vec<u8>,
     pub(crate) files: Vec<FileRange>,
-    deadlines: Vec<Option<Instant>>,
+    deadlines: Vec<(Option<Instant>, u32)>,
 }
 
 impl Commands {
@@ -124,9 +142,9 @@ impl Commands {
         });
     }
 
-    pub(crate) fn push_deadline(&mut self, conn: ConnId, at: Option<Instant>) {
+    pub(crate) fn push_deadline(&mut self, conn: ConnId, at: Option<Instant>, generation: u32) {
         let index = self.deadlines.len();
-        self.deadlines.push(at);
+        self.deadlines.push((at, generation));
         self.push_item(conn, CommandKind::Deadline(index));
     }
 
@@ -165,7 +183,10 @@ impl Commands {
                 CommandKind::SendFile(i) => apply(it.conn, Command::SendFile(&self.files[i])),
                 CommandKind::NotifyDrained => apply(it.conn, Command::NotifyDrained),
                 CommandKind::Close => apply(it.conn, Command::Close),
-                CommandKind::Deadline(i) => timers.set(it.conn, self.deadlines[i]),
+                CommandKind::Deadline(i) => {
+                    let (at, generation) = self.deadlines[i];
+                    timers.set(it.conn, at.map(|t| (t, generation)));
+                }
             }
         }
     }
@@ -177,14 +198,15 @@ impl Commands {
 /// more often than [`TIMER_GRANULARITY`].
 #[derive(Debug, Default)]
 struct Timers {
-    at: Vec<Option<(ConnId, Instant)>>,
+    at: Vec<Option<(ConnId, Instant, u32)>>,
     armed: usize,
     earliest: Option<Instant>,
-    due: Vec<ConnId>,
+    /// Fallen due: connection and deadline generation.
+    due: Vec<(ConnId, u32)>,
 }
 
 impl Timers {
-    fn set(&mut self, conn: ConnId, at: Option<Instant>) {
+    fn set(&mut self, conn: ConnId, at: Option<(Instant, u32)>) {
         let slot = conn.slot() as usize;
         if slot >= self.at.len() {
             if at.is_none() {
@@ -192,13 +214,19 @@ impl Timers {
             }
             self.at.resize(slot + 1, None);
         }
-        let before = std::mem::replace(&mut self.at[slot], at.map(|t| (conn, t)));
+        let before = std::mem::replace(&mut self.at[slot], at.map(|(t, g)| (conn, t, g)));
         match (before.is_some(), at.is_some()) {
             (false, true) => self.armed += 1,
             (true, false) => self.armed -= 1,
             _ => {}
         }
-        if let Some(t) = at {
+        if self.armed == 0 {
+            // Nothing left to wait for: no wake-ups, no table.
+            self.earliest = None;
+            self.at = Vec::new();
+            return;
+        }
+        if let Some((t, _)) = at {
             if self.earliest.is_none_or(|e| t < e) {
                 self.earliest = Some(t);
             }
@@ -206,7 +234,7 @@ impl Timers {
     }
 
     fn clear(&mut self, conn: ConnId) {
-        if let Some(Some((id, _))) = self.at.get(conn.slot() as usize) {
+        if let Some(Some((id, _, _))) = self.at.get(conn.slot() as usize) {
             if *id == conn {
                 self.set(conn, None);
             }
@@ -218,16 +246,16 @@ impl Timers {
     }
 
     /// Connections whose deadline passed by `now` (each cleared), in `self.due`.
-    fn expire(&mut self, now: Instant) -> &[ConnId] {
+    fn expire(&mut self, now: Instant) -> &[(ConnId, u32)] {
         self.due.clear();
         if self.earliest.is_none_or(|e| now < e) {
             return &self.due;
         }
         let mut next: Option<Instant> = None;
         for entry in self.at.iter_mut() {
-            if let Some((conn, t)) = *entry {
+            if let Some((conn, t, generation)) = *entry {
                 if t <= now {
-                    self.due.push(conn);
+                    self.due.push((conn, generation));
                     *entry = None;
                     self.armed -= 1;
                 } else if next.is_none_or(|n| t < n) {
@@ -244,14 +272,22 @@ impl Timers {
     }
 }
 
+/// Input a service has not consumed yet: boxed, so a connection without a partial frame
+/// pays one pointer for it, not a whole `Vec`.
+#[allow(clippy::box_collection)]
+type Input = Option<Box<Vec<u8>>>;
+
+/// What a worker needs of each driver: its waker, its handles' mailbox, its stats.
+type DriverLinks = (Arc<Waker>, Arc<Mailbox>, Arc<Stats>);
+
 /// One connection's state on the thread that runs its service.
 struct Entry<T> {
     id: ConnId,
     session: T,
-    /// Input the service has not consumed yet (no allocation while empty).
-    input: Vec<u8>,
-    /// The deadline the service last set.
-    deadline: Option<Instant>,
+    /// Input the service has not consumed yet (none while the connection holds no partial
+    /// frame: an idle connection costs no buffer).
+    input: Input,
+    deadline: DeadlineState,
     /// The service asked to close: later input and events are ignored.
     closing: bool,
 }
@@ -306,7 +342,8 @@ enum Ev<'a> {
     Closed,
     Drained,
     Notify,
-    Deadline,
+    /// The deadline of this generation fell due.
+    Deadline(u32),
 }
 
 impl<'a> Ev<'a> {
@@ -318,7 +355,7 @@ impl<'a> Ev<'a> {
             EventKind::Closed => Ev::Closed,
             EventKind::Drained => Ev::Drained,
             EventKind::Notify => Ev::Notify,
-            EventKind::Deadline => Ev::Deadline,
+            EventKind::Deadline(generation) => Ev::Deadline(generation),
         }
     }
 }
@@ -371,7 +408,7 @@ fn run_service<S: Service>(
 ) {
     let service = r.service;
     if let Ev::Open(info) = ev {
-        let mut deadline = None;
+        let mut deadline = DeadlineState::default();
         let mut closing = false;
         let session = {
             let mut c = Conn::new(conn, cmds, &mut deadline, r.mailbox, &mut closing);
@@ -380,7 +417,7 @@ fn run_service<S: Service>(
         let entry = Entry {
             id: conn,
             session,
-            input: Vec::new(),
+            input: None,
             deadline,
             closing,
         };
@@ -410,23 +447,29 @@ fn run_service<S: Service>(
         closing,
         ..
     } = e;
-    if let Ev::Deadline = ev {
+    if let Ev::Deadline(generation) = ev {
         // A deadline the service moved or cleared after the driver's copy fell due.
-        if deadline.is_none_or(|t| t > Instant::now()) {
+        if !deadline.armed || deadline.generation != generation {
             return;
         }
-        *deadline = None;
+        deadline.armed = false;
     }
     let mut c = Conn::new(conn, cmds, deadline, r.mailbox, closing);
     match ev {
         Ev::Data(bytes) => feed(service, session, input, bytes, &mut c),
         Ev::Eof => {
-            let rest = std::mem::take(input);
+            let rest = input.take().map(|b| *b).unwrap_or_default();
             service.eof(session, &rest, &mut c);
         }
-        Ev::Drained => service.drained(session, &mut c),
-        Ev::Notify => service.notified(session, &mut c),
-        Ev::Deadline => service.deadline(session, &mut c),
+        Ev::Drained => {
+            service.drained(session, &mut c);
+            refeed(service, session, input, &mut c);
+        }
+        Ev::Notify => {
+            service.notified(session, &mut c);
+            refeed(service, session, input, &mut c);
+        }
+        Ev::Deadline(_) => service.deadline(session, &mut c),
         Ev::Open(_) | Ev::Closed => {}
     }
 }
@@ -436,39 +479,54 @@ fn run_service<S: Service>(
 fn feed<S: Service>(
     service: &S,
     session: &mut S::Session,
-    input: &mut Vec<u8>,
+    input: &mut Input,
     bytes: &[u8],
     c: &mut Conn<'_>,
 ) {
     let limit = service.input_limit();
-    let rest: &[u8] = if input.is_empty() {
+    let Some(held) = input.as_mut() else {
         // No partial frame: the service reads the driver's bytes where they are.
         let used = consume(service, session, bytes, c);
-        &bytes[used..]
-    } else {
-        input.extend_from_slice(bytes);
-        let used = consume(service, session, input, c);
-        input.drain(..used);
-        if input.is_empty() || c.is_closing() {
-            *input = Vec::new();
+        let rest = &bytes[used..];
+        if rest.is_empty() || c.is_closing() {
             return;
         }
-        if input.len() <= limit {
-            return;
+        if rest.len() > limit {
+            service.input_full(session, rest, c);
+            c.close();
+        } else {
+            *input = Some(Box::new(rest.to_vec()));
         }
-        let held = std::mem::take(input);
-        service.input_full(session, &held, c);
-        c.close();
         return;
     };
-    if rest.is_empty() || c.is_closing() {
+    held.extend_from_slice(bytes);
+    let used = consume(service, session, held, c);
+    held.drain(..used);
+    if held.is_empty() || c.is_closing() {
+        *input = None;
         return;
     }
-    if rest.len() > limit {
-        service.input_full(session, rest, c);
+    if held.len() > limit {
+        let held = input.take().expect("input is held");
+        service.input_full(session, &held, c);
         c.close();
-    } else {
-        input.extend_from_slice(rest);
+    }
+}
+
+/// Show the held input again, after `drained` or `notified`: a service that stopped
+/// consuming until its output drained (or until something else happened) goes on from
+/// where it stopped without waiting for more bytes from the peer.
+fn refeed<S: Service>(service: &S, session: &mut S::Session, input: &mut Input, c: &mut Conn<'_>) {
+    let Some(held) = input.as_mut() else {
+        return;
+    };
+    if c.is_closing() {
+        return;
+    }
+    let used = consume(service, session, held, c);
+    held.drain(..used);
+    if held.is_empty() || c.is_closing() {
+        *input = None;
     }
 }
 
@@ -585,8 +643,8 @@ impl<S: Service> Dispatch for Inline<S> {
     }
     fn expire(&mut self, now: Instant) {
         let due = self.timers.expire(now).to_vec();
-        for conn in due {
-            self.run(conn, Ev::Deadline);
+        for (conn, generation) in due {
+            self.run(conn, Ev::Deadline(generation));
         }
     }
     fn congested(&self, _conn: ConnId) -> bool {
@@ -657,7 +715,7 @@ impl Pool {
         }
         let mut to_workers = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
-        let shared: Arc<Vec<DriverShare>> = Arc::new(
+        let shared: Arc<Vec<DriverLinks>> = Arc::new(
             drivers
                 .iter()
                 .map(|d| (d.waker.clone(), d.mailbox.clone(), d.stats.clone()))
@@ -701,15 +759,12 @@ impl Pool {
     }
 }
 
-/// What a worker needs of each driver: its waker, mailbox and stats.
-type DriverShare = (Arc<Waker>, Arc<Mailbox>, Arc<Stats>);
-
 fn worker_loop<S: Service>(
     service: &S,
     workers: usize,
     rx: Receiver<Box<Exchange>>,
     back: Vec<Sender<Box<Exchange>>>,
-    drivers: &[DriverShare],
+    drivers: &[DriverLinks],
 ) {
     // One session table per driver, indexed by slot / workers.
     let mut sessions: Vec<Sessions<S::Session>> =
@@ -810,8 +865,8 @@ impl Dispatch for PoolLink {
     }
     fn expire(&mut self, now: Instant) {
         let due = self.timers.expire(now).to_vec();
-        for conn in due {
-            self.push(conn, EventKind::Deadline, &[]);
+        for (conn, generation) in due {
+            self.push(conn, EventKind::Deadline(generation), &[]);
         }
     }
     fn congested(&self, conn: ConnId) -> bool {
@@ -878,5 +933,348 @@ impl Dispatch for PoolLink {
                 .pending
                 .iter()
                 .all(|p| p.as_ref().is_none_or(|ex| ex.events.items.is_empty()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::Echo;
+    use std::sync::atomic::AtomicUsize;
+
+    fn collect(d: &mut dyn Dispatch) -> Vec<(ConnId, Option<Vec<u8>>)> {
+        let mut out = Vec::new();
+        d.commands(&mut |c, cmd| match cmd {
+            Command::Send(b) => out.push((c, Some(b.to_vec()))),
+            Command::Close => out.push((c, None)),
+            other => panic!("unexpected command {other:?}"),
+        });
+        out
+    }
+
+    fn info() -> ConnInfo {
+        ConnInfo::unknown()
+    }
+
+    fn inline<S: Service>(service: S) -> Inline<S> {
+        Inline::new(
+            Arc::new(service),
+            Mailbox::new(Waker::new(), 1 << 20),
+            Arc::new(Stats::default()),
+        )
+    }
+
+    fn links(waker: &Arc<Waker>) -> Vec<DriverLink> {
+        vec![DriverLink {
+            waker: waker.clone(),
+            mailbox: Mailbox::new(waker.clone(), 1 << 20),
+            stats: Arc::new(Stats::default()),
+        }]
+    }
+
+    #[test]
+    fn inline_echoes_in_order_and_closes_after_eof() {
+        let mut d = inline(Echo);
+        let a = ConnId::new(0, 3, 1);
+        d.open(a, &info());
+        d.data(a, b"one");
+        d.data(a, b"two");
+        d.eof(a);
+        assert!(d.ready());
+        let got = collect(&mut d);
+        assert_eq!(
+            got,
+            vec![
+                (a, Some(b"one".to_vec())),
+                (a, Some(b"two".to_vec())),
+                (a, None)
+            ]
+        );
+        assert!(!d.ready());
+    }
+
+    #[test]
+    fn recycled_slot_never_gets_old_bytes() {
+        let mut d = inline(Echo);
+        let old = ConnId::new(0, 5, 1);
+        let new = ConnId::new(0, 5, 2);
+        d.open(old, &info());
+        d.closed(old);
+        d.open(new, &info());
+        // A late event for the old generation is ignored.
+        d.data(old, b"stale");
+        d.data(new, b"fresh");
+        assert_eq!(collect(&mut d), vec![(new, Some(b"fresh".to_vec()))]);
+    }
+
+    struct Counting(AtomicUsize);
+    impl Service for Counting {
+        type Session = ();
+        fn open(&self, _: &ConnInfo, _: &mut Conn<'_>) {}
+        fn data(&self, _: &mut (), input: &[u8], conn: &mut Conn<'_>) -> usize {
+            conn.write(input);
+            input.len()
+        }
+        fn close(&self, _: ()) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn pool_round_trip_keeps_order_per_connection() {
+        let notified = Arc::new(AtomicUsize::new(0));
+        let n = notified.clone();
+        let waker = Waker::with_notify(Box::new(move || {
+            n.fetch_add(1, Ordering::SeqCst);
+        }));
+        let service = Arc::new(Counting(AtomicUsize::new(0)));
+        let (pool, mut links) = Pool::start(service.clone(), 3, &links(&waker)).unwrap();
+        let mut link = links.pop().unwrap();
+        let conns: Vec<ConnId> = (0..10).map(|s| ConnId::new(0, s, 7)).collect();
+        for &c in &conns {
+            link.open(c, &info());
+        }
+        let mut expected = std::collections::HashMap::new();
+        for round in 0..50u32 {
+            for &c in &conns {
+                let msg = format!("{}:{round};", c.slot());
+                link.data(c, msg.as_bytes());
+                expected
+                    .entry(c)
+                    .or_insert_with(Vec::new)
+                    .extend_from_slice(msg.as_bytes());
+            }
+            link.flush();
+        }
+        let mut got: std::collections::HashMap<ConnId, Vec<u8>> = Default::default();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !link.settled() {
+            assert!(std::time::Instant::now() < deadline, "pool did not settle");
+            link.commands(&mut |c, cmd| {
+                if let Command::Send(b) = cmd {
+                    got.entry(c).or_default().extend_from_slice(b);
+                }
+            });
+            std::thread::yield_now();
+        }
+        assert_eq!(got, expected);
+        for &c in &conns {
+            link.closed(c);
+        }
+        link.flush();
+        drop(link);
+        pool.join();
+        assert_eq!(
+            service.0.load(Ordering::SeqCst),
+            10,
+            "every session closed once"
+        );
+    }
+
+    /// Panics on the input `boom`, echoes anything else.
+    struct Fragile;
+    impl Service for Fragile {
+        type Session = ();
+        fn open(&self, _: &ConnInfo, _: &mut Conn<'_>) {}
+        fn data(&self, _: &mut (), input: &[u8], conn: &mut Conn<'_>) -> usize {
+            conn.write(b"partial ");
+            assert!(input != b"boom", "service bug");
+            conn.write(input);
+            input.len()
+        }
+    }
+
+    #[test]
+    fn service_panic_closes_only_its_connection() {
+        let mut d = inline(Fragile);
+        let a = ConnId::new(0, 1, 0);
+        let b = ConnId::new(0, 2, 0);
+        d.open(a, &info());
+        d.open(b, &info());
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        d.data(a, b"boom");
+        std::panic::set_hook(hook);
+        assert_eq!(d.stats.service_panics.load(Ordering::Relaxed), 1);
+        d.data(b, b"fine");
+        // The panicking call's partial output is gone; `a` is closed; `b` is served.
+        assert_eq!(
+            collect(&mut d),
+            vec![(a, None), (b, Some(b"partial fine".to_vec()))]
+        );
+        // Later bytes for `a` find no session and get no answer.
+        d.data(a, b"late");
+        assert_eq!(collect(&mut d), vec![]);
+    }
+
+    #[test]
+    fn full_worker_is_congested_and_nothing_is_lost() {
+        let waker = Waker::new();
+        let (pool, mut links) = Pool::start(Arc::new(Echo), 1, &links(&waker)).unwrap();
+        let mut link = links.pop().unwrap();
+        let c = ConnId::new(0, 0, 0);
+        link.open(c, &info());
+        let chunk = vec![7u8; 64 * 1024];
+        let mut sent = 0usize;
+        // Without anyone collecting commands, credits run out and the pending batch grows
+        // until the link reports congestion.
+        while !link.congested(c) {
+            link.data(c, &chunk);
+            sent += chunk.len();
+            link.flush();
+            assert!(sent < 64 * 1024 * 1024, "never congested");
+        }
+        let mut echoed = 0usize;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !link.settled() {
+            assert!(std::time::Instant::now() < deadline);
+            link.commands(&mut |_, cmd| {
+                if let Command::Send(b) = cmd {
+                    echoed += b.len();
+                }
+            });
+            link.flush();
+            std::thread::yield_now();
+        }
+        assert_eq!(echoed, sent);
+        assert!(!link.congested(c));
+        drop(link);
+        pool.join();
+    }
+
+    /// Answers each complete `;`-terminated frame with its length; shows what it was given.
+    struct Frames;
+    impl Service for Frames {
+        type Session = Vec<usize>;
+        fn input_limit(&self) -> usize {
+            16
+        }
+        fn open(&self, _: &ConnInfo, _: &mut Conn<'_>) -> Vec<usize> {
+            Vec::new()
+        }
+        fn data(&self, shown: &mut Vec<usize>, input: &[u8], conn: &mut Conn<'_>) -> usize {
+            shown.push(input.len());
+            match input.iter().position(|&b| b == b';') {
+                Some(end) => {
+                    conn.write(format!("{end};").as_bytes());
+                    end + 1
+                }
+                None => 0,
+            }
+        }
+        fn eof(&self, _: &mut Vec<usize>, rest: &[u8], conn: &mut Conn<'_>) {
+            conn.write(b"rest:");
+            conn.write(rest);
+            conn.close();
+        }
+        fn input_full(&self, _: &mut Vec<usize>, input: &[u8], conn: &mut Conn<'_>) {
+            conn.write(format!("full {}", input.len()).as_bytes());
+        }
+    }
+
+    fn sent(d: &mut dyn Dispatch) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (_, b) in collect(d) {
+            out.extend(b.unwrap_or_else(|| b"<close>".to_vec()));
+        }
+        out
+    }
+
+    #[test]
+    fn unconsumed_input_is_shown_again_with_what_follows() {
+        let mut d = inline(Frames);
+        let a = ConnId::new(0, 0, 0);
+        d.open(a, &info());
+        d.data(a, b"ab");
+        d.data(a, b"c;de");
+        d.data(a, b"f;g;h");
+        assert_eq!(sent(&mut d), b"3;3;1;");
+        d.eof(a);
+        assert_eq!(sent(&mut d), b"rest:h<close>");
+    }
+
+    #[test]
+    fn no_partial_frame_holds_no_buffer() {
+        let mut d = inline(Frames);
+        let a = ConnId::new(0, 0, 0);
+        d.open(a, &info());
+        d.data(a, b"x;");
+        assert!(d.sessions.get_mut(0, a).unwrap().input.is_none());
+        d.data(a, b"xy");
+        assert!(d.sessions.get_mut(0, a).unwrap().input.is_some());
+        d.data(a, b";");
+        assert!(d.sessions.get_mut(0, a).unwrap().input.is_none());
+        assert_eq!(sent(&mut d), b"1;2;");
+    }
+
+    #[test]
+    fn input_over_the_limit_gets_the_answer_then_close() {
+        for pieces in [
+            &[&b"0123456789abcdefXYZ"[..]][..],
+            &[b"01234567", b"89abcdefXY"],
+        ] {
+            let mut d = inline(Frames);
+            let a = ConnId::new(0, 0, 0);
+            d.open(a, &info());
+            for p in pieces {
+                d.data(a, p);
+            }
+            let out = sent(&mut d);
+            assert!(
+                out.starts_with(b"full "),
+                "{:?}",
+                String::from_utf8_lossy(&out)
+            );
+            assert!(out.ends_with(b"<close>"));
+            // Input after the close is ignored.
+            d.data(a, b"1;");
+            assert_eq!(sent(&mut d), b"");
+        }
+    }
+
+    #[test]
+    fn deadlines_fire_once_and_moved_or_cleared_ones_do_not() {
+        struct Dl;
+        impl Service for Dl {
+            type Session = ();
+            fn open(&self, _: &ConnInfo, conn: &mut Conn<'_>) {
+                conn.set_deadline(Instant::now());
+            }
+            fn data(&self, _: &mut (), input: &[u8], conn: &mut Conn<'_>) -> usize {
+                match input {
+                    b"clear" => conn.clear_deadline(),
+                    b"later" => conn.set_deadline(Instant::now() + Duration::from_secs(3600)),
+                    _ => conn.set_deadline(Instant::now()),
+                }
+                input.len()
+            }
+            fn deadline(&self, _: &mut (), conn: &mut Conn<'_>) {
+                conn.write(b"fired;");
+            }
+        }
+        let mut d = inline(Dl);
+        let a = ConnId::new(0, 0, 0);
+        d.open(a, &info());
+        assert_eq!(sent(&mut d), b"");
+        let soon = Instant::now() + Duration::from_millis(1);
+        assert!(d.next_deadline().is_some_and(|t| t <= soon));
+        d.expire(Instant::now());
+        assert_eq!(sent(&mut d), b"fired;");
+        d.expire(Instant::now());
+        assert_eq!(sent(&mut d), b"", "fired once");
+        // Set, then cleared before the driver's copy fell due: never fires.
+        d.data(a, b"now");
+        let _ = sent(&mut d);
+        d.data(a, b"clear");
+        d.expire(Instant::now() + Duration::from_secs(1));
+        assert_eq!(sent(&mut d), b"");
+        // Moved later: not at the earlier time.
+        d.data(a, b"now");
+        d.data(a, b"later");
+        let _ = sent(&mut d);
+        d.expire(Instant::now() + Duration::from_secs(1));
+        assert_eq!(sent(&mut d), b"");
+        d.closed(a);
+        assert!(d.next_deadline().is_none());
     }
 }

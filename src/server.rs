@@ -12,6 +12,7 @@ use ringport_fallback::errno::{classify, Disposition, Site};
 use ringport_fallback::event::{DriverConfig, Shared, Stats, Waker};
 use ringport_fallback::{net, Dispatch, PollDriver};
 
+use crate::metrics;
 use crate::pool::{DriverLink, Inline, Pool};
 use crate::service::{Mailbox, Service};
 
@@ -67,6 +68,16 @@ pub struct ServerBuilder {
     io_threads: usize,
     workers: usize,
     driver: DriverConfig,
+    reuse_port: bool,
+    inherited: Option<Arc<TcpListener>>,
+    metrics: Option<MetricsAt>,
+}
+
+/// Where the metrics listener comes from.
+#[derive(Debug, Clone)]
+enum MetricsAt {
+    Bind(SocketAddr),
+    Inherited(Arc<TcpListener>),
 }
 
 impl Default for ServerBuilder {
@@ -79,6 +90,9 @@ impl Default for ServerBuilder {
             // the service itself (see the README's Performance section).
             workers: 0,
             driver: DriverConfig::default(),
+            reuse_port: false,
+            inherited: None,
+            metrics: None,
         }
     }
 }
@@ -92,6 +106,35 @@ impl ServerBuilder {
     /// Address to listen on (port 0 picks a free port).
     pub fn listen(&mut self, addr: SocketAddr) -> &mut Self {
         self.listen = addr;
+        self
+    }
+
+    /// Share the address with other processes (`SO_REUSEPORT` on every listener, one I/O
+    /// thread included), so a new instance can listen while an old one drains. Off by
+    /// default: binding an address another process listens on fails with "address in use",
+    /// whatever the number of I/O threads.
+    pub fn reuse_port(&mut self, on: bool) -> &mut Self {
+        self.reuse_port = on;
+        self
+    }
+
+    /// Accept from this already listening socket (socket activation) instead of binding
+    /// [`ServerBuilder::listen`]'s address. Every I/O thread accepts from it (a duplicate
+    /// descriptor each).
+    pub fn listener(&mut self, listener: TcpListener) -> &mut Self {
+        self.inherited = Some(Arc::new(listener));
+        self
+    }
+
+    /// Serve Prometheus metrics on `addr` (its own listener, never the service's).
+    pub fn metrics(&mut self, addr: SocketAddr) -> &mut Self {
+        self.metrics = Some(MetricsAt::Bind(addr));
+        self
+    }
+
+    /// Serve Prometheus metrics on this already listening socket (socket activation).
+    pub fn metrics_listener(&mut self, listener: TcpListener) -> &mut Self {
+        self.metrics = Some(MetricsAt::Inherited(Arc::new(listener)));
         self
     }
 
@@ -174,8 +217,21 @@ impl ServerBuilder {
     /// io_uring cannot start (the error names the reason), or when threads cannot start.
     pub fn build<S: Service>(&self, service: S) -> io::Result<Server> {
         let io_threads = self.io_threads.clamp(1, 255);
-        let listeners = net::listeners(self.listen, io_threads)?;
+        let listeners = match &self.inherited {
+            Some(l) => (0..io_threads)
+                .map(|_| l.try_clone())
+                .collect::<io::Result<Vec<_>>>()?,
+            None => net::listeners_with(self.listen, io_threads, self.reuse_port)?,
+        };
         let local_addr = listeners[0].local_addr()?;
+        let metrics_listener =
+            match &self.metrics {
+                None => None,
+                Some(MetricsAt::Bind(addr)) => Some(TcpListener::bind(addr).map_err(|e| {
+                    io::Error::new(e.kind(), format!("metrics address {addr}: {e}"))
+                })?),
+                Some(MetricsAt::Inherited(l)) => Some(l.try_clone()?),
+            };
         let shared = Arc::new(Shared::default());
         let cfg = self.driver.clone();
 
@@ -185,6 +241,17 @@ impl ServerBuilder {
             .map(|_| Arc::new(Stats::default()))
             .collect();
         let service = Arc::new(service);
+        let metrics = match metrics_listener {
+            Some(l) => {
+                let (svc, all) = (service.clone(), stats.clone());
+                let render: metrics::Render = Arc::new(move |out| {
+                    metrics::render_engine(out, backend.name(), &all);
+                    svc.metrics(out);
+                });
+                Some(metrics::MetricsServer::start(l, render)?)
+            }
+            None => None,
+        };
         // Handle output waiting for one I/O thread: a few times the output limit, within
         // sane bounds.
         let mail_cap = cfg.output_high.saturating_mul(16).clamp(1 << 20, 64 << 20);
@@ -236,6 +303,7 @@ impl ServerBuilder {
             stats,
             threads,
             pool,
+            metrics,
         };
         match failure {
             // Dropping the server stops the threads that did start.
@@ -271,7 +339,7 @@ fn choose_backend(wanted: Backend, cfg: &DriverConfig) -> io::Result<(Backend, O
         Backend::Uring | Backend::Auto => match probe_uring(cfg) {
             Ok(()) => Ok((Backend::Uring, None)),
             Err(e) => {
-                let reason = uring_unavailable_reason(&e);
+                let reason = uring_unavailable_reason(&e, cfg);
                 if wanted == Backend::Auto
                     && classify(Site::RingSetup, &e) == Disposition::Unsupported
                 {
@@ -352,9 +420,12 @@ impl DriverParts {
         } = self;
         match backend {
             #[cfg(target_os = "linux")]
-            Backend::Uring => crate::uring::UringDriver::new(listener, cfg, stats, shared, waker)
-                .map(Driver::Uring)
-                .map_err(|e| io::Error::new(e.kind(), uring_unavailable_reason(&e))),
+            Backend::Uring => {
+                let asked = cfg.clone();
+                crate::uring::UringDriver::new(listener, cfg, stats, shared, waker)
+                    .map(Driver::Uring)
+                    .map_err(|e| io::Error::new(e.kind(), uring_unavailable_reason(&e, &asked)))
+            }
             _ => PollDriver::new(listener, cfg, stats, shared, waker).map(Driver::Poll),
         }
     }
@@ -389,12 +460,38 @@ fn spawn_driver<D: Dispatch + Send + 'static>(
     Ok((handle, ready_rx))
 }
 
-/// One line saying why io_uring cannot run and what to do about it.
-fn uring_unavailable_reason(e: &io::Error) -> String {
+/// One line saying why io_uring cannot run and what to do about it. Refused memory says how
+/// much the ring asked for.
+fn uring_unavailable_reason(e: &io::Error, cfg: &DriverConfig) -> String {
+    if e.kind() == io::ErrorKind::OutOfMemory {
+        let buffers = u64::from(cfg.ring_buffers) * u64::from(cfg.buffer_size);
+        return format!(
+            "io_uring unavailable: the ring asked for {} per I/O thread for its receive buffers \
+             ({} of {}) and the kernel refused it ({e}); use fewer --ring-buffers or a smaller \
+             --buffer-size",
+            binary_size(buffers),
+            cfg.ring_buffers,
+            binary_size(u64::from(cfg.buffer_size)),
+        );
+    }
     format!(
         "io_uring unavailable: {e}: {}",
         ringport_fallback::errno::ring_setup_hint(e)
     )
+}
+
+/// `32 GiB`, `1.5 MiB`, `64 B`: bytes in the largest binary unit that keeps the number at 1
+/// or more, as the command line writes sizes.
+fn binary_size(bytes: u64) -> String {
+    let (unit, factor) = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+        .into_iter()
+        .find(|&(_, f)| bytes >= f)
+        .unwrap_or(("B", 1));
+    if bytes % factor == 0 {
+        format!("{} {unit}", bytes / factor)
+    } else {
+        format!("{:.1} {unit}", bytes as f64 / factor as f64)
+    }
 }
 
 /// A running server.
@@ -409,6 +506,7 @@ pub struct Server {
     stats: Vec<Arc<Stats>>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     pool: Option<Pool>,
+    metrics: Option<metrics::MetricsServer>,
 }
 
 impl Server {
@@ -420,6 +518,11 @@ impl Server {
     /// The address the server listens on (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where Prometheus metrics are served, if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(metrics::MetricsServer::addr)
     }
 
     /// The backend that runs (`Uring` or `Poll`, never `Auto`).
@@ -598,36 +701,103 @@ impl ServerStats {
     }
 }
 
+impl ServerStats {
+    /// Every counter as `(name, value)`, in the order printed: `failed_calls` is the total
+    /// of failed calls, followed by `failed_calls.NAME` for each disposition that occurred.
+    pub fn rows(&self) -> Vec<(String, String)> {
+        let mut rows: Vec<(String, String)> = [
+            ("backend", self.backend.to_string()),
+            ("accepted", self.accepted.to_string()),
+            ("open", self.open.to_string()),
+            ("closed", self.closed.to_string()),
+            ("refused", self.refused.to_string()),
+            ("timed_out", self.timed_out.to_string()),
+            ("bytes_in", self.bytes_in.to_string()),
+            ("bytes_out", self.bytes_out.to_string()),
+            ("discarded", self.discarded.to_string()),
+            ("accept_pauses", self.accept_pauses.to_string()),
+            ("enobufs", self.enobufs.to_string()),
+            ("read_pauses", self.read_pauses.to_string()),
+            ("file_bytes", self.file_bytes.to_string()),
+            ("service_panics", self.service_panics.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let failed: u64 = self.errors.iter().map(|(_, n)| n).sum();
+        rows.push(("failed_calls".to_string(), failed.to_string()));
+        for (name, n) in &self.errors {
+            rows.push((format!("failed_calls.{name}"), n.to_string()));
+        }
+        rows
+    }
+}
+
+/// One `name value` line per counter ([`ServerStats::rows`]), values aligned in one
+/// column, no trailing newline.
 impl fmt::Display for ServerStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "backend {} accepted {} open {} closed {} refused {} timed_out {} bytes_in {} \
-             bytes_out {} discarded {} accept_pauses {} enobufs {} read_pauses {} \
-             file_bytes {} service_panics {}",
-            self.backend,
-            self.accepted,
-            self.open,
-            self.closed,
-            self.refused,
-            self.timed_out,
-            self.bytes_in,
-            self.bytes_out,
-            self.discarded,
-            self.accept_pauses,
-            self.enobufs,
-            self.read_pauses,
-            self.file_bytes,
-            self.service_panics
-        )?;
-        if self.errors.is_empty() {
-            write!(f, " failed_calls none")
-        } else {
-            write!(f, " failed_calls")?;
-            for (name, n) in &self.errors {
-                write!(f, " {name}={n}")?;
+        let rows = self.rows();
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (i, (name, value)) in rows.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
             }
-            Ok(())
+            write!(f, "{name:<width$}  {value}")?;
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_print_as_aligned_name_value_lines() {
+        let st = ServerStats {
+            backend: "poll",
+            accepted: 3,
+            closed: 2,
+            open: 1,
+            bytes_in: 1000,
+            bytes_out: 900,
+            discarded: 100,
+            errors: vec![("peer_gone", 2), ("exhausted", 1)],
+            ..ServerStats::default()
+        };
+        let text = st.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 17, "{text}");
+        assert_eq!(lines[0], "backend                 poll");
+        assert_eq!(lines[1], "accepted                3");
+        assert_eq!(lines[8], "discarded               100");
+        assert_eq!(lines[14], "failed_calls            3");
+        assert_eq!(lines[15], "failed_calls.peer_gone  2");
+        assert_eq!(lines[16], "failed_calls.exhausted  1");
+        assert!(!text.ends_with('\n'));
+        let quiet = ServerStats::default().to_string();
+        assert!(quiet.ends_with("\nfailed_calls    0"), "{quiet}");
+    }
+
+    #[test]
+    fn refused_ring_memory_says_how_much_was_asked() {
+        let cfg = DriverConfig {
+            ring_buffers: 32768,
+            buffer_size: 1 << 20,
+            ..DriverConfig::default()
+        };
+        let e = io::Error::from(io::ErrorKind::OutOfMemory);
+        let reason = uring_unavailable_reason(&e, &cfg);
+        assert!(
+            reason.starts_with(
+                "io_uring unavailable: the ring asked for 32 GiB per I/O thread for its \
+                 receive buffers (32768 of 1 MiB) and the kernel refused it ("
+            ),
+            "{reason}"
+        );
+        assert!(!reason.contains("MEMLOCK"), "{reason}");
+        assert_eq!(binary_size(3 << 19), "1.5 MiB");
+        assert_eq!(binary_size(64), "64 B");
     }
 }

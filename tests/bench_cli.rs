@@ -318,7 +318,12 @@ fn zero_duration_is_refused() {
         let (code, err) = refused(&["--duration", zero]);
         assert_eq!(code, Some(2), "{err}");
         assert!(err.contains("--duration"), "{err}");
-        assert!(err.contains("is zero"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "'{zero}' is out of range: give a duration from 10ms to 24h"
+            )),
+            "{err}"
+        );
     }
 }
 
@@ -337,10 +342,17 @@ fn missing_server_pid_fails_at_start() {
 #[test]
 fn bad_sizes_and_addresses_are_named() {
     for (size, why) in [
-        ("0", "outside 1 B to 64 MiB"),
-        ("65MiB", "outside 1 B to 64 MiB"),
-        ("1XB", "unknown unit 'XB' (use B, KiB or MiB)"),
-        ("big", "not a size like 64, 4KiB or 1MiB"),
+        ("0", "'0' is out of range: give a size from 1 B to 64 MiB"),
+        (
+            "65MiB",
+            "'65MiB' is out of range: give a size from 1 B to 64 MiB",
+        ),
+        (
+            "1XB",
+            "unknown unit 'XB' (use B, KiB, MiB or GiB (K, M, G for short))",
+        ),
+        ("big", "'big' is not a size like 4096, 64KiB or 1.5MiB"),
+        ("-1", "'-1' is out of range: give a size from 1 B to 64 MiB"),
     ] {
         let (code, err) = refused(&["--size", size]);
         assert_eq!(code, Some(2), "{err}");
@@ -429,4 +441,332 @@ fn run_stopped_in_warm_up_prints_no_empty_numbers() {
     }
     let err = text(&out.stderr);
     assert!(err.contains("the server closed the connection"), "{err}");
+}
+
+/// An echo server in this process (poll backend), for tests that watch its counters.
+fn echo_in_process() -> ringport::Server {
+    let mut b = ringport::Server::builder();
+    b.listen("127.0.0.1:0".parse().unwrap())
+        .backend(ringport::Backend::Poll);
+    b.build(ringport::service::Echo)
+        .expect("echo server starts")
+}
+
+/// impossible_rate_is_counted_as_missed: a rate no load generator keeps ends on time, in
+/// bounded memory (here under a 2 GiB address-space limit), and says how much it missed.
+#[test]
+fn impossible_rate_is_counted_as_missed() {
+    let server = poll_server();
+    let addr = server.addr.to_string();
+    let args = [
+        "--addr",
+        &addr,
+        "--rate",
+        "1e12",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ];
+    let limited = Command::new("prlimit").arg("--version").output().is_ok();
+    let started = std::time::Instant::now();
+    let out = if limited {
+        let child = Command::new("prlimit")
+            .arg("--as=2147483648")
+            .arg(BIN)
+            .arg("bench")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.wait_with_output().unwrap()
+    } else {
+        eprintln!("prlimit is not installed: memory not limited");
+        bench(&args)
+    };
+    let took = started.elapsed();
+    assert!(out.status.success(), "bench failed: {}", text(&out.stderr));
+    assert!(took < Duration::from_secs(15), "a 1 s run took {took:?}");
+    let v = json(&out);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["rate_missed"], true, "{v}");
+    let (planned, sent, missed) = (
+        v["planned"].as_u64().unwrap(),
+        v["sent"].as_u64().unwrap(),
+        v["missed"].as_u64().unwrap(),
+    );
+    assert_eq!(planned, sent + missed, "{v}");
+    assert!(sent > 0 && missed > sent, "{v}");
+    assert!(v["msgs"].as_u64().unwrap() > 0, "{v}");
+}
+
+/// Buffers beyond the memory budget are refused before anything connects.
+#[test]
+fn buffers_over_the_memory_budget_are_refused() {
+    let (code, err) = refused(&[
+        "--addr",
+        "127.0.0.1:1",
+        "--size",
+        "64MiB",
+        "--connections",
+        "40",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        "ringport bench: --size 64 MiB x --connections 40 x (--depth 1 + 1 pattern) needs \
+         about 5 GiB of message buffers, more than the 2 GiB the load generator allows itself: \
+         use fewer connections, smaller messages or a lower depth"
+    );
+}
+
+/// setup_precedes_the_window: building large buffers happens before the clock starts, so
+/// the measured window is the one asked for and holds answers.
+#[test]
+fn setup_precedes_the_window() {
+    let server = poll_server();
+    let out = bench(&[
+        "--addr",
+        &server.addr.to_string(),
+        "--size",
+        "8MiB",
+        "--connections",
+        "8",
+        "--warmup",
+        "0",
+        "--duration",
+        "0.5",
+        "--json",
+    ]);
+    assert!(out.status.success(), "bench failed: {}", text(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["duration_s"], 0.5, "{v}");
+    assert!(v["msgs"].as_u64().unwrap() > 0, "{v}");
+}
+
+/// A server that reads and never answers: the run measured nothing, so it fails and says
+/// why, in text (nothing claimed verified) and in JSON.
+#[test]
+fn server_that_never_answers_fails_the_run() {
+    let addr = fake_server(|_| Some(Vec::new())).to_string();
+    let args = [
+        "--addr",
+        &addr,
+        "--connections",
+        "2",
+        "--verify",
+        "--warmup",
+        "0",
+        "--duration",
+        "0.3",
+    ];
+    let out = bench(&args);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let summary = text(&out.stdout);
+    let why = "no message was answered in the measured window (is an echo server answering \
+               there?)";
+    assert!(
+        summary.contains(&format!("  result      failed: {why}")),
+        "{summary}"
+    );
+    assert!(!summary.contains("every byte"), "{summary}");
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        format!("ringport bench: {why}")
+    );
+    let out = bench(&[&args[..], &["--json"]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["why"], why, "{v}");
+    assert_eq!(v["msgs"], 0, "{v}");
+}
+
+/// With --json, a first connection that fails still prints one JSON object.
+#[test]
+fn json_says_why_when_nothing_connects() {
+    let addr = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let out = bench(&["--addr", &addr.to_string(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert_eq!(v["ok"], false, "{v}");
+    let why = v["why"].as_str().unwrap();
+    assert_eq!(
+        why,
+        format!(
+            "cannot connect to {addr} (connection 0): connection refused (is an echo server \
+             listening there?)"
+        )
+    );
+}
+
+/// A run stopped in warm-up says so in JSON.
+#[test]
+fn json_names_a_stop_during_warm_up() {
+    let addr = fake_server(|_| None);
+    let out = bench(&["--addr", &addr.to_string(), "--connections", "2", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["stopped_during"], "warmup", "{v}");
+    assert_eq!(v["measured"], false, "{v}");
+}
+
+/// Many connections failing the same way are reported on one line that counts them.
+#[test]
+fn connections_failing_alike_are_one_line() {
+    let addr = fake_server(|_| None);
+    let out = bench(&[
+        "--addr",
+        &addr.to_string(),
+        "--connections",
+        "20",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("the server closed the connection"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    let v = json(&out);
+    let n = v["errors"].as_u64().unwrap();
+    if n > 1 {
+        assert!(
+            lines[0].starts_with(&format!(
+                "ringport bench: {n} connections: the server closed the connection (first: "
+            )),
+            "{err}"
+        );
+    }
+    assert_eq!(v["error_messages"].as_array().unwrap().len(), 1, "{v}");
+}
+
+/// More threads than connections: the run says it used fewer.
+#[test]
+fn threads_beyond_connections_are_reduced_and_said() {
+    let server = poll_server();
+    let out = bench(&[
+        "--addr",
+        &server.addr.to_string(),
+        "--connections",
+        "2",
+        "--threads",
+        "8",
+        "--warmup",
+        "0",
+        "--duration",
+        "0.3",
+        "--json",
+    ]);
+    assert!(out.status.success(), "bench failed: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        "ringport bench: --threads 8 reduced to 2: at most one thread per connection"
+    );
+    let v = json(&out);
+    assert_eq!(v["threads"], 2, "{v}");
+    assert_eq!(v["threads_asked"], 8, "{v}");
+}
+
+/// Ctrl-C: the header was printed when the run started; the summary of what was measured
+/// follows, then exit code 130. With --json, the JSON says it was interrupted.
+fn ctrl_c_prints_what_was_measured(json_out: bool) {
+    let server = echo_in_process();
+    let addr = server.local_addr().to_string();
+    let mut args = vec![
+        "bench",
+        "--addr",
+        &addr,
+        "--connections",
+        "2",
+        "--warmup",
+        "0",
+        "--duration",
+        "60",
+    ];
+    if json_out {
+        args.push("--json");
+    }
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let guard_pid = pid;
+    // Kill it if anything below fails.
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-9", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _kill = Kill(guard_pid);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    if !json_out {
+        let mut header = String::new();
+        stdout.read_line(&mut header).unwrap();
+        assert!(
+            header.starts_with(&format!(
+                "ringport bench: {addr}, 2 connections, 64 B messages"
+            )),
+            "{header}"
+        );
+    }
+    let start = std::time::Instant::now();
+    while server.stats().bytes_out < 64 * 100 {
+        assert!(start.elapsed() < DEADLINE, "no traffic: {}", server.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let st = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest}");
+    if json_out {
+        let v: serde_json::Value = serde_json::from_str(rest.trim()).unwrap();
+        assert_eq!(v["interrupted"], true, "{v}");
+        assert_eq!(v["ok"], false, "{v}");
+        assert_eq!(v["why"], "interrupted", "{v}");
+        assert_eq!(v["stopped_during"], "measurement", "{v}");
+        assert!(v["msgs"].as_u64().unwrap() > 0, "{v}");
+    } else {
+        assert!(rest.contains("  window      interrupted after "), "{rest}");
+        assert!(rest.contains("  throughput  "), "{rest}");
+        assert!(
+            rest.contains("  result      interrupted: the figures cover what was measured"),
+            "{rest}"
+        );
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_prints_the_summary_and_exits_130() {
+    ctrl_c_prints_what_was_measured(false);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_prints_the_json_and_exits_130() {
+    ctrl_c_prints_what_was_measured(true);
 }

@@ -38,11 +38,60 @@ fn serve_echo_then_sigterm_exits_zero(backend: Backend, workers: &str) {
     assert!(status.success(), "exit status {status}");
     let mut err = String::new();
     p.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(err.contains("stopped;"), "stderr: {err}");
-    assert!(err.contains("accepted 1"), "stderr: {err}");
+    let counters = exit_counters(&err);
+    assert_eq!(counters["backend"], backend.name(), "stderr: {err}");
+    assert_eq!(counters["accepted"], "1", "stderr: {err}");
+    assert_eq!(counters["closed"], "1", "stderr: {err}");
+    assert_eq!(counters["bytes_in"], "200000", "stderr: {err}");
+    assert_eq!(counters["bytes_out"], "200000", "stderr: {err}");
+    assert_eq!(counters["failed_calls"], "0", "stderr: {err}");
     // The client that was still connected got EOF at shutdown.
     let mut rest = Vec::new();
     assert_eq!(c.read_to_end(&mut rest).unwrap(), 0);
+}
+
+/// The counters printed at exit: after `ringport: stopped; counters:`, one `name value`
+/// line each, indented, the values in one column.
+#[cfg(unix)]
+fn exit_counters(stderr: &str) -> std::collections::HashMap<String, String> {
+    // Log lines: `TIMESTAMP LEVEL ringport: MESSAGE`; the counters follow the line that
+    // says `stopped; counters:`, one line each.
+    let messages: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.split_once(" ringport: ").map(|(_, m)| m))
+        .collect();
+    let at = messages
+        .iter()
+        .position(|m| *m == "stopped; counters:")
+        .unwrap_or_else(|| panic!("no counters in {stderr:?}"));
+    let rest = messages[at + 1..].join("\n");
+    let lines: Vec<&str> = messages[at + 1..]
+        .iter()
+        .copied()
+        .take_while(|l| l.starts_with("  "))
+        .collect();
+    assert!(lines.len() >= 13, "too few counters: {rest:?}");
+    let column = lines[0].len()
+        - lines[0]
+            .trim_start_matches("  ")
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .len();
+    lines
+        .iter()
+        .map(|l| {
+            assert_eq!(
+                l.len() - l.split_whitespace().last().unwrap().len(),
+                column,
+                "not aligned: {rest:?}"
+            );
+            let mut parts = l.split_whitespace();
+            let (k, v) = (parts.next().unwrap(), parts.next().unwrap());
+            assert_eq!(parts.next(), None, "not `name value`: {l:?}");
+            (k.to_string(), v.to_string())
+        })
+        .collect()
 }
 
 #[cfg(unix)]
@@ -143,4 +192,224 @@ fn help_shows_examples() {
     ] {
         assert!(help.contains(flag), "help lacks {flag}:\n{help}");
     }
+}
+
+/// Run `ringport ARGS` with `env` set, expecting a usage error: exit code 2, nothing on
+/// stdout, and the error on stderr, which is returned.
+fn usage_error(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringport"));
+    cmd.env_remove("RINGPORT_BACKEND");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+    err
+}
+
+/// Negative values are out of range, not "unexpected argument"; every number, size and
+/// duration names its range; both subcommands take the same units.
+#[test]
+fn out_of_range_values_name_their_range() {
+    for (args, want) in [
+        (
+            &["serve", "--io-threads", "-1"][..],
+            "invalid value '-1' for '--io-threads <N>': '-1' is out of range: give a whole \
+             number from 1 to 255",
+        ),
+        (
+            &["serve", "--output-limit", "-1"],
+            "'-1' is out of range: give a size from 1 KiB to 1 GiB",
+        ),
+        (
+            &["serve", "--idle-timeout", "-1s"],
+            "'-1s' is out of range: give 0 (off) or a duration from 10ms to 168h",
+        ),
+        (
+            &["bench", "--rate", "-5"],
+            "'-5' is out of range: give a positive number of messages per second",
+        ),
+        (
+            &["serve", "--max-connections", "18446744073709551615"],
+            "is out of range: give a whole number from 1 to 10000000",
+        ),
+        (
+            &["serve", "--max-connections", "0"],
+            "'0' is out of range: give a whole number from 1 to 10000000",
+        ),
+        (
+            &["serve", "--idle-timeout", "1ns"],
+            "unknown unit 'ns' (use ms, s, m or h (a bare number is seconds))",
+        ),
+        (
+            &["serve", "--send-timeout", "5ms"],
+            "'5ms' is out of range: give 0 (off) or a duration from 10ms to 168h",
+        ),
+        (
+            &["bench", "--warmup", "1000000000"],
+            "'1000000000' is out of range: give 0 (off) or a duration from 1ms to 1h",
+        ),
+        (
+            &["serve", "--output-limit", "1MB"],
+            "unknown unit 'MB' (use B, KiB, MiB or GiB (K, M, G for short))",
+        ),
+        (
+            &["bench", "--size", "1XB"],
+            "unknown unit 'XB' (use B, KiB, MiB or GiB (K, M, G for short))",
+        ),
+        (
+            &["serve", "--buffer-size", "100.5"],
+            "'100.5' is not a whole number of bytes",
+        ),
+    ] {
+        let err = usage_error(args, &[]);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
+    }
+}
+
+/// Decimal sizes are taken, and a bare number is seconds for `serve` as for `bench`: the
+/// server starts with them.
+#[cfg(unix)]
+#[test]
+fn decimal_sizes_and_bare_seconds_are_taken() {
+    let mut p = serve_process(&[
+        "--backend",
+        "poll",
+        "--output-limit",
+        "1.5MiB",
+        "--idle-timeout",
+        "30",
+        "--send-timeout",
+        "2.5",
+        "--shutdown-grace",
+        "0.5",
+    ])
+    .unwrap();
+    let mut c = connect(p.addr);
+    common::assert_echo(&mut c, b"decimals");
+    sigterm(&p.guard.child);
+    assert!(wait_exit(&mut p.guard.child).success());
+}
+
+/// `RINGPORT_BACKEND` set but empty, or set to nonsense, is named in the error, not
+/// `--backend`.
+#[test]
+fn backend_variable_errors_name_the_variable() {
+    let err = usage_error(&["serve"], &[("RINGPORT_BACKEND", "")]);
+    assert!(
+        err.contains(
+            "RINGPORT_BACKEND is set but empty: set it to auto, uring or poll, or unset it"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("--backend"), "{err}");
+    let err = usage_error(&["serve"], &[("RINGPORT_BACKEND", "pigeon")]);
+    assert!(
+        err.contains("RINGPORT_BACKEND='pigeon': unknown backend 'pigeon'"),
+        "{err}"
+    );
+}
+
+/// A banner that cannot be written (stdout is /dev/full) stops the server with one line and
+/// exit code 1: no panic, no backtrace.
+#[cfg(target_os = "linux")]
+#[test]
+fn banner_to_a_full_stdout_is_one_clear_error() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringport"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--backend", "poll"])
+        .stdout(full)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "stderr: {err}");
+    assert!(
+        err.trim_end().ends_with(
+            " ERROR ringport: cannot write the banner to stdout (No space left on device (os \
+             error 28)); stopping"
+        ),
+        "stderr: {err}"
+    );
+}
+
+/// Log lines that cannot be written (stderr is /dev/full) do not stop the server: it serves
+/// and exits 0 on SIGTERM.
+#[cfg(target_os = "linux")]
+#[test]
+fn log_lines_to_a_full_stderr_are_dropped() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut child = common::ChildGuard {
+        child: Command::new(env!("CARGO_BIN_EXE_ringport"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--backend", "poll"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(full)
+            .spawn()
+            .unwrap(),
+    };
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no banner: {line:?}"));
+    common::assert_echo(&mut connect(addr), b"still serving");
+    sigterm(&child.child);
+    let status = wait_exit(&mut child.child);
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+/// io_uring buffers the kernel will not give (here: under a 4 GiB address-space limit) are
+/// named with the memory asked for, not blamed on RLIMIT_MEMLOCK.
+#[cfg(target_os = "linux")]
+#[test]
+fn refused_ring_memory_says_how_much_was_asked() {
+    if !available(Backend::Uring) {
+        eprintln!("skipped: backend uring is not available on this machine");
+        return;
+    }
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("skipped: prlimit is not installed");
+        return;
+    }
+    let out = Command::new("prlimit")
+        .arg("--as=4294967296")
+        .arg(env!("CARGO_BIN_EXE_ringport"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--backend", "uring"])
+        .args(["--ring-buffers", "32768", "--buffer-size", "1MiB"])
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(
+        err.contains(
+            " ERROR ringport: cannot serve on 127.0.0.1:0: io_uring unavailable: the ring asked for \
+             32 GiB per I/O thread for its receive buffers (32768 of 1 MiB) and the kernel \
+             refused it ("
+        ),
+        "stderr: {err}"
+    );
+    assert!(
+        err.trim_end()
+            .ends_with("); use fewer --ring-buffers or a smaller --buffer-size"),
+        "stderr: {err}"
+    );
+    assert!(!err.contains("MEMLOCK"), "stderr: {err}");
 }

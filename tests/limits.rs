@@ -25,6 +25,9 @@ every_backend!(
     lingering_close_delivers_everything_written,
     slow_reader_is_not_idle,
     half_closed_non_reader_is_closed_by_send_timeout,
+    counters_add_up_when_send_timeout_closes_a_non_reader,
+    counters_add_up_when_shutdown_drops_owed_output,
+    counters_add_up_when_shutdown_lingers_on_a_sender,
 );
 
 /// Beyond `--max-connections`, connections are accepted and closed at once; the admitted
@@ -211,6 +214,7 @@ fn lingering_close_delivers_everything_written(setup: Setup) {
         "bytes written but not delivered"
     );
     assert_eq!(st.discarded, 0, "owed output dropped: {st}");
+    assert_counters_add_up(&st);
     assert!(!got.is_empty());
 }
 
@@ -266,6 +270,131 @@ fn half_closed_non_reader_is_closed_by_send_timeout(setup: Setup) {
     drop(c);
 }
 
+/// Send to `stream` (non-blocking from here on), never reading, until the server owes it
+/// output it cannot write: the socket is full both ways, the server paused reading, and
+/// more than `owed` bytes it read are not written back.
+fn fill_until_output_is_owed(server: &ringport::Server, stream: &mut TcpStream, owed: u64) {
+    stream.set_nonblocking(true).unwrap();
+    let chunk = Rng::new(21).bytes(64 * 1024);
+    let start = Instant::now();
+    loop {
+        match stream.write(&chunk) {
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let st = server.stats();
+                if st.read_pauses > 0 && st.bytes_in > st.bytes_out + owed {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => panic!("sending to the server failed: {e}"),
+        }
+        assert!(
+            start.elapsed() < common::DEADLINE,
+            "the server never stopped reading: {}",
+            server.stats()
+        );
+    }
+}
+
+/// A client whose receive buffer is small and fixed (no autotuning), so that output it does
+/// not read stays owed on the server instead of draining into the client's kernel.
+fn connect_small_window(addr: std::net::SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(8 * 1024).unwrap();
+    s.connect(&addr.into()).unwrap();
+    s.into()
+}
+
+/// Echo's byte counters must balance: every byte handed to the service was written or
+/// dropped as owed output.
+fn assert_counters_add_up(st: &ringport::ServerStats) {
+    assert_eq!(
+        st.bytes_in,
+        st.bytes_out + st.discarded,
+        "bytes_in != bytes_out + discarded: {st}"
+    );
+}
+
+/// A client that sends but never reads, closed by the send timeout: the output it left
+/// owed (queued, and on io_uring the unwritten rest of the send in flight) is counted as
+/// discarded, so the counters add up.
+fn counters_add_up_when_send_timeout_closes_a_non_reader(setup: Setup) {
+    let mut b = setup.builder();
+    b.send_timeout(Some(Duration::from_secs(1)))
+        .output_limit(64 * 1024);
+    let server = b.build(Echo).unwrap();
+    let mut c = connect_small_window(server.local_addr());
+    fill_until_output_is_owed(&server, &mut c, 32 * 1024);
+    wait_until("the send timeout closes the connection", || {
+        server.stats().closed == 1
+    });
+    server.shutdown();
+    let st = server.wait().expect("clean exit");
+    assert_eq!(st.timed_out, 1, "{st}");
+    assert!(st.discarded > 0, "nothing owed was dropped: {st}");
+    assert_counters_add_up(&st);
+    drop(c);
+}
+
+/// Shutdown with output owed to a client that does not read: after the grace period the
+/// owed output, including a send in flight, is counted as discarded.
+fn counters_add_up_when_shutdown_drops_owed_output(setup: Setup) {
+    // More than the server's socket can absorb (its send buffer grows up to tcp_wmem's
+    // maximum), all read before shutdown: the output limit is above it.
+    let wmem_max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(2).and_then(|m| m.parse().ok()))
+        .unwrap_or(4usize << 20);
+    let payload = Rng::new(23).bytes(2 * wmem_max + (4 << 20));
+    let mut b = setup.builder();
+    b.output_limit(2 * payload.len())
+        .shutdown_grace(Duration::from_millis(300));
+    let server = b.build(Echo).unwrap();
+    let mut c = connect_small_window(server.local_addr());
+    c.write_all(&payload).unwrap();
+    wait_until("the server read every byte", || {
+        server.stats().bytes_in == payload.len() as u64
+    });
+    server.shutdown();
+    let st = server.wait().expect("clean exit");
+    assert_eq!(st.closed, 1, "{st}");
+    assert!(st.discarded > 0, "nothing owed was dropped: {st}");
+    assert_counters_add_up(&st);
+    drop(c);
+}
+
+/// Shutdown while a client keeps sending and reading: the server writes what it owes, then
+/// lingers, reading and dropping input until it gives up. Input dropped while lingering is
+/// not input to the service, on either backend.
+fn counters_add_up_when_shutdown_lingers_on_a_sender(setup: Setup) {
+    let mut b = setup.builder();
+    b.shutdown_grace(Duration::from_millis(500));
+    let server = b.build(Echo).unwrap();
+    let c = connect(server.local_addr());
+    let mut writer = c.try_clone().unwrap();
+    let mut reader = c;
+    let w = std::thread::spawn(move || {
+        let chunk = Rng::new(22).bytes(16 * 1024);
+        // Until the server's close makes a write fail.
+        while writer.write_all(&chunk).is_ok() {}
+    });
+    let r = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        // Until EOF or the reset that follows the server's close.
+        while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    wait_until("the server read some input", || {
+        server.stats().bytes_in >= 256 * 1024
+    });
+    server.shutdown();
+    let st = server.wait().expect("clean exit");
+    w.join().unwrap();
+    r.join().unwrap();
+    assert_eq!(st.closed, 1, "{st}");
+    assert_counters_add_up(&st);
+}
+
 #[cfg(target_os = "linux")]
 fn backends() -> Vec<Backend> {
     [Backend::Uring, Backend::Poll]
@@ -296,7 +425,17 @@ fn out_of_descriptors_backs_off_and_recovers() {
     for backend in backends() {
         let p = serve_process_under(
             &["prlimit", "--nofile=64:64"],
-            &["--backend", backend.name(), "--workers", "1"],
+            // One I/O thread: with several, a client may sit in the backlog of a thread
+            // that found no descriptor left, and "the first clients are served" would
+            // depend on which listener the kernel picked.
+            &[
+                "--backend",
+                backend.name(),
+                "--workers",
+                "1",
+                "--io-threads",
+                "1",
+            ],
         )
         .unwrap();
         let pid = p.guard.child.id();

@@ -16,8 +16,14 @@
 //!   owes is written before the socket is closed.
 //! - Writes: immediately; what the socket does not take is queued and writable interest is
 //!   armed. Over `output_high` queued bytes, reading from that connection pauses until the
-//!   queue drains below `output_low`. Bytes are never reordered or dropped, except when the
-//!   peer is gone (then the queue is dropped and the connection closed quietly).
+//!   queue drains below `output_low` ([`Dispatch::backlog`] reports both crossings; a
+//!   connection that asked gets [`Dispatch::drained`] once at or below `output_low`). Bytes
+//!   are never reordered or dropped, except when the peer is gone (then the queue is dropped
+//!   and the connection closed quietly). A file range waits in its place among the bytes and
+//!   goes out with `sendfile` on Linux, or is read a chunk at a time into the output buffer
+//!   elsewhere.
+//! - Timers (idle and send timeouts, linger, accept backoff, the services' deadlines from
+//!   [`Dispatch::next_deadline`]) are the poller wait's timeout; no timer thread.
 //! - Every failed call goes through [`classify`]; this module never looks at errno values.
 //!
 //! # Portability
@@ -26,7 +32,6 @@
 //! systems where `SO_REUSEPORT` does not balance, all drivers share one listener socket and
 //! several may wake for one connection; the losers see `WouldBlock`.
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -40,6 +45,7 @@ use crate::event::{
     Shared, Stats, Waker,
 };
 use crate::net::prepare_stream;
+use crate::outq::FileQueue;
 
 /// Poller key of the listener (connections use their slot number).
 const LISTENER: usize = usize::MAX - 1;
@@ -55,12 +61,6 @@ struct Interest {
     write: bool,
 }
 
-/// A file range queued behind the byte `at` of the output buffer.
-struct QueuedFile {
-    at: usize,
-    range: FileRange,
-}
-
 struct Conn {
     id: ConnId,
     stream: TcpStream,
@@ -68,9 +68,7 @@ struct Conn {
     /// `files` sent in between, each when the bytes before its `at` are written.
     out: Vec<u8>,
     out_pos: usize,
-    files: VecDeque<QueuedFile>,
-    /// Bytes of `files` still to send.
-    file_queued: u64,
+    files: FileQueue,
     /// The service asked to be told when output drains to the low-water mark.
     want_drained: bool,
     /// The peer sent EOF.
@@ -98,7 +96,7 @@ struct Conn {
 impl Conn {
     fn queued(&self) -> usize {
         (self.out.len() - self.out_pos)
-            .saturating_add(usize::try_from(self.file_queued).unwrap_or(usize::MAX))
+            .saturating_add(usize::try_from(self.files.bytes()).unwrap_or(usize::MAX))
     }
 
     fn want(&self, stopping: bool) -> Interest {
@@ -272,7 +270,7 @@ impl PollDriver {
                     }
                     d => {
                         self.stats.error(d);
-                        eprintln!("ringport: BUG: poller wait failed: {e}; stopping the server");
+                        tracing::error!("BUG: poller wait failed: {e}; stopping the server");
                         // Close everything the normal way (each session told once), and stop
                         // the whole server rather than run on without this thread.
                         self.close_all(dispatch);
@@ -452,7 +450,7 @@ impl PollDriver {
                     self.backoff.reset();
                     if !self.shared.admit(self.cfg.max_connections) {
                         // Accepted and closed at once, so it does not sit in the backlog.
-                        Stats::add(&self.stats.refused, 1);
+                        self.shared.refused(&self.stats, self.cfg.max_connections);
                         drop(stream);
                         continue;
                     }
@@ -484,8 +482,8 @@ impl PollDriver {
                             } else {
                                 "accept failed"
                             };
-                            eprintln!(
-                                "ringport: {what} ({e}); pausing accept for {pause:?} \
+                            tracing::warn!(
+                                "{what} ({e}); pausing accept for {pause:?} \
                                  ({} open connections, {suppressed} similar lines suppressed)",
                                 self.open
                             );
@@ -506,8 +504,8 @@ impl PollDriver {
                     let pause = self.backoff.step();
                     self.accept_paused_until = Some(self.now + pause);
                     if let Some(suppressed) = self.accept_log.allow() {
-                        eprintln!(
-                            "ringport: cannot re-arm the listener ({e}); retrying in {pause:?} \
+                        tracing::warn!(
+                            "cannot re-arm the listener ({e}); retrying in {pause:?} \
                              ({suppressed} similar lines suppressed)"
                         );
                     }
@@ -545,8 +543,7 @@ impl PollDriver {
             stream,
             out: Vec::new(),
             out_pos: 0,
-            files: VecDeque::new(),
-            file_queued: 0,
+            files: FileQueue::default(),
             want_drained: false,
             read_eof: false,
             closing: false,
@@ -683,18 +680,12 @@ impl PollDriver {
             return false;
         };
         loop {
-            let upto = c.files.front().map_or(c.out.len(), |f| f.at);
+            let upto = c.files.next_at().unwrap_or(c.out.len());
             let result = if c.out_pos < upto {
                 write_at_choke_point(&self.cfg, &mut c.stream, &c.out[c.out_pos..upto])
                     .map(FileStep::Bytes)
-            } else if let Some(f) = c.files.front_mut() {
-                send_file_part(
-                    &self.cfg,
-                    &mut c.stream,
-                    &mut f.range,
-                    &mut c.out,
-                    c.out_pos,
-                )
+            } else if let Some(f) = c.files.front() {
+                send_file_part(&self.cfg, &mut c.stream, &f.range, &mut c.out, c.out_pos)
             } else {
                 break;
             };
@@ -702,13 +693,8 @@ impl PollDriver {
                 Ok(FileStep::Copied(n)) => {
                     // No zero-copy call here: the next chunk of the file was read into the
                     // output buffer in front of the file, and goes out as ordinary output.
-                    c.file_queued -= n as u64;
-                    for f in &mut c.files {
-                        f.at += n;
-                    }
-                    if c.files.front().is_some_and(|f| f.range.len == 0) {
-                        c.files.pop_front();
-                    }
+                    c.files.shift(n as isize);
+                    c.files.advance(n as u64);
                 }
                 Ok(step) => {
                     let (n, from_file) = match step {
@@ -719,13 +705,7 @@ impl PollDriver {
                         // Sent straight from the file.
                         Stats::add(&self.stats.file_bytes, n as u64);
                         Stats::add(&self.stats.bytes_out, n as u64);
-                        c.file_queued -= n as u64;
-                        let f = c.files.front_mut().expect("a file is being sent");
-                        f.range.offset += n as u64;
-                        f.range.len -= n as u64;
-                        if f.range.len == 0 {
-                            c.files.pop_front();
-                        }
+                        c.files.advance(n as u64);
                         if n == 0 {
                             // The file ended before the promised length: the peer cannot be
                             // given what it was told to expect.
@@ -767,9 +747,7 @@ impl PollDriver {
             }
         } else if c.out_pos > c.out.len() / 2 {
             c.out.drain(..c.out_pos);
-            for f in &mut c.files {
-                f.at -= c.out_pos;
-            }
+            c.files.shift(-(c.out_pos as isize));
             c.out_pos = 0;
         }
         let queued = c.queued();
@@ -791,10 +769,17 @@ impl PollDriver {
             .get_mut(slot as usize)
             .and_then(|s| s.conn.as_mut())
         else {
+            if let Command::Send(bytes) = cmd {
+                Stats::add(&self.stats.discarded, bytes.len() as u64);
+            }
             return;
         };
         if c.id != conn || c.closing {
-            // A late command for a connection that is gone (or already finishing).
+            // A late command for a connection that is gone (or already finishing): its
+            // output is owed and dropped.
+            if let Command::Send(bytes) = cmd {
+                Stats::add(&self.stats.discarded, bytes.len() as u64);
+            }
             return;
         }
         if c.queued() == 0 {
@@ -806,11 +791,7 @@ impl PollDriver {
                 c.out.extend_from_slice(bytes);
             }
             Command::SendFile(range) => {
-                c.file_queued += range.len;
-                c.files.push_back(QueuedFile {
-                    at: c.out.len(),
-                    range: range.clone(),
-                });
+                c.files.push(c.out.len(), range);
             }
             Command::NotifyDrained => {
                 // Checked when the connection's output is next written (this turn).
@@ -1017,8 +998,8 @@ enum FileStep {
     Bytes(usize),
     /// Bytes sent from the file straight to the socket (0: the file ended early).
     Sent(usize),
-    /// Bytes of the file read into the output buffer at the file's place (the range was
-    /// advanced past them), where the OS has no zero-copy call.
+    /// Bytes of the file read into the output buffer at the file's place, where the OS has
+    /// no zero-copy call (the caller advances the range past them).
     #[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
     Copied(usize),
 }
@@ -1028,7 +1009,7 @@ enum FileStep {
 fn send_file_part(
     cfg: &DriverConfig,
     stream: &mut TcpStream,
-    range: &mut FileRange,
+    range: &FileRange,
     out: &mut Vec<u8>,
     at: usize,
 ) -> io::Result<FileStep> {
@@ -1059,8 +1040,6 @@ fn send_file_part(
             return Ok(FileStep::Sent(0));
         }
         out.splice(at..at, chunk[..n].iter().copied());
-        range.offset += n as u64;
-        range.len -= n as u64;
         Ok(FileStep::Copied(n))
     }
 }

@@ -263,6 +263,11 @@ impl fmt::Debug for Waker {
 }
 
 /// Counters kept by one driver, readable from any thread.
+///
+/// Both drivers keep every counter the same way. The byte counters follow what the service
+/// sees: `bytes_in` is what it was handed, `bytes_out` and `discarded` split what it
+/// answered into written and dropped. For a service that answers every byte it is handed
+/// (echo), once the server has stopped, `bytes_in == bytes_out + discarded`.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Connections accepted and admitted.
@@ -273,12 +278,15 @@ pub struct Stats {
     pub refused: AtomicU64,
     /// Connections closed by the idle timeout.
     pub timed_out: AtomicU64,
-    /// Bytes read from peers.
+    /// Bytes read from peers and handed to the service. Input read and dropped after the
+    /// service asked to close, or while a connection lingers before its close, is not
+    /// counted; nor is input read but not handed over before the connection closed.
     pub bytes_in: AtomicU64,
-    /// Bytes written to peers.
+    /// Bytes of the service's output written to peers.
     pub bytes_out: AtomicU64,
-    /// Bytes of owed output dropped because the connection closed before they could be
-    /// written (peer gone, timeout, shutdown deadline).
+    /// Bytes of the service's output never written: owed when its connection closed (peer
+    /// gone, timeout, shutdown deadline; on io_uring including the unwritten rest of a send
+    /// in flight), or answered after its connection was closed or asked to close.
     pub discarded: AtomicU64,
     /// Times the accept loop paused because it was out of a resource.
     pub accept_pauses: AtomicU64,
@@ -371,8 +379,8 @@ impl DriverConfig {
 /// Log a failed call that the classifier calls a bug, at most as often as `limit` allows.
 pub fn log_fatal(limit: &mut LogLimit, what: &str, id: ConnId, e: &std::io::Error) {
     if let Some(suppressed) = limit.allow() {
-        eprintln!(
-            "ringport: BUG: {what} on {id:?} failed: {e}; closing that connection \
+        tracing::error!(
+            "BUG: {what} on {id:?} failed: {e}; closing that connection \
              ({suppressed} similar lines suppressed)"
         );
     }
@@ -417,6 +425,10 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Connections open across all drivers (for the connection cap).
     open: AtomicUsize,
+    /// When a refused connection was last logged (milliseconds after [`log_epoch`], plus
+    /// one; 0: never), and how many were refused since without a line.
+    refused_logged_ms: AtomicU64,
+    refused_unlogged: AtomicU64,
 }
 
 impl Shared {
@@ -436,10 +448,37 @@ impl Shared {
         self.open.fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// Count a connection refused over the cap (`max`) in `stats`, and log it: at most one
+    /// line a second across the whole server, saying how many were refused since the last.
+    pub fn refused(&self, stats: &Stats, max: usize) {
+        Stats::add(&stats.refused, 1);
+        self.refused_unlogged.fetch_add(1, Ordering::Relaxed);
+        let now = log_epoch().elapsed().as_millis() as u64 + 1;
+        let last = self.refused_logged_ms.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= 1000)
+            && self
+                .refused_logged_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let n = self.refused_unlogged.swap(0, Ordering::Relaxed).max(1);
+            tracing::warn!(
+                "{n} connection(s) refused: {max} open, the --max-connections cap \
+                 (at most one such line a second)"
+            );
+        }
+    }
+
     /// True once shutdown was requested.
     pub fn stopping(&self) -> bool {
         self.shutdown.load(Ordering::SeqCst)
     }
+}
+
+/// The instant rate-limited server-wide log lines count from.
+fn log_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 /// Accept-loop pause after running out of a resource: starts at `min`, doubles up to `max`,

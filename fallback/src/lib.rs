@@ -25,6 +25,7 @@ pub mod event;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod net;
+pub mod outq;
 
 pub use driver::{PollDriver, Registered};
 pub use errno::{classify, Disposition, Site};

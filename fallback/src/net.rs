@@ -8,6 +8,15 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Listen backlog used for every listener.
 pub const BACKLOG: i32 = 4096;
 
+/// Create `count` listeners on `addr`, one per I/O thread, that no other process shares
+/// (see [`listeners_with`]).
+///
+/// # Errors
+/// Fails when the address cannot be bound (in use, not local, no permission).
+pub fn listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
+    listeners_with(addr, count, false)
+}
+
 /// Create `count` listeners on `addr`, one per I/O thread.
 ///
 /// On Linux each thread gets its own socket bound with `SO_REUSEPORT`, so the kernel spreads
@@ -15,11 +24,30 @@ pub const BACKLOG: i32 = 4096;
 /// shares one socket through `try_clone`. Port 0 works: the port the first listener got is
 /// used for the others.
 ///
+/// `SO_REUSEPORT` lets any socket of the same user join the group, another process's
+/// included, and the kernel then splits connections between the processes. Unless `share`
+/// is set, a socket without `SO_REUSEPORT` is first bound and put in listening state on
+/// the address and closed again: when anything listens there already, that fails with
+/// "address in use", whatever `count` is. With `share`, every socket gets `SO_REUSEPORT`
+/// (one I/O thread included), so another process started with it can listen on the same
+/// address at the same time (a zero-downtime restart).
+///
 /// # Errors
 /// Fails when the address cannot be bound (in use, not local, no permission).
-pub fn listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
+pub fn listeners_with(addr: SocketAddr, count: usize, share: bool) -> io::Result<Vec<TcpListener>> {
     let count = count.max(1);
-    let first = bind(addr, cfg!(target_os = "linux") && count > 1)?;
+    let group = cfg!(target_os = "linux") && count > 1;
+    let mut addr = addr;
+    if group && !share && addr.port() != 0 {
+        // Fails with EADDRINUSE when a listener of any process holds the address; a
+        // `SO_REUSEPORT` group of another process included.
+        drop(bind(addr, false)?);
+    } else if group && !share {
+        // Port 0: the port picked for the probe is free of other listeners; keep it.
+        let probe = bind(addr, false)?;
+        addr = probe.local_addr()?;
+    }
+    let first = bind(addr, group || share)?;
     let bound = first.local_addr()?;
     let mut out = Vec::with_capacity(count);
     out.push(first);

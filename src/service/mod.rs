@@ -34,10 +34,12 @@
 
 pub mod echo;
 pub(crate) mod handle;
+pub mod http;
 pub mod resp;
 
 pub use echo::Echo;
 pub use handle::{Handle, HandleError};
+pub use http::Http;
 pub use resp::Resp;
 pub use ringport_fallback::event::ConnInfo;
 
@@ -51,7 +53,7 @@ use std::time::Instant;
 use ringport_fallback::event::FileRange;
 use ringport_fallback::ConnId;
 
-use crate::pool::{CommandKind, Commands};
+use crate::pool::{CommandKind, Commands, DeadlineState};
 
 /// Unconsumed input a connection may hold by default (see [`Service::input_limit`]).
 pub const DEFAULT_INPUT_LIMIT: usize = 64 * 1024;
@@ -95,7 +97,10 @@ pub trait Service: Send + Sync + 'static {
     }
 
     /// Queued output fell to the low-water mark after [`Conn::notify_drained`]: time to
-    /// produce the next piece of a large body.
+    /// produce the next piece of a large body. Afterwards, input the connection holds is
+    /// shown to [`Service::data`] again, so a service that stopped consuming until its
+    /// output drained (returned 0 with whole frames held) goes on without waiting for more
+    /// bytes from the peer.
     fn drained(&self, session: &mut Self::Session, conn: &mut Conn<'_>) {
         let _ = (session, conn);
     }
@@ -108,7 +113,8 @@ pub trait Service: Send + Sync + 'static {
     }
 
     /// [`Handle::notify`] was called for this connection: run on the connection's own
-    /// thread, with its session, like any other callback.
+    /// thread, with its session, like any other callback. Held input is shown to
+    /// [`Service::data`] again afterwards, as after [`Service::drained`].
     fn notified(&self, session: &mut Self::Session, conn: &mut Conn<'_>) {
         let _ = (session, conn);
     }
@@ -116,6 +122,14 @@ pub trait Service: Send + Sync + 'static {
     /// The connection is gone (closed by either side). The session is dropped after this.
     fn close(&self, session: Self::Session) {
         drop(session);
+    }
+
+    /// Write this service's metrics into a scrape of `--metrics` (see [`crate::metrics`]):
+    /// a service keeps relaxed atomic counters on its data path and renders them here.
+    /// Called on the metrics thread at any time, while other callbacks run: read atomics,
+    /// take no lock the data path takes. The default writes nothing.
+    fn metrics(&self, out: &mut crate::metrics::Exposition) {
+        let _ = out;
     }
 }
 
@@ -128,7 +142,7 @@ pub struct Conn<'a> {
     cmds: &'a mut Commands,
     /// Start of the bytes written since the last command was sealed.
     open_from: usize,
-    deadline: &'a mut Option<Instant>,
+    deadline: &'a mut DeadlineState,
     mailbox: &'a Arc<Mailbox>,
     closing: &'a mut bool,
 }
@@ -137,7 +151,7 @@ impl<'a> Conn<'a> {
     pub(crate) fn new(
         id: ConnId,
         cmds: &'a mut Commands,
-        deadline: &'a mut Option<Instant>,
+        deadline: &'a mut DeadlineState,
         mailbox: &'a Arc<Mailbox>,
         closing: &'a mut bool,
     ) -> Conn<'a> {
@@ -206,24 +220,33 @@ impl<'a> Conn<'a> {
     /// Call [`Service::deadline`] once `at` passes, unless the deadline is cleared or moved
     /// first. One deadline per connection: this replaces any earlier one.
     pub fn set_deadline(&mut self, at: Instant) {
-        if *self.deadline != Some(at) {
-            *self.deadline = Some(at);
-            self.seal();
-            self.cmds.push_deadline(self.id, Some(at));
-        }
+        let ms = at
+            .saturating_duration_since(crate::pool::epoch())
+            .as_millis();
+        self.deadline.at_ms = u32::try_from(ms).unwrap_or(u32::MAX);
+        self.deadline.generation = self.deadline.generation.wrapping_add(1);
+        self.deadline.armed = true;
+        self.seal();
+        self.cmds
+            .push_deadline(self.id, Some(at), self.deadline.generation);
     }
 
     /// Cancel the deadline, if one is set.
     pub fn clear_deadline(&mut self) {
-        if self.deadline.take().is_some() {
+        if self.deadline.armed {
+            self.deadline.generation = self.deadline.generation.wrapping_add(1);
+            self.deadline.armed = false;
             self.seal();
-            self.cmds.push_deadline(self.id, None);
+            self.cmds
+                .push_deadline(self.id, None, self.deadline.generation);
         }
     }
 
-    /// The deadline now set, if any.
+    /// The deadline now set, if any (to the millisecond).
     pub fn deadline(&self) -> Option<Instant> {
-        *self.deadline
+        self.deadline.armed.then(|| {
+            crate::pool::epoch() + std::time::Duration::from_millis(u64::from(self.deadline.at_ms))
+        })
     }
 
     /// A handle to this connection, usable from any thread.

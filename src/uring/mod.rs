@@ -7,7 +7,7 @@
 //!
 //! - One driver per I/O thread, built on that thread: its ring is set up with
 //!   `SINGLE_ISSUER | DEFER_TASKRUN` where the kernel allows it (then `COOP_TASKRUN`, then no
-//!   flag: see [`ring::build`]), so completions are run only when this thread waits. Other
+//!   flag: see `ring::build`), so completions are run only when this thread waits. Other
 //!   threads reach it through the [`Dispatch`]'s channels and the [`Waker`], whose notify
 //!   writes an eventfd that always has a read armed in the ring.
 //! - Listener: one multishot accept, re-armed whenever a completion comes without `MORE`.
@@ -16,7 +16,7 @@
 //!   logged at most once a second. Over `max_connections` open across the server (all I/O
 //!   threads, counted in [`Shared`]), a connection is accepted and closed at once.
 //! - Reads: one multishot receive per connection, selecting buffers from a provided-buffer
-//!   ring ([`buf_ring`]). Bytes are copied out to [`Dispatch::data`] and the buffer goes back
+//!   ring (`buf_ring`). Bytes are copied out to [`Dispatch::data`] and the buffer goes back
 //!   to the ring at once. An empty ring (`ENOBUFS`, `Exhausted` at `Site::BufferRing`) ends
 //!   the multishot without losing data (it stays in the socket): it is counted and re-armed
 //!   after this turn's completions gave their buffers back. A result of 0 is EOF.
@@ -24,9 +24,13 @@
 //!   completes are delivered) while the connection's worker is congested, while queued output
 //!   is over `output_high` (until it drains below `output_low`), once the service asked to
 //!   close, and at shutdown.
-//! - Writes: one send (`MSG_NOSIGNAL`) in flight per connection. Output that arrives
+//! - Writes (`send`): one output request in flight per connection. Output that arrives
 //!   meanwhile is coalesced into a second buffer; a short send resubmits the rest. The
-//!   in-flight buffer is never touched until its completion.
+//!   in-flight buffer is never touched until its completion. A file range goes through the
+//!   connection's pipe (`splice`): file to pipe, pipe to socket, a pipe's worth at a time,
+//!   in its place among the bytes. When queued output crosses `output_high` or falls back to
+//!   `output_low`, [`Dispatch::backlog`] says so; a connection that asked for it gets
+//!   [`Dispatch::drained`] once at or below `output_low`.
 //! - Orderly close (the service's `Close` once its output is written, and every connection
 //!   at shutdown): the write side is shut down, then the connection lingers: input is read
 //!   and discarded (never handed to the dispatch) until the peer's EOF, an error, or
@@ -47,8 +51,9 @@
 //!   anything) for `send_timeout` is closed, a peer that stopped reading, including one whose
 //!   service asked to close. Neither applies while a connection lingers (the linger
 //!   deadline bounds that). Both count as `timed_out`.
-//! - Idle and send timeouts, linger deadlines, accept backoff, wake re-arm and shutdown polling use
-//!   the timeout of the ring wait (`io_uring_enter` with `EXT_ARG`), no timer thread.
+//! - Idle and send timeouts, linger deadlines, accept backoff, wake re-arm, shutdown polling
+//!   and the services' deadlines ([`Dispatch::next_deadline`], [`Dispatch::expire`]) use the
+//!   timeout of the ring wait (`io_uring_enter` with `EXT_ARG`), no timer thread.
 //! - A wake read that fails for lack of a resource is re-armed after a short backoff; only a
 //!   `Fatal` failure turns the driver to polling every 10 ms. A ring wait that fails for good
 //!   closes every connection (each reported closed), requests shutdown of the whole server
@@ -56,7 +61,7 @@
 //! - Every failed call or completion goes through the classifier
 //!   ([`ringport_fallback::errno`]); this module never compares errno values. A failing
 //!   operation is never re-armed in a tight loop.
-//! - Every accept, receive and send result passes one choke point ([`choke`]) before it is
+//! - Every accept, receive and send result passes one choke point (`choke`) before it is
 //!   used; with the `fault-injection` feature a test can script failures there.
 //!
 //! # Memory the kernel uses
@@ -73,9 +78,13 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod accept;
 mod buf_ring;
 mod choke;
+mod close;
+mod recv;
 mod ring;
+mod send;
 mod splice;
 
 use std::cell::UnsafeCell;
@@ -95,11 +104,12 @@ use ringport_fallback::errno::{
 };
 use ringport_fallback::event::{log_fatal, Backoff, LogLimit};
 use ringport_fallback::net::prepare_stream;
+use ringport_fallback::outq::FileQueue;
 use ringport_fallback::{Command, ConnId, ConnInfo, Dispatch, DriverConfig, Shared, Stats, Waker};
 
 use buf_ring::BufRing;
 use choke::Injected;
-use splice::{Pipe, QueuedFile};
+use splice::Pipe;
 
 /// Longest a send request asks for at once.
 const MAX_SEND: usize = 1 << 30;
@@ -192,11 +202,9 @@ struct Conn {
     /// Output that arrived while a send was in flight, coalesced.
     pending: Vec<u8>,
     /// File ranges queued, each behind the byte `at` of `pending`.
-    files: VecDeque<QueuedFile>,
-    /// Bytes of `files` not yet spliced into the pipe.
-    file_queued: u64,
+    files: FileQueue,
     /// The pipe file ranges go through (made for the first one).
-    pipe: Option<Pipe>,
+    pipe: Option<Box<Pipe>>,
     /// A splice from a file into the pipe is in flight (`send_busy` covers the splice to
     /// the socket).
     splice_in_busy: bool,
@@ -240,7 +248,7 @@ struct Conn {
 
 impl Conn {
     fn queued(&self) -> usize {
-        let file = usize::try_from(self.file_queued).unwrap_or(usize::MAX);
+        let file = usize::try_from(self.files.bytes()).unwrap_or(usize::MAX);
         let piped = self.pipe.as_ref().map_or(0, |p| p.filled);
         ((self.sending.len() - self.send_pos) + self.pending.len() + piped).saturating_add(file)
     }
@@ -408,7 +416,7 @@ impl UringDriver {
     }
 
     /// Run until shutdown is requested through [`Shared`] and every connection is closed
-    /// (or the shutdown grace period ran out). Exit then takes at most one [`DRAIN_LIMIT`]
+    /// (or the shutdown grace period ran out). Exit then takes at most one `DRAIN_LIMIT`
     /// more, shared by closing the connections and waiting for the ring's requests.
     ///
     /// # Errors
@@ -610,8 +618,8 @@ impl UringDriver {
                 Disposition::Fatal => {
                     self.stats.error(Disposition::Fatal);
                     if let Some(suppressed) = self.fatal_log.allow() {
-                        eprintln!(
-                            "ringport: BUG: wake eventfd read failed: {e}; polling instead \
+                        tracing::error!(
+                            "BUG: wake eventfd read failed: {e}; polling instead \
                              ({suppressed} similar lines suppressed)"
                         );
                     }
@@ -627,663 +635,6 @@ impl UringDriver {
             }
         }
         self.arm_wake();
-    }
-
-    fn arm_accept(&mut self) {
-        if self.stopping_since.is_some() {
-            // Stop accepting: close the listener once no accept refers to it.
-            if !self.accept_armed {
-                self.listener = None;
-            }
-            return;
-        }
-        if self.accept_armed || self.accept_paused_until.is_some() {
-            return;
-        }
-        let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
-            return;
-        };
-        let entry = opcode::AcceptMulti::new(Fd(fd))
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(user_data(Op::Accept, 0, 0));
-        self.accept_armed = true;
-        self.push(entry);
-    }
-
-    fn cancel_accept(&mut self) {
-        if self.accept_armed {
-            let entry = opcode::AsyncCancel::new(user_data(Op::Accept, 0, 0))
-                .build()
-                .user_data(user_data(Op::Cancel, 0, 0));
-            self.push(entry);
-        }
-    }
-
-    fn on_accept<D: Dispatch>(&mut self, res: i32, more: bool, dispatch: &mut D) {
-        if !more {
-            self.accept_armed = false;
-        }
-        let scripted = choke::accept(&self.cfg);
-        if res >= 0 {
-            // SAFETY: a successful accept completion's result is a new descriptor that
-            // nothing else owns; the stream closes it.
-            let stream = unsafe { TcpStream::from_raw_fd(res) };
-            self.accepted(stream, dispatch);
-            // A scripted failure never costs the descriptor the kernel handed over: the
-            // connection is admitted, then the failure is acted on as if the next accept
-            // had reported it.
-            if let Some(e) = scripted {
-                self.accept_failed(e, more);
-            }
-            return;
-        }
-        // A failed completion carries nothing: a scripted error can stand in for it.
-        let e = scripted.unwrap_or_else(|| from_completion(res));
-        self.accept_failed(e, more);
-    }
-
-    /// A new connection from the listener: admit it, or close it at once.
-    fn accepted<D: Dispatch>(&mut self, stream: TcpStream, dispatch: &mut D) {
-        self.backoff.reset();
-        if self.stopping_since.is_some() {
-            // Accepted while the accept was being cancelled: not admitted.
-            return;
-        }
-        if !self.shared.admit(self.cfg.max_connections) {
-            // Over the server-wide cap: accepted and closed at once, so it does not sit in
-            // the backlog.
-            Stats::add(&self.stats.refused, 1);
-            return;
-        }
-        if let Err(e) = prepare_stream(&stream, false) {
-            self.stats.error(classify(Site::Configure, &e));
-            self.shared.release();
-            return;
-        }
-        self.admit(stream, dispatch);
-    }
-
-    /// An accept failed with `e`; `more`: the multishot accept is still armed.
-    fn accept_failed(&mut self, e: io::Error, more: bool) {
-        match classify(Site::Accept, &e) {
-            // Re-armed at the end of the turn if the multishot ended.
-            Disposition::Retry | Disposition::WouldBlock | Disposition::Canceled => {}
-            Disposition::SkipPeer => self.stats.error(Disposition::SkipPeer),
-            d => {
-                // Exhausted (EMFILE, ENFILE, ENOBUFS, ENOMEM) or worse: pause accepting with
-                // backoff. Never spin, never exit.
-                self.stats.error(d);
-                Stats::add(&self.stats.accept_pauses, 1);
-                let pause = self.backoff.step();
-                self.accept_paused_until = Some(self.now + pause);
-                if more {
-                    self.cancel_accept();
-                }
-                if let Some(suppressed) = self.accept_log.allow() {
-                    let what = if is_out_of_descriptors(&e) {
-                        "out of file descriptors"
-                    } else {
-                        "accept failed"
-                    };
-                    eprintln!(
-                        "ringport: {what} ({e}); pausing accept for {pause:?} \
-                         ({} open connections, {suppressed} similar lines suppressed)",
-                        self.open
-                    );
-                }
-            }
-        }
-    }
-
-    fn admit<D: Dispatch>(&mut self, stream: TcpStream, dispatch: &mut D) {
-        let info = match (stream.peer_addr(), stream.local_addr()) {
-            (Ok(peer), Ok(local)) => ConnInfo::new(peer, local),
-            // The peer reset the connection already: the receive reports it.
-            _ => ConnInfo::unknown(),
-        };
-        let slot = match self.free.pop() {
-            Some(s) => s,
-            None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    conn: None,
-                });
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let generation = self.slots[slot as usize].generation;
-        let id = ConnId::new(self.cfg.index, slot, generation);
-        self.slots[slot as usize].conn = Some(Conn {
-            id,
-            fd: stream.as_raw_fd(),
-            stream,
-            sending: Vec::new(),
-            send_pos: 0,
-            send_busy: false,
-            send_fault: choke::ScriptedSend::default(),
-            pending: Vec::new(),
-            files: VecDeque::new(),
-            file_queued: 0,
-            pipe: None,
-            splice_in_busy: false,
-            want_drained: false,
-            recv_armed: false,
-            recv_cancel: false,
-            cancel_busy: false,
-            read_eof: false,
-            closing: false,
-            out_paused: false,
-            stalled: false,
-            starved: false,
-            held: Vec::new(),
-            held_pos: 0,
-            held_eof: false,
-            dirty: false,
-            dying: None,
-            linger_until: None,
-            last_read: self.now,
-            last_write: self.now,
-        });
-        self.open += 1;
-        Stats::add(&self.stats.accepted, 1);
-        dispatch.open(id, &info);
-        self.update_recv(slot);
-    }
-
-    /// Arm or cancel the connection's receive to match what it wants now.
-    fn update_recv(&mut self, slot: u32) {
-        let stopping = self.stopping_since.is_some();
-        let bgid = self.bufs.bgid();
-        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
-            return;
-        };
-        if c.dying.is_some() {
-            // The close-time cancel covers the receive.
-            return;
-        }
-        let ud = user_data(Op::Recv, c.id.generation(), slot);
-        if c.wants_recv(stopping) {
-            if !c.recv_armed {
-                c.recv_armed = true;
-                c.recv_cancel = false;
-                let entry = opcode::RecvMulti::new(Fd(c.fd), bgid).build().user_data(ud);
-                self.push(entry);
-            }
-        } else if c.recv_armed && !c.recv_cancel {
-            c.recv_cancel = true;
-            let entry = opcode::AsyncCancel::new(ud).build().user_data(user_data(
-                Op::CancelRecv,
-                c.id.generation(),
-                slot,
-            ));
-            self.push(entry);
-        }
-    }
-
-    fn on_recv<D: Dispatch>(
-        &mut self,
-        slot: u32,
-        generation: u32,
-        res: i32,
-        flags: u32,
-        dispatch: &mut D,
-    ) {
-        let more = cqueue::more(flags);
-        let bid = cqueue::buffer_select(flags);
-        let scripted = choke::recv(&self.cfg);
-        let Some(c) = live(&mut self.slots, slot, generation) else {
-            // Cannot happen (a slot is reused only after its last completion); keep the
-            // buffer anyway.
-            if let Some(bid) = bid {
-                self.bufs.recycle(bid);
-            }
-            return;
-        };
-        // After the service asked to close (and while lingering) input is read and dropped.
-        let deliver = c.dying.is_none() && !c.closing;
-        let mut abort = None;
-        // The lingering connection saw the peer's EOF: close it now.
-        let mut linger_done = false;
-        if res > 0 {
-            let n = res as usize;
-            match bid.and_then(|b| self.bufs.get(b, n)) {
-                Some(bytes) => {
-                    Stats::add(&self.stats.bytes_in, n as u64);
-                    c.last_read = self.now;
-                    if deliver {
-                        for piece in bytes.chunks(scripted.piece.unwrap_or(n)) {
-                            if c.stalled || dispatch.congested(c.id) {
-                                // The worker is behind: stop reading (the receive is
-                                // cancelled at the end of the turn) and hold what still
-                                // arrives until it catches up, in order, so the hand-off
-                                // stays bounded as with the readiness driver.
-                                if !c.stalled {
-                                    c.stalled = true;
-                                    Stats::add(&self.stats.read_pauses, 1);
-                                    self.stalled.push(slot);
-                                }
-                                c.held.extend_from_slice(piece);
-                            } else {
-                                dispatch.data(c.id, piece);
-                            }
-                        }
-                    }
-                }
-                None => {
-                    abort = Some((Disposition::Fatal, io::Error::other("bad buffer id")));
-                }
-            }
-        } else if res == 0 {
-            // A scripted error stands in for an EOF, which stays in the socket: the
-            // re-armed receive reports it again.
-            let replaced = scripted.recv.is_some() || scripted.ring.is_some();
-            if !c.read_eof && !replaced && c.dying.is_none() {
-                // After the service asked to close it is not told, but the EOF is kept:
-                // with nothing left unread, the close needs no linger.
-                c.read_eof = true;
-                if c.linger_until.is_some() {
-                    linger_done = true;
-                } else if deliver {
-                    if c.held.len() > c.held_pos {
-                        c.held_eof = true;
-                    } else {
-                        dispatch.eof(c.id);
-                    }
-                }
-            }
-        } else {
-            let (e, key) = (from_completion(res), (slot, generation));
-            abort = recv_failed(
-                c,
-                Site::BufferRing,
-                e,
-                !more,
-                &self.stats,
-                &mut self.starved,
-                key,
-            );
-        }
-        // Scripted errors: as if the receive had ended with them after this completion.
-        // Its multishot may still be running: a starved connection does not want it, so it
-        // is cancelled and re-armed from the starved queue, as after a real ENOBUFS;
-        // after EINTR or EAGAIN it just goes on.
-        for (site, e) in [
-            (Site::Recv, scripted.recv),
-            (Site::BufferRing, scripted.ring),
-        ] {
-            let Some(e) = e else {
-                continue;
-            };
-            if abort.is_none() {
-                let key = (slot, generation);
-                abort = recv_failed(c, site, e, true, &self.stats, &mut self.starved, key);
-            }
-        }
-        if let Some(bid) = bid {
-            self.bufs.recycle(bid);
-        }
-        if !more {
-            c.recv_armed = false;
-            c.recv_cancel = false;
-        }
-        if let Some((d, e)) = abort {
-            if c.linger_until.is_some() {
-                // Lingering: a failed receive ends the linger like an EOF (the output was
-                // written already); as with the readiness driver it is not counted.
-                self.begin_close(slot, CloseWhy::Done, dispatch);
-                return;
-            }
-            self.stats.error(d);
-            if d == Disposition::Fatal {
-                log_fatal(&mut self.fatal_log, "recv", c.id, &e);
-            }
-            self.begin_close(slot, CloseWhy::Abort, dispatch);
-            return;
-        }
-        if linger_done {
-            self.begin_close(slot, CloseWhy::Done, dispatch);
-        } else if c.dying.is_some() {
-            self.maybe_finalize(slot, dispatch);
-        } else {
-            self.update_recv(slot);
-        }
-    }
-
-    fn on_recv_cancel(&mut self, slot: u32, generation: u32, res: i32) {
-        if res >= 0 {
-            return;
-        }
-        let e = from_completion(res);
-        let Some(c) = live(&mut self.slots, slot, generation) else {
-            return;
-        };
-        // Nothing was cancelled (Canceled: the receive had just ended, or was running):
-        // allow the next pass to try again if the receive is still armed.
-        c.recv_cancel = false;
-        let d = classify(Site::Cancel, &e);
-        if d != Disposition::Canceled {
-            self.stats.error(d);
-            log_fatal(&mut self.fatal_log, "receive cancel", c.id, &e);
-        }
-    }
-
-    /// The completion of an accept or exit cancel (the cancelled requests report
-    /// themselves).
-    fn on_cancel(&mut self, res: i32) {
-        if res >= 0 {
-            return;
-        }
-        let e = from_completion(res);
-        let d = classify(Site::Cancel, &e);
-        if d != Disposition::Canceled {
-            self.stats.error(d);
-            if let Some(suppressed) = self.fatal_log.allow() {
-                eprintln!(
-                    "ringport: BUG: cancel failed: {e} ({suppressed} similar lines suppressed)"
-                );
-            }
-        }
-    }
-
-    /// Start the next output request, if none is in flight: the pipe's bytes to the socket,
-    /// a file range into the pipe, or the coalesced bytes queued before the next file range.
-    fn start_send<D: Dispatch>(&mut self, slot: u32, dispatch: &mut D) {
-        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
-            return;
-        };
-        if c.send_busy || c.splice_in_busy {
-            return;
-        }
-        if c.pipe.as_ref().is_some_and(|p| p.filled > 0) {
-            self.submit_splice_out(slot);
-            return;
-        }
-        if c.files.front().is_some_and(|f| f.at == 0) {
-            if c.pipe.is_none() {
-                match Pipe::new() {
-                    Ok(p) => c.pipe = Some(p),
-                    Err(e) => {
-                        // Out of descriptors or memory: this body cannot be sent.
-                        self.stats.error(classify(Site::Configure, &e));
-                        self.begin_close(slot, CloseWhy::Abort, dispatch);
-                        return;
-                    }
-                }
-            }
-            self.submit_splice_in(slot);
-            return;
-        }
-        if c.pending.is_empty() {
-            return;
-        }
-        debug_assert!(c.sending.is_empty());
-        match c.files.front().map(|f| f.at) {
-            Some(at) => {
-                // Bytes up to the next file range go now; the rest waits behind it.
-                let rest = c.pending.split_off(at);
-                c.sending = std::mem::replace(&mut c.pending, rest);
-                for f in &mut c.files {
-                    f.at -= at;
-                }
-            }
-            None => std::mem::swap(&mut c.sending, &mut c.pending),
-        }
-        c.send_pos = 0;
-        if c.pending.capacity() > self.cfg.output_high {
-            // The spare buffer grew with a burst: do not keep that memory per connection.
-            c.pending = Vec::new();
-        }
-        self.submit_send(slot);
-    }
-
-    /// Submit `sending[send_pos..]`.
-    fn submit_send(&mut self, slot: u32) {
-        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
-            return;
-        };
-        let rest = &c.sending[c.send_pos..];
-        let mut len = rest.len().min(MAX_SEND);
-        let ud = user_data(Op::Send, c.id.generation(), slot);
-        let entry = match choke::send(&self.cfg) {
-            Some(Injected::Error(e)) => {
-                // Scripted to fail: nothing is sent; a no-op takes the send's place and its
-                // completion reports `e`.
-                c.send_fault.set(e);
-                opcode::Nop::new().build().user_data(ud)
-            }
-            scripted => {
-                if let Some(Injected::Short(n)) = scripted {
-                    len = len.min(n);
-                }
-                opcode::Send::new(Fd(c.fd), rest.as_ptr(), len as u32)
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build()
-                    .user_data(ud)
-            }
-        };
-        c.send_busy = true;
-        self.push(entry);
-    }
-
-    fn on_send<D: Dispatch>(&mut self, slot: u32, generation: u32, res: i32, dispatch: &mut D) {
-        let Some(c) = live(&mut self.slots, slot, generation) else {
-            return;
-        };
-        c.send_busy = false;
-        let scripted = c.send_fault.take();
-        if c.dying.is_some() {
-            self.maybe_finalize(slot, dispatch);
-            return;
-        }
-        let e = match scripted {
-            // The request was a no-op standing in for a failed send: nothing was written.
-            Some(e) => e,
-            None if res > 0 => {
-                self.sent(slot, res as usize);
-                return;
-            }
-            // A send of a non-empty buffer that wrote nothing: the connection is unusable.
-            None if res == 0 => io::Error::from(io::ErrorKind::WriteZero),
-            None => from_completion(res),
-        };
-        match classify(Site::Send, &e) {
-            // Nothing was written: send the same bytes again (a cancel meant for an earlier
-            // connection on this descriptor number is the only real source of Canceled here;
-            // a write of zero bytes is never classified as one of these).
-            Disposition::Retry | Disposition::WouldBlock | Disposition::Canceled => {
-                self.submit_send(slot)
-            }
-            d => {
-                self.stats.error(d);
-                if d == Disposition::Fatal {
-                    log_fatal(&mut self.fatal_log, "send", c.id, &e);
-                }
-                self.begin_close(slot, CloseWhy::Abort, dispatch);
-            }
-        }
-    }
-
-    /// `n` more bytes of the send in flight were written.
-    fn sent(&mut self, slot: u32, n: usize) {
-        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
-            return;
-        };
-        c.send_pos += n;
-        if n > 0 {
-            c.last_write = self.now;
-        }
-        Stats::add(&self.stats.bytes_out, n as u64);
-        if c.send_pos < c.sending.len() {
-            // Short send: the rest goes out next, before anything coalesced behind it.
-            self.submit_send(slot);
-        } else {
-            c.sending.clear();
-            c.send_pos = 0;
-            self.mark_dirty(slot);
-        }
-    }
-
-    /// Splice the next chunk of the first file range into the connection's pipe.
-    fn submit_splice_in(&mut self, slot: u32) {
-        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
-            return;
-        };
-        let (Some(f), Some(pipe)) = (c.files.front(), c.pipe.as_ref()) else {
-            return;
-        };
-        let len = f.range.len.min(pipe.capacity as u64) as u32;
-        let offset = i64::try_from(f.range.offset).unwrap_or(i64::MAX);
-        let entry = opcode::Splice::new(
-            Fd(f.range.file.as_raw_fd()),
-            offset,
-            Fd(pipe.write_fd()),
-            -1,
-            len,
-        )
-        .build()
-        .user_data(user_data(Op::SpliceIn, c.id.generation(), slot));
-        c.splice_in_busy = true;
-        self.push(entry);
-    }
-
-    /// Splice what the pipe holds to the socket.
-    fn submit_splice_out(&mut self, slot: u32) {
-        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
-            return;
-        };
-        let Some(pipe) = c.pipe.as_ref() else {
-            return;
-        };
-        let entry = opcode::Splice::new(Fd(pipe.read_fd()), -1, Fd(c.fd), -1, pipe.filled as u32)
-            .build()
-            .user_data(user_data(Op::SpliceOut, c.id.generation(), slot));
-        c.send_busy = true;
-        self.push(entry);
-    }
-
-    fn on_splice_in<D: Dispatch>(
-        &mut self,
-        slot: u32,
-        generation: u32,
-        res: i32,
-        dispatch: &mut D,
-    ) {
-        let Some(c) = live(&mut self.slots, slot, generation) else {
-            return;
-        };
-        c.splice_in_busy = false;
-        if c.dying.is_some() {
-            self.maybe_finalize(slot, dispatch);
-            return;
-        }
-        let e = match res {
-            n if n > 0 => {
-                let n = n as u64;
-                if let (Some(f), Some(pipe)) = (c.files.front_mut(), c.pipe.as_mut()) {
-                    f.range.offset += n;
-                    f.range.len -= n;
-                    pipe.filled += n as usize;
-                    c.file_queued -= n;
-                    if f.range.len == 0 {
-                        c.files.pop_front();
-                    }
-                }
-                self.submit_splice_out(slot);
-                return;
-            }
-            // The file ended before the promised length: the peer cannot be given what it
-            // was told to expect.
-            0 => io::Error::from(io::ErrorKind::UnexpectedEof),
-            n => from_completion(n),
-        };
-        match classify(Site::Send, &e) {
-            Disposition::Retry | Disposition::WouldBlock | Disposition::Canceled => {
-                self.submit_splice_in(slot)
-            }
-            d => {
-                self.stats.error(d);
-                self.begin_close(slot, CloseWhy::Abort, dispatch);
-            }
-        }
-    }
-
-    fn on_splice_out<D: Dispatch>(
-        &mut self,
-        slot: u32,
-        generation: u32,
-        res: i32,
-        dispatch: &mut D,
-    ) {
-        let Some(c) = live(&mut self.slots, slot, generation) else {
-            return;
-        };
-        c.send_busy = false;
-        if c.dying.is_some() {
-            self.maybe_finalize(slot, dispatch);
-            return;
-        }
-        let e = match res {
-            n if n > 0 => {
-                let n = n as usize;
-                if let Some(pipe) = c.pipe.as_mut() {
-                    pipe.filled -= n;
-                }
-                c.last_write = self.now;
-                Stats::add(&self.stats.bytes_out, n as u64);
-                Stats::add(&self.stats.file_bytes, n as u64);
-                if c.pipe.as_ref().is_some_and(|p| p.filled > 0) {
-                    self.submit_splice_out(slot);
-                } else {
-                    self.mark_dirty(slot);
-                }
-                return;
-            }
-            0 => io::Error::from(io::ErrorKind::WriteZero),
-            n => from_completion(n),
-        };
-        match classify(Site::Send, &e) {
-            Disposition::Retry | Disposition::WouldBlock | Disposition::Canceled => {
-                self.submit_splice_out(slot)
-            }
-            d => {
-                self.stats.error(d);
-                if d == Disposition::Fatal {
-                    log_fatal(&mut self.fatal_log, "splice", c.id, &e);
-                }
-                self.begin_close(slot, CloseWhy::Abort, dispatch);
-            }
-        }
-    }
-
-    fn on_close_cancel<D: Dispatch>(
-        &mut self,
-        slot: u32,
-        generation: u32,
-        res: i32,
-        dispatch: &mut D,
-    ) {
-        let Some(c) = live(&mut self.slots, slot, generation) else {
-            return;
-        };
-        c.cancel_busy = false;
-        let left = usize::from(c.recv_armed) + usize::from(c.send_busy);
-        if res < 0 {
-            let e = from_completion(res);
-            // "Nothing found" or "already running" (Canceled: nothing left to cancel) are
-            // expected; anything else is a bug.
-            let d = classify(Site::Cancel, &e);
-            if d != Disposition::Canceled {
-                self.stats.error(d);
-                log_fatal(&mut self.fatal_log, "cancel", c.id, &e);
-            }
-        }
-        if left > 0 && (res < 0 || (res as usize) < left) {
-            // Something was not cancelled: shutting the socket down ends any receive (EOF)
-            // and send (EPIPE) still running, so the close cannot hang on it.
-            let _ = c.stream.shutdown(Shutdown::Both);
-        }
-        self.maybe_finalize(slot, dispatch);
     }
 
     fn mark_dirty(&mut self, slot: u32) {
@@ -1303,10 +654,17 @@ impl UringDriver {
             .get_mut(slot as usize)
             .and_then(|s| s.conn.as_mut())
         else {
+            if let Command::Send(bytes) = cmd {
+                Stats::add(&self.stats.discarded, bytes.len() as u64);
+            }
             return;
         };
         if c.id != conn || c.closing || c.dying.is_some() {
-            // A late command for a connection that is gone (or already finishing).
+            // A late command for a connection that is gone (or already finishing): its
+            // output is owed and dropped.
+            if let Command::Send(bytes) = cmd {
+                Stats::add(&self.stats.discarded, bytes.len() as u64);
+            }
             return;
         }
         if c.queued() == 0 {
@@ -1316,11 +674,7 @@ impl UringDriver {
             // Sent at the end of the turn, coalesced with later sends.
             Command::Send(bytes) => c.pending.extend_from_slice(bytes),
             Command::SendFile(range) => {
-                c.file_queued += range.len;
-                c.files.push_back(QueuedFile {
-                    at: c.pending.len(),
-                    range: range.clone(),
-                });
+                c.files.push(c.pending.len(), range);
             }
             // Checked when the connection is processed at the end of this turn.
             Command::NotifyDrained => c.want_drained = true,
@@ -1344,66 +698,6 @@ impl UringDriver {
         if self.handed_late {
             dispatch.flush();
             self.handed_late = false;
-        }
-    }
-
-    fn resume_stalled<D: Dispatch>(&mut self, dispatch: &mut D) {
-        let now = self.now;
-        let mut i = 0;
-        while i < self.stalled.len() {
-            let slot = self.stalled[i];
-            let resume = match self.slots[slot as usize].conn.as_mut() {
-                Some(c) if c.stalled && c.dying.is_none() => {
-                    // Hand over what was held, a chunk at a time, while the worker keeps up.
-                    while c.held.len() > c.held_pos && !dispatch.congested(c.id) {
-                        let end = c.held.len().min(c.held_pos + HELD_CHUNK);
-                        dispatch.data(c.id, &c.held[c.held_pos..end]);
-                        c.held_pos = end;
-                        self.handed_late = true;
-                    }
-                    if c.held.len() > c.held_pos || dispatch.congested(c.id) {
-                        false
-                    } else {
-                        c.held = Vec::new();
-                        c.held_pos = 0;
-                        if c.held_eof {
-                            c.held_eof = false;
-                            dispatch.eof(c.id);
-                            self.handed_late = true;
-                        }
-                        c.stalled = false;
-                        // The pause was the worker's doing, not the peer's: the idle clock
-                        // starts again from here.
-                        c.last_read = now;
-                        true
-                    }
-                }
-                _ => true,
-            };
-            if resume {
-                self.stalled.swap_remove(i);
-                self.mark_dirty(slot);
-            } else {
-                i += 1;
-            }
-        }
-    }
-
-    /// Give receives that found the buffer ring empty another go, oldest first, as many as
-    /// there are buffers (each has data waiting, so each takes at least one).
-    fn rearm_starved(&mut self) {
-        let mut budget = usize::from(self.cfg.ring_buffers).max(1);
-        while budget > 0 {
-            let Some((slot, generation)) = self.starved.pop_front() else {
-                return;
-            };
-            if let Some(c) = live(&mut self.slots, slot, generation) {
-                if c.starved {
-                    c.starved = false;
-                    budget -= 1;
-                    self.mark_dirty(slot);
-                }
-            }
         }
     }
 
@@ -1547,233 +841,6 @@ impl UringDriver {
             }
         }
     }
-
-    /// Orderly close, once every queued byte is written: shut the write side down (the peer
-    /// reads our EOF after the last byte), then read and discard input until the peer's
-    /// EOF, an error or the linger deadline, and only then close. Closing at once with
-    /// unread input would send a reset, which can destroy output the peer has not read yet.
-    fn begin_linger<D: Dispatch>(&mut self, slot: u32, dispatch: &mut D) {
-        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
-            return;
-        };
-        if c.dying.is_some() || c.linger_until.is_some() {
-            return;
-        }
-        let mut deadline = self.now + self.cfg.linger;
-        if let Some(since) = self.stopping_since {
-            deadline = deadline.min(since + self.cfg.shutdown_grace);
-        }
-        if c.read_eof || deadline <= self.now {
-            // Nothing can be left unread after the peer's EOF (or there is no time left).
-            self.begin_close(slot, CloseWhy::Done, dispatch);
-            return;
-        }
-        if let Err(e) = c.stream.shutdown(Shutdown::Write) {
-            // PeerGone: there is nobody to linger for. Anything else: close at once as well.
-            self.stats.error(classify(Site::Configure, &e));
-            self.begin_close(slot, CloseWhy::Abort, dispatch);
-            return;
-        }
-        c.linger_until = Some(deadline);
-        // Whatever paused reading no longer applies, and held input is never delivered now
-        // (the stalled list drops the connection at its next pass).
-        c.stalled = false;
-        c.out_paused = false;
-        c.held = Vec::new();
-        c.held_pos = 0;
-        c.held_eof = false;
-        self.lingering.push((slot, c.id.generation()));
-        self.update_recv(slot);
-    }
-
-    /// The earliest deadline of a lingering connection.
-    fn next_linger_deadline(&self) -> Option<Instant> {
-        self.lingering
-            .iter()
-            .filter_map(|&(slot, generation)| {
-                let s = self.slots.get(slot as usize)?;
-                let c = s.conn.as_ref().filter(|_| s.generation == generation)?;
-                c.linger_until.filter(|_| c.dying.is_none())
-            })
-            .min()
-    }
-
-    /// Close the lingering connections whose deadline passed; forget those that closed.
-    fn linger_timers<D: Dispatch>(&mut self, dispatch: &mut D) {
-        if self.lingering.is_empty() {
-            return;
-        }
-        let now = self.now;
-        let mut expired = Vec::new();
-        let slots = &mut self.slots;
-        self.lingering
-            .retain(|&(slot, generation)| match live(slots, slot, generation) {
-                Some(c) if c.dying.is_none() => match c.linger_until {
-                    Some(t) if t <= now => {
-                        expired.push(slot);
-                        false
-                    }
-                    Some(_) => true,
-                    None => false,
-                },
-                _ => false,
-            });
-        for slot in expired {
-            self.begin_close(slot, CloseWhy::Done, dispatch);
-        }
-    }
-
-    /// Close a connection: at once if nothing is in flight, else after cancelling its
-    /// requests and seeing their completions.
-    fn begin_close<D: Dispatch>(&mut self, slot: u32, why: CloseWhy, dispatch: &mut D) {
-        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
-            return;
-        };
-        if c.dying.is_some() {
-            return;
-        }
-        c.dying = Some(why);
-        let unsent = if c.send_busy {
-            0 // the kernel may still write it: not known to be lost
-        } else {
-            c.sending.len().saturating_sub(c.send_pos)
-        };
-        let file_owed = usize::try_from(c.file_queued).unwrap_or(usize::MAX);
-        let piped = if c.send_busy {
-            0
-        } else {
-            c.pipe.as_ref().map_or(0, |p| p.filled)
-        };
-        Stats::add(
-            &self.stats.discarded,
-            (c.pending.len() + unsent + piped).saturating_add(file_owed) as u64,
-        );
-        c.pending = Vec::new();
-        c.files.clear();
-        c.file_queued = 0;
-        c.held = Vec::new();
-        c.held_pos = 0;
-        if c.recv_armed || c.send_busy {
-            c.cancel_busy = true;
-            let entry = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(c.fd)).all())
-                .build()
-                .user_data(user_data(Op::CancelConn, c.id.generation(), slot));
-            self.push(entry);
-        } else {
-            self.finalize(slot, dispatch);
-        }
-    }
-
-    fn maybe_finalize<D: Dispatch>(&mut self, slot: u32, dispatch: &mut D) {
-        if let Some(c) = self.slots[slot as usize].conn.as_ref() {
-            if c.dying.is_some() && !c.busy() {
-                self.finalize(slot, dispatch);
-            }
-        }
-    }
-
-    /// Free the slot, close the descriptor and tell the dispatch. A connection that still
-    /// has requests in flight (only when giving up at exit) is kept in the graveyard, freed
-    /// after the ring.
-    fn finalize<D: Dispatch>(&mut self, slot: u32, dispatch: &mut D) {
-        let s = &mut self.slots[slot as usize];
-        let Some(c) = s.conn.take() else {
-            return;
-        };
-        s.generation = (s.generation + 1) & ConnId::GENERATION_MASK;
-        self.free.push(slot);
-        self.open -= 1;
-        self.shared.release();
-        let (id, why) = (c.id, c.dying);
-        // The descriptor is closed before the counters move, so whoever sees `closed` go
-        // up sees the descriptor gone too.
-        if c.busy() {
-            self.graveyard.push(c);
-        } else {
-            drop(c);
-        }
-        if why == Some(CloseWhy::Idle) {
-            Stats::add(&self.stats.timed_out, 1);
-        }
-        Stats::add(&self.stats.closed, 1);
-        self.handed_late = true;
-        dispatch.closed(id);
-    }
-
-    /// The shutdown grace ran out (or the ring failed): close everything now, output or
-    /// not. Waits for the cancelled requests until `deadline` at most; a connection whose
-    /// requests are still in flight then is reported closed and kept in the graveyard.
-    fn close_all<D: Dispatch>(&mut self, dispatch: &mut D, deadline: Instant) {
-        for i in 0..self.slots.len() {
-            if self.slots[i].conn.is_some() {
-                self.begin_close(i as u32, CloseWhy::Abort, dispatch);
-            }
-        }
-        self.wait_until(dispatch, deadline, |d| d.open == 0);
-        for i in 0..self.slots.len() {
-            if self.slots[i].conn.is_some() {
-                self.finalize(i as u32, dispatch);
-            }
-        }
-    }
-
-    /// At exit: cancel every request still in flight (accept, wake read, anything left) and
-    /// wait for their completions until `deadline`. Only `inflight == 0` makes freeing the
-    /// memory those requests use safe; if the deadline passes first, `Drop` leaks it.
-    fn drain_all<D: Dispatch>(&mut self, dispatch: &mut D, deadline: Instant) {
-        self.exiting = true;
-        if self.inflight > 0 {
-            let entry = opcode::AsyncCancel2::new(CancelBuilder::any())
-                .build()
-                .user_data(user_data(Op::Cancel, 0, 0));
-            self.push(entry);
-            self.wait_until(dispatch, deadline, |d| d.inflight == 0);
-        }
-        self.listener = None;
-    }
-
-    /// Submit, wait and reap until `done` holds or `deadline` passes (the cancels just
-    /// queued are submitted at least once), or the ring wait fails.
-    fn wait_until<D: Dispatch>(
-        &mut self,
-        dispatch: &mut D,
-        deadline: Instant,
-        done: impl Fn(&Self) -> bool,
-    ) {
-        loop {
-            if done(self) {
-                return;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let failed = self
-                .wait(Some(left.min(Duration::from_millis(50))))
-                .is_err();
-            self.now = Instant::now();
-            // Completions that are already there are handled even after a failed wait.
-            self.reap(dispatch);
-            if failed || left.is_zero() {
-                return;
-            }
-        }
-    }
-
-    /// The ring wait failed for good: close every connection (each reported closed once),
-    /// stop the whole server and drain what can be drained.
-    fn fail<D: Dispatch>(&mut self, e: &io::Error, dispatch: &mut D) {
-        eprintln!(
-            "ringport: io_uring wait failed: {e}; closing this thread's {} connections and \
-             stopping the server",
-            self.open
-        );
-        self.shared.shutdown.store(true, Ordering::SeqCst);
-        if self.stopping_since.is_none() {
-            self.begin_shutdown();
-        }
-        let deadline = self.now + DRAIN_LIMIT;
-        self.close_all(dispatch, deadline);
-        self.drain_all(dispatch, deadline);
-        dispatch.flush();
-    }
 }
 
 impl Drop for UringDriver {
@@ -1788,8 +855,8 @@ impl Drop for UringDriver {
         // write into a provided buffer or the wake buffer, or send from a send buffer:
         // leak that memory instead of freeing it. Descriptors are closed as usual (a
         // request holds its own reference to its file).
-        eprintln!(
-            "ringport: {} io_uring requests still in flight at exit; leaking their buffers",
+        tracing::warn!(
+            "{} io_uring requests still in flight at exit; leaking their buffers",
             self.inflight
         );
         self.bufs.leak();
@@ -1814,35 +881,6 @@ fn live(slots: &mut [Slot], slot: u32, generation: u32) -> Option<&mut Conn> {
         .get_mut(slot as usize)
         .filter(|s| s.generation == generation)
         .and_then(|s| s.conn.as_mut())
-}
-
-/// A receive of `c` failed with `e` at `site`. `ended`: the receive is over because of it,
-/// or is to be ended (only then does an empty buffer ring starve it). Returns the reason to
-/// close the connection, if it must close.
-fn recv_failed(
-    c: &mut Conn,
-    site: Site,
-    e: io::Error,
-    ended: bool,
-    stats: &Stats,
-    starved: &mut VecDeque<(u32, u32)>,
-    key: (u32, u32),
-) -> Option<(Disposition, io::Error)> {
-    match classify(site, &e) {
-        // The buffer ring ran dry: the data waits in the socket. Re-armed from the starved
-        // queue once this turn's buffers are back (a receive still running is cancelled
-        // first: a starved connection does not want one).
-        Disposition::Exhausted => {
-            Stats::add(&stats.enobufs, 1);
-            if ended && !c.starved {
-                c.starved = true;
-                starved.push_back(key);
-            }
-            None
-        }
-        Disposition::Canceled | Disposition::Retry | Disposition::WouldBlock => None,
-        d => Some((d, e)),
-    }
 }
 
 #[cfg(test)]

@@ -9,17 +9,9 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use ringport_fallback::event::FileRange;
-
 /// Pipe capacity asked for; the kernel may grant less (its `pipe-max-size`, the user's
 /// pipe quota), and then the default of 64 KiB is used.
 const WANTED_PIPE_SIZE: i32 = 1 << 20;
-
-/// A file range queued behind the byte `at` of the connection's pending output.
-pub(super) struct QueuedFile {
-    pub(super) at: usize,
-    pub(super) range: FileRange,
-}
 
 /// The pipe a connection's file bodies pass through.
 pub(super) struct Pipe {

@@ -1,0 +1,79 @@
+//! systemd socket activation: listeners passed in by the service manager.
+//!
+//! systemd (or `systemd-socket-activate`) starts the process with its listening sockets
+//! open from descriptor 3 on, and says so in the environment: `LISTEN_PID` (the process
+//! they are meant for), `LISTEN_FDS` (how many) and `LISTEN_FDNAMES` (their names, from
+//! `FileDescriptorName=`, separated by `:`). A socket named `metrics` serves the Prometheus
+//! metrics; the first other one serves the service. The variables are removed once read,
+//! so child processes do not take the sockets for theirs.
+
+use std::io;
+use std::net::TcpListener;
+
+/// The listeners systemd passed.
+#[derive(Debug, Default)]
+pub struct Activated {
+    /// The service's listener (the first socket not named `metrics`).
+    pub service: Option<TcpListener>,
+    /// The socket named `metrics`, if any.
+    pub metrics: Option<TcpListener>,
+    /// Sockets passed but not used (more than one for the service), by name.
+    pub unused: Vec<String>,
+}
+
+/// The listeners passed to this process, or `None` when none were (`LISTEN_PID` unset or
+/// naming another process, or `LISTEN_FDS` unset or 0).
+///
+/// # Errors
+/// `LISTEN_FDS` is not a number, or a passed descriptor is not a listening TCP socket.
+pub fn take() -> io::Result<Option<Activated>> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let fds = std::env::var("LISTEN_FDS").ok();
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    let ours = pid
+        .as_deref()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    let Some(fds) = fds.filter(|_| ours) else {
+        return Ok(None);
+    };
+    let count: usize = fds.trim().parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("LISTEN_FDS='{fds}' is not a number of descriptors"),
+        )
+    })?;
+    if count == 0 {
+        return Ok(None);
+    }
+    let names: Vec<&str> = names.split(':').collect();
+    let mut passed = listenfd::ListenFd::from_env();
+    std::env::remove_var("LISTEN_FDNAMES");
+    let mut out = Activated::default();
+    for i in 0..count {
+        let name = names
+            .get(i)
+            .copied()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("unknown");
+        let listener = passed
+            .take_tcp_listener(i)
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("passed socket {} ({name}): {e}", 3 + i))
+            })?
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("passed socket {} ({name}) is missing", 3 + i),
+                )
+            })?;
+        if name == "metrics" && out.metrics.is_none() {
+            out.metrics = Some(listener);
+        } else if out.service.is_none() {
+            out.service = Some(listener);
+        } else {
+            out.unused.push(name.to_string());
+        }
+    }
+    Ok(Some(out))
+}

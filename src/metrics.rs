@@ -1,0 +1,461 @@
+//! Prometheus text exposition on an address of its own (never the service's port).
+//!
+//! The drivers already keep their counters as relaxed atomics ([`Stats`], one set per I/O
+//! thread); a scrape reads them on the metrics thread and writes text. Nothing on the data
+//! path waits for a scrape or takes a lock for it. Services add their own metrics through
+//! [`Service::metrics`](crate::Service::metrics), which writes into an [`Exposition`]: a
+//! service keeps relaxed atomic counters (and a [`Histogram`]) and renders them on demand.
+//!
+//! The listener is served by one thread with a blocking `std` listener: one scrape at a
+//! time, each answered and closed (`GET /metrics`; any other path is 404).
+
+use std::fmt::{self, Write as _};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ringport_fallback::errno::Disposition;
+use ringport_fallback::event::Stats;
+
+/// What kind of metric a family is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Kind {
+    /// Only goes up (names end in `_total`).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Observations in cumulative buckets, with `_bucket`, `_sum` and `_count` samples.
+    Histogram,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// A scrape being written: families (`# HELP`, `# TYPE`), each followed by its samples.
+///
+/// ```
+/// use ringport::metrics::{Exposition, Kind};
+///
+/// let mut out = Exposition::new();
+/// out.family("demo_commands_total", Kind::Counter, "Commands served, by name.");
+/// out.sample("demo_commands_total", &[("command", "get")], 3);
+/// assert!(out.text().contains("demo_commands_total{command=\"get\"} 3\n"));
+/// ```
+#[derive(Debug, Default)]
+pub struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    /// An empty scrape.
+    pub fn new() -> Exposition {
+        Exposition::default()
+    }
+
+    /// Start a family: write its help and type. Every sample of a family follows its
+    /// `family` call, before the next family starts.
+    pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(self.text, "# HELP {name} {help}");
+        let _ = writeln!(self.text, "# TYPE {name} {}", kind.name());
+    }
+
+    /// One sample: `name{labels} value`. Label values are escaped.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl fmt::Display) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                self.text.push_str(k);
+                self.text.push_str("=\"");
+                for c in v.chars() {
+                    match c {
+                        '\\' => self.text.push_str("\\\\"),
+                        '"' => self.text.push_str("\\\""),
+                        '\n' => self.text.push_str("\\n"),
+                        c => self.text.push(c),
+                    }
+                }
+                self.text.push('"');
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+
+    /// The text written so far.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Upper bounds of the latency buckets, in seconds (plus `+Inf`).
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
+];
+
+/// A latency histogram with fixed buckets ([`LATENCY_BUCKETS`]): relaxed atomic counters,
+/// written from any thread without a lock and read at scrape time.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last one is above every bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    /// Count one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Write the `_bucket`, `_sum` and `_count` samples of `name` (after its `family`).
+    pub fn render(&self, out: &mut Exposition, name: &str, labels: &[(&str, &str)]) {
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            cumulative += b.load(Ordering::Relaxed);
+            let le = LATENCY_BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |v| v.to_string());
+            let mut with_le: Vec<(&str, &str)> = labels.to_vec();
+            with_le.push(("le", &le));
+            out.sample(&bucket, &with_le, cumulative);
+        }
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        out.sample(&format!("{name}_sum"), labels, sum);
+        out.sample(&format!("{name}_count"), labels, cumulative);
+    }
+}
+
+/// A counter family of [`Stats`]: name, help, field.
+type Counter = (&'static str, &'static str, fn(&Stats) -> &AtomicU64);
+
+/// Write the engine's counters, per I/O thread and backend.
+pub(crate) fn render_engine(out: &mut Exposition, backend: &str, all: &[Arc<Stats>]) {
+    out.family(
+        "ringport_info",
+        Kind::Gauge,
+        "Always 1; the labels say which version and backend run.",
+    );
+    out.sample(
+        "ringport_info",
+        &[("version", env!("CARGO_PKG_VERSION")), ("backend", backend)],
+        1,
+    );
+    let threads: Vec<String> = (0..all.len()).map(|i| i.to_string()).collect();
+    let each =
+        |out: &mut Exposition, name: &str, kind: Kind, help: &str, f: &dyn Fn(&Stats) -> u64| {
+            out.family(name, kind, help);
+            for (i, s) in all.iter().enumerate() {
+                out.sample(name, &[("thread", &threads[i]), ("backend", backend)], f(s));
+            }
+        };
+    let get = Stats::get;
+    each(
+        out,
+        "ringport_connections_open",
+        Kind::Gauge,
+        "Connections open now.",
+        &|s| get(&s.accepted).saturating_sub(get(&s.closed)),
+    );
+    let counters: [Counter; 12] = [
+        (
+            "ringport_connections_accepted_total",
+            "Connections accepted and admitted.",
+            |s| &s.accepted,
+        ),
+        (
+            "ringport_connections_closed_total",
+            "Connections closed, for any reason.",
+            |s| &s.closed,
+        ),
+        (
+            "ringport_connections_refused_total",
+            "Connections refused over the --max-connections cap.",
+            |s| &s.refused,
+        ),
+        (
+            "ringport_connections_timed_out_total",
+            "Connections closed by the idle timeout.",
+            |s| &s.timed_out,
+        ),
+        (
+            "ringport_bytes_in_total",
+            "Bytes read from peers and handed to the service.",
+            |s| &s.bytes_in,
+        ),
+        (
+            "ringport_bytes_out_total",
+            "Bytes of the service's output written to peers.",
+            |s| &s.bytes_out,
+        ),
+        (
+            "ringport_output_discarded_bytes_total",
+            "Bytes of output never written: their connection closed first.",
+            |s| &s.discarded,
+        ),
+        (
+            "ringport_file_bytes_total",
+            "File bytes sent without a copy through user space (part of bytes_out).",
+            |s| &s.file_bytes,
+        ),
+        (
+            "ringport_accept_pauses_total",
+            "Times accepting paused because a resource ran out (EMFILE, ENFILE, ENOBUFS, ENOMEM).",
+            |s| &s.accept_pauses,
+        ),
+        (
+            "ringport_enobufs_total",
+            "io_uring receives that found the provided-buffer ring empty.",
+            |s| &s.enobufs,
+        ),
+        (
+            "ringport_read_pauses_total",
+            "Times reading from a connection paused (output over the limit, or its worker behind).",
+            |s| &s.read_pauses,
+        ),
+        (
+            "ringport_service_panics_total",
+            "Service callbacks that panicked (each closed its connection).",
+            |s| &s.service_panics,
+        ),
+    ];
+    for (name, help, field) in counters {
+        each(out, name, Kind::Counter, help, &|s| get(field(s)));
+    }
+    let name = "ringport_failed_calls_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Failed system calls, by what the errno classifier made of them (peer_gone is normal traffic).",
+    );
+    for (i, s) in all.iter().enumerate() {
+        for d in Disposition::ALL {
+            let n = get(&s.errors[d.index()]);
+            out.sample(
+                name,
+                &[
+                    ("thread", &threads[i]),
+                    ("backend", backend),
+                    ("disposition", d.name()),
+                ],
+                n,
+            );
+        }
+    }
+}
+
+/// Renders one scrape.
+pub(crate) type Render = Arc<dyn Fn(&mut Exposition) + Send + Sync>;
+
+/// The metrics listener's thread.
+pub(crate) struct MetricsServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// Serve scrapes on `listener` from a thread of its own.
+    pub(crate) fn start(listener: TcpListener, render: Render) -> io::Result<MetricsServer> {
+        listener.set_nonblocking(false)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("ringport-metrics".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    match conn {
+                        Ok(c) => {
+                            if let Err(e) = answer(c, &render) {
+                                tracing::debug!("metrics scrape failed: {e}");
+                            }
+                        }
+                        // Out of descriptors and the like: do not spin.
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })?;
+        Ok(MetricsServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address scrapes go to.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept with a connection of our own; if that fails the thread
+        // is left to end with the process.
+        let mut to = self.addr;
+        if to.ip().is_unspecified() {
+            to.set_ip(match to {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        if TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_ok() {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Longest request head a scrape may send.
+const MAX_REQUEST: usize = 8 * 1024;
+
+/// Read one request head and answer it; the connection then closes.
+fn answer(mut c: TcpStream, render: &Render) -> io::Result<()> {
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    c.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        let n = c.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > MAX_REQUEST {
+            return respond(
+                &mut c,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "too large\n",
+                false,
+            );
+        }
+    }
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let method = parts.next().unwrap_or_default();
+    let target = parts.next().unwrap_or_default();
+    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    let head_only = method == b"HEAD";
+    if method != b"GET" && !head_only {
+        return respond(
+            &mut c,
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n",
+            false,
+        );
+    }
+    if path != b"/metrics" && path != b"/" {
+        return respond(
+            &mut c,
+            "404 Not Found",
+            "text/plain",
+            "try /metrics\n",
+            head_only,
+        );
+    }
+    let mut out = Exposition::new();
+    render(&mut out);
+    respond(
+        &mut c,
+        "200 OK",
+        "text/plain; version=0.0.4; charset=utf-8",
+        out.text(),
+        head_only,
+    )
+}
+
+fn respond(
+    c: &mut TcpStream,
+    status: &str,
+    ty: &str,
+    body: &str,
+    head_only: bool,
+) -> io::Result<()> {
+    let mut msg = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ty}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if !head_only {
+        msg.push_str(body);
+    }
+    c.write_all(msg.as_bytes())?;
+    c.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(60));
+        let mut out = Exposition::new();
+        out.family("t_seconds", Kind::Histogram, "Test.");
+        h.render(&mut out, "t_seconds", &[("k", "v")]);
+        let text = out.text();
+        assert!(
+            text.contains("t_seconds_bucket{k=\"v\",le=\"0.0001\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t_seconds_bucket{k=\"v\",le=\"0.005\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t_seconds_bucket{k=\"v\",le=\"10\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t_seconds_bucket{k=\"v\",le=\"+Inf\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("t_seconds_count{k=\"v\"} 3\n"), "{text}");
+        assert_eq!(h.count(), 3);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = Exposition::new();
+        out.sample("m", &[("a", "x\"y\\z\n")], 1);
+        assert_eq!(out.text(), "m{a=\"x\\\"y\\\\z\\n\"} 1\n");
+    }
+}

@@ -1,0 +1,202 @@
+//! Dates as HTTP writes them (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) and as the
+//! combined log format writes them (`06/Nov/1994:08:49:37 +0000`), in UTC, without a
+//! calendar library: the proleptic Gregorian calendar from days since 1970-01-01.
+
+use std::cell::Cell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+const MONTHS: [&[u8; 3]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+];
+
+/// Length of an IMF-fixdate.
+pub(crate) const HTTP_DATE_LEN: usize = 29;
+
+/// A UTC date and time split into fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Civil {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+    weekday: usize,
+}
+
+/// Year, month (1..=12) and day (1..=31) of a count of days since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    // Shift to a calendar whose years start on March 1st, so the leap day ends a year.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Days since 1970-01-01 of a date (the inverse of [`civil_from_days`]).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let shifted_month = i64::from(if month > 2 { month - 3 } else { month + 9 });
+    let day_of_year = (153 * shifted_month + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+fn civil(secs: i64) -> Civil {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400) as u32;
+    let (year, month, day) = civil_from_days(days);
+    Civil {
+        year,
+        month,
+        day,
+        hour: rem / 3600,
+        minute: rem / 60 % 60,
+        second: rem % 60,
+        weekday: days.rem_euclid(7) as usize,
+    }
+}
+
+fn two(out: &mut [u8], n: u32) {
+    out[0] = b'0' + (n / 10 % 10) as u8;
+    out[1] = b'0' + (n % 10) as u8;
+}
+
+fn four(out: &mut [u8], n: i64) {
+    let n = n.clamp(0, 9999) as u32;
+    two(&mut out[..2], n / 100);
+    two(&mut out[2..4], n % 100);
+}
+
+/// `secs` since the epoch as an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub(crate) fn http_date(secs: i64) -> [u8; HTTP_DATE_LEN] {
+    let c = civil(secs);
+    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+    out[..3].copy_from_slice(DAYS[c.weekday]);
+    two(&mut out[5..7], c.day);
+    out[8..11].copy_from_slice(MONTHS[c.month as usize - 1]);
+    four(&mut out[12..16], c.year);
+    two(&mut out[17..19], c.hour);
+    two(&mut out[20..22], c.minute);
+    two(&mut out[23..25], c.second);
+    out
+}
+
+/// `secs` since the epoch as the combined log format writes it: `06/Nov/1994:08:49:37 +0000`.
+pub(crate) fn log_date(secs: i64) -> [u8; 26] {
+    let c = civil(secs);
+    let mut out = *b"01/Jan/1970:00:00:00 +0000";
+    two(&mut out[..2], c.day);
+    out[3..6].copy_from_slice(MONTHS[c.month as usize - 1]);
+    four(&mut out[7..11], c.year);
+    two(&mut out[12..14], c.hour);
+    two(&mut out[15..17], c.minute);
+    two(&mut out[18..20], c.second);
+    out
+}
+
+/// Seconds since the epoch of an IMF-fixdate; `None` for anything else (RFC 9110 lets a
+/// server ignore a conditional header whose date it cannot read).
+pub(crate) fn parse_http_date(s: &[u8]) -> Option<i64> {
+    let s = s.trim_ascii();
+    if s.len() != HTTP_DATE_LEN || &s[3..5] != b", " || &s[25..] != b" GMT" {
+        return None;
+    }
+    let num = |b: &[u8]| -> Option<u32> {
+        b.iter().try_fold(0u32, |acc, &d| {
+            d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0'))
+        })
+    };
+    if s[7] != b' ' || s[11] != b' ' || s[16] != b' ' || s[19] != b':' || s[22] != b':' {
+        return None;
+    }
+    let day = num(&s[5..7])?;
+    let month = MONTHS.iter().position(|m| m[..] == s[8..11])? as u32 + 1;
+    let year = i64::from(num(&s[12..16])?);
+    let (hour, minute, second) = (num(&s[17..19])?, num(&s[20..22])?, num(&s[23..25])?);
+    if day == 0 || day > 31 || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    Some(days * 86_400 + i64::from(hour * 3600 + minute * 60 + second))
+}
+
+/// Seconds since the epoch of a system time (negative before 1970).
+pub(crate) fn unix_secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+thread_local! {
+    /// The `Date` value of this thread, formatted at most once a second.
+    static NOW: Cell<(i64, [u8; HTTP_DATE_LEN])> = const { Cell::new((i64::MIN, [0; HTTP_DATE_LEN])) };
+}
+
+/// The current time as an IMF-fixdate, formatted at most once a second per thread.
+pub(crate) fn now_http() -> [u8; HTTP_DATE_LEN] {
+    let secs = unix_secs(SystemTime::now());
+    NOW.with(|c| {
+        let (at, text) = c.get();
+        if at == secs {
+            return text;
+        }
+        let text = http_date(secs);
+        c.set((secs, text));
+        text
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_dates_format() {
+        assert_eq!(&http_date(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(&http_date(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(&http_date(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(&http_date(4_133_980_799), b"Fri, 31 Dec 2100 23:59:59 GMT");
+        assert_eq!(&log_date(784_111_777), b"06/Nov/1994:08:49:37 +0000");
+    }
+
+    #[test]
+    fn dates_round_trip() {
+        let mut secs = -86_400 * 365;
+        while secs < 5_000_000_000 {
+            let text = http_date(secs);
+            assert_eq!(
+                parse_http_date(&text),
+                Some(secs),
+                "{}",
+                String::from_utf8_lossy(&text)
+            );
+            secs += 86_400 * 13 + 3_607;
+        }
+    }
+
+    #[test]
+    fn other_date_forms_are_ignored() {
+        assert_eq!(parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date(b"Sun Nov  6 08:49:37 1994"), None);
+        assert_eq!(parse_http_date(b"Sun, 06 Nov 1994 08:49:37 UTC"), None);
+        assert_eq!(parse_http_date(b"Sun, 06 Foo 1994 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date(b"Sun, 06 Nov 1994 25:49:37 GMT"), None);
+        assert_eq!(parse_http_date(b""), None);
+    }
+}

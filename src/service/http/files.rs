@@ -1,0 +1,489 @@
+//! Static files under a root directory: safe lookup, content types, validators
+//! (`ETag`, `Last-Modified`), conditional requests and single byte ranges.
+//!
+//! # Staying inside the root
+//!
+//! The request path is decoded and checked first ([`super::parse::decode_path`] refuses
+//! `..`, encoded separators, backslashes and NUL bytes). On Linux the file is then opened
+//! with `openat2(RESOLVE_BENEATH)` relative to the root's descriptor, so the kernel refuses
+//! any symbolic link (or race) that would lead outside the root. Elsewhere, and on kernels
+//! without `openat2`, the path is canonicalized and must stay under the canonical root.
+
+use std::fs::{File, Metadata};
+use std::io;
+use std::path::{Path, PathBuf};
+#[cfg(target_os = "linux")]
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::date;
+
+/// What a request path leads to.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    /// A regular file, open.
+    File(OpenFile),
+    /// A directory named without its trailing `/`: redirect to the name with it.
+    AddSlash,
+    /// A directory without `index.html`, listed (only with autoindex).
+    Listing(Vec<u8>),
+    NotFound,
+    Forbidden,
+}
+
+/// An open regular file and what the response says about it.
+#[derive(Debug)]
+pub(crate) struct OpenFile {
+    pub(crate) file: File,
+    pub(crate) len: u64,
+    /// Modification time, seconds since the epoch.
+    pub(crate) mtime: i64,
+    pub(crate) content_type: &'static str,
+}
+
+/// The served directory.
+#[derive(Debug)]
+pub(crate) struct Root {
+    canonical: PathBuf,
+    #[cfg(target_os = "linux")]
+    dir: File,
+    /// `openat2` failed with ENOSYS once: canonicalize from then on.
+    #[cfg(target_os = "linux")]
+    no_openat2: AtomicBool,
+    autoindex: bool,
+}
+
+impl Root {
+    /// Open `path` as the root.
+    ///
+    /// # Errors
+    /// When it does not exist or is not a directory.
+    pub(crate) fn open(path: &Path, autoindex: bool) -> io::Result<Root> {
+        let canonical = std::fs::canonicalize(path)?;
+        if !std::fs::metadata(&canonical)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a directory", path.display()),
+            ));
+        }
+        Ok(Root {
+            #[cfg(target_os = "linux")]
+            dir: File::open(&canonical)?,
+            #[cfg(target_os = "linux")]
+            no_openat2: AtomicBool::new(false),
+            canonical,
+            autoindex,
+        })
+    }
+
+    /// The canonical path of the root.
+    pub(crate) fn path(&self) -> &Path {
+        &self.canonical
+    }
+
+    /// Find what `rel` (a decoded, checked relative path; empty for the root itself)
+    /// names. `slash` says whether the request path ended with `/`.
+    pub(crate) fn lookup(&self, rel: &[u8], slash: bool) -> Lookup {
+        let (file, meta) = match self.open_beneath(rel) {
+            Ok(found) => found,
+            Err(e) => return refused(&e),
+        };
+        if meta.is_file() {
+            return Lookup::File(open_file(file, &meta, rel));
+        }
+        if !meta.is_dir() {
+            return Lookup::Forbidden;
+        }
+        if !slash && !rel.is_empty() {
+            return Lookup::AddSlash;
+        }
+        let mut index = Vec::with_capacity(rel.len() + 11);
+        if !rel.is_empty() {
+            index.extend_from_slice(rel);
+            index.push(b'/');
+        }
+        index.extend_from_slice(b"index.html");
+        match self.open_beneath(&index) {
+            Ok((f, m)) if m.is_file() => Lookup::File(open_file(f, &m, &index)),
+            Ok(_) => Lookup::Forbidden,
+            Err(e) if self.autoindex && is_missing(&e) => self.listing(rel),
+            Err(e) => refused(&e),
+        }
+    }
+
+    /// Open a path under the root, refusing anything that leads outside it.
+    fn open_beneath(&self, rel: &[u8]) -> io::Result<(File, Metadata)> {
+        #[cfg(target_os = "linux")]
+        if !self.no_openat2.load(Ordering::Relaxed) {
+            use rustix::fs::{Mode, OFlags, ResolveFlags};
+            let path: &[u8] = if rel.is_empty() { b"." } else { rel };
+            let opened = rustix::fs::openat2(
+                &self.dir,
+                path,
+                OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+            );
+            match opened {
+                Ok(fd) => {
+                    let file = File::from(fd);
+                    let meta = file.metadata()?;
+                    return Ok((file, meta));
+                }
+                Err(e) if io::Error::from(e).kind() == io::ErrorKind::Unsupported => {
+                    self.no_openat2.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let full = self.canonical.join(rel_path(rel)?);
+        let real = std::fs::canonicalize(full)?;
+        if !real.starts_with(&self.canonical) {
+            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        }
+        let file = open_nonblocking(&real)?;
+        let meta = file.metadata()?;
+        Ok((file, meta))
+    }
+
+    /// An HTML list of a directory's entries.
+    fn listing(&self, rel: &[u8]) -> Lookup {
+        let Ok(path) = rel_path(rel) else {
+            return Lookup::NotFound;
+        };
+        let Ok(entries) = std::fs::read_dir(self.canonical.join(path)) else {
+            return Lookup::NotFound;
+        };
+        let mut names: Vec<(String, bool)> = entries
+            .filter_map(Result::ok)
+            .map(|e| {
+                let dir = e.file_type().is_ok_and(|t| t.is_dir());
+                (e.file_name().to_string_lossy().into_owned(), dir)
+            })
+            .collect();
+        names.sort();
+        let title = String::from_utf8_lossy(rel);
+        let mut page = format!(
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of /{0}</title></head>\n<body><h1>Index of /{0}</h1><ul>\n",
+            escape_html(&title)
+        );
+        if !rel.is_empty() {
+            page.push_str("<li><a href=\"../\">../</a></li>\n");
+        }
+        for (name, dir) in names {
+            let slash = if dir { "/" } else { "" };
+            page.push_str(&format!(
+                "<li><a href=\"{}{slash}\">{}{slash}</a></li>\n",
+                escape_href(&name),
+                escape_html(&name)
+            ));
+        }
+        page.push_str("</ul></body></html>\n");
+        Lookup::Listing(page.into_bytes())
+    }
+}
+
+fn open_file(file: File, meta: &Metadata, rel: &[u8]) -> OpenFile {
+    OpenFile {
+        file,
+        len: meta.len(),
+        mtime: meta.modified().map_or(0, date::unix_secs),
+        content_type: content_type(rel),
+    }
+}
+
+fn is_missing(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+/// A failed lookup: missing is 404, anything else (outside the root, a loop, no
+/// permission) is 403.
+fn refused(e: &io::Error) -> Lookup {
+    if is_missing(e) {
+        Lookup::NotFound
+    } else {
+        Lookup::Forbidden
+    }
+}
+
+#[cfg(unix)]
+fn rel_path(rel: &[u8]) -> io::Result<&Path> {
+    use std::os::unix::ffi::OsStrExt;
+    Ok(Path::new(std::ffi::OsStr::from_bytes(rel)))
+}
+
+#[cfg(not(unix))]
+fn rel_path(rel: &[u8]) -> io::Result<&Path> {
+    std::str::from_utf8(rel)
+        .map(Path::new)
+        .map_err(|_| io::Error::from(io::ErrorKind::NotFound))
+}
+
+/// Open read-only without blocking on a FIFO or device a path might name.
+fn open_nonblocking(path: &Path) -> io::Result<File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    opts.open(path)
+}
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn escape_href(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The `Content-Type` for a file name, from its extension.
+pub(crate) fn content_type(name: &[u8]) -> &'static str {
+    let base = name.rsplit(|&b| b == b'/').next().unwrap_or(name);
+    let Some(dot) = base.iter().rposition(|&b| b == b'.') else {
+        return "application/octet-stream";
+    };
+    let ext = &base[dot + 1..];
+    let is = |e: &[u8]| ext.eq_ignore_ascii_case(e);
+    if is(b"html") || is(b"htm") {
+        "text/html; charset=utf-8"
+    } else if is(b"css") {
+        "text/css; charset=utf-8"
+    } else if is(b"js") || is(b"mjs") {
+        "text/javascript; charset=utf-8"
+    } else if is(b"json") {
+        "application/json"
+    } else if is(b"txt") {
+        "text/plain; charset=utf-8"
+    } else if is(b"svg") {
+        "image/svg+xml"
+    } else if is(b"png") {
+        "image/png"
+    } else if is(b"jpg") || is(b"jpeg") {
+        "image/jpeg"
+    } else if is(b"gif") {
+        "image/gif"
+    } else if is(b"webp") {
+        "image/webp"
+    } else if is(b"ico") {
+        "image/x-icon"
+    } else if is(b"wasm") {
+        "application/wasm"
+    } else if is(b"woff2") {
+        "font/woff2"
+    } else if is(b"pdf") {
+        "application/pdf"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// A file's entity tag, `"<mtime hex>-<length hex>"`, in a stack buffer.
+pub(crate) struct ETag {
+    buf: [u8; 36],
+    len: usize,
+}
+
+impl ETag {
+    pub(crate) fn new(mtime: i64, len: u64) -> ETag {
+        let mut buf = [0u8; 36];
+        let mut at = 0;
+        let mut put = |b: u8| {
+            buf[at] = b;
+            at += 1;
+        };
+        put(b'"');
+        for n in [mtime as u64, len] {
+            let digits = if n == 0 {
+                1
+            } else {
+                16 - n.leading_zeros() as usize / 4
+            };
+            for i in (0..digits).rev() {
+                put(b"0123456789abcdef"[(n >> (i * 4)) as usize & 0xf]);
+            }
+            put(b'-');
+        }
+        buf[at - 1] = b'"';
+        ETag { buf, len: at }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// True when an `If-None-Match` list matches `etag` (weak comparison), or is `*`.
+pub(crate) fn none_match_hits(header: &[u8], etag: &[u8]) -> bool {
+    header.split(|&b| b == b',').any(|tag| {
+        let tag = tag.trim_ascii();
+        tag == b"*" || tag.strip_prefix(b"W/").unwrap_or(tag) == etag
+    })
+}
+
+/// True when the file is unchanged since an `If-Modified-Since` date (ignored if unreadable).
+pub(crate) fn not_modified_since(header: &[u8], mtime: i64) -> bool {
+    date::parse_http_date(header).is_some_and(|since| mtime <= since)
+}
+
+/// True when an `If-Range` validator still holds: a strong `ETag` equal to the file's, or
+/// its exact `Last-Modified` date.
+pub(crate) fn if_range_holds(header: &[u8], etag: &[u8], mtime: i64) -> bool {
+    let h = header.trim_ascii();
+    if h.starts_with(b"\"") {
+        return h == etag;
+    }
+    date::parse_http_date(h) == Some(mtime)
+}
+
+/// What a `Range` header asks of a file of `len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RangeAsk {
+    /// Serve the whole file (no usable range: absent, malformed, several ranges).
+    Whole,
+    /// Serve `start..=end`.
+    Part { start: u64, end: u64 },
+    /// 416.
+    Unsatisfiable,
+}
+
+/// Interpret a `Range` header for a file of `len` bytes. Only one range is served; a
+/// header that is not a single well-formed byte range is ignored, as RFC 9110 allows.
+pub(crate) fn range(header: &[u8], len: u64) -> RangeAsk {
+    let Some(spec) = header.trim_ascii().strip_prefix(b"bytes=") else {
+        return RangeAsk::Whole;
+    };
+    let spec = spec.trim_ascii();
+    if spec.contains(&b',') {
+        return RangeAsk::Whole;
+    }
+    let Some(dash) = spec.iter().position(|&b| b == b'-') else {
+        return RangeAsk::Whole;
+    };
+    let (first, last) = (spec[..dash].trim_ascii(), spec[dash + 1..].trim_ascii());
+    let num = super::parse::parse_decimal;
+    match (first.is_empty(), last.is_empty()) {
+        (true, true) => RangeAsk::Whole,
+        (true, false) => match num(last) {
+            None => RangeAsk::Whole,
+            Some(0) => RangeAsk::Unsatisfiable,
+            Some(_) if len == 0 => RangeAsk::Unsatisfiable,
+            Some(n) => RangeAsk::Part {
+                start: len - n.min(len),
+                end: len - 1,
+            },
+        },
+        (false, _) => {
+            let Some(start) = num(first) else {
+                return RangeAsk::Whole;
+            };
+            let end = if last.is_empty() {
+                u64::MAX
+            } else {
+                match num(last) {
+                    Some(e) if e >= start => e,
+                    _ => return RangeAsk::Whole,
+                }
+            };
+            if start >= len {
+                RangeAsk::Unsatisfiable
+            } else {
+                RangeAsk::Part {
+                    start,
+                    end: end.min(len - 1),
+                }
+            }
+        }
+    }
+}
+
+/// Read `buf.len()` bytes of `file` from `offset`, or fewer at its end.
+pub(crate) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        #[cfg(unix)]
+        let n = std::os::unix::fs::FileExt::read_at(file, &mut buf[done..], offset + done as u64);
+        #[cfg(windows)]
+        let n =
+            std::os::windows::fs::FileExt::seek_read(file, &mut buf[done..], offset + done as u64);
+        match n {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types() {
+        assert_eq!(content_type(b"a/index.HTML"), "text/html; charset=utf-8");
+        assert_eq!(content_type(b"x.woff2"), "font/woff2");
+        assert_eq!(content_type(b"x.tar.gz"), "application/octet-stream");
+        assert_eq!(content_type(b"dir.png/file"), "application/octet-stream");
+        assert_eq!(content_type(b"noext"), "application/octet-stream");
+    }
+
+    #[test]
+    fn etags_and_conditions() {
+        assert_eq!(ETag::new(0x5f00, 612).as_bytes(), b"\"5f00-264\"");
+        assert_eq!(ETag::new(0, 0).as_bytes(), b"\"0-0\"");
+        let tag = ETag::new(-1, u64::MAX);
+        assert_eq!(tag.as_bytes(), b"\"ffffffffffffffff-ffffffffffffffff\"");
+        let e = b"\"1-2\"";
+        assert!(none_match_hits(b"\"0-0\", W/\"1-2\"", e));
+        assert!(none_match_hits(b"*", e));
+        assert!(!none_match_hits(b"\"1-3\"", e));
+        assert!(not_modified_since(b"Thu, 01 Jan 1970 00:00:10 GMT", 10));
+        assert!(!not_modified_since(b"Thu, 01 Jan 1970 00:00:09 GMT", 10));
+        assert!(!not_modified_since(b"garbage", 10));
+        assert!(if_range_holds(b"\"1-2\"", e, 5));
+        assert!(!if_range_holds(b"W/\"1-2\"", e, 5));
+        assert!(if_range_holds(b"Thu, 01 Jan 1970 00:00:05 GMT", e, 5));
+    }
+
+    #[test]
+    fn ranges() {
+        use RangeAsk::*;
+        assert_eq!(range(b"bytes=0-9", 100), Part { start: 0, end: 9 });
+        assert_eq!(range(b"bytes=90-", 100), Part { start: 90, end: 99 });
+        assert_eq!(range(b"bytes=90-500", 100), Part { start: 90, end: 99 });
+        assert_eq!(range(b"bytes=-10", 100), Part { start: 90, end: 99 });
+        assert_eq!(range(b"bytes=-500", 100), Part { start: 0, end: 99 });
+        assert_eq!(range(b"bytes=100-", 100), Unsatisfiable);
+        assert_eq!(range(b"bytes=-0", 100), Unsatisfiable);
+        assert_eq!(range(b"bytes=0-", 0), Unsatisfiable);
+        assert_eq!(range(b"bytes=5-1", 100), Whole);
+        assert_eq!(range(b"bytes=0-1,5-6", 100), Whole);
+        assert_eq!(range(b"items=0-1", 100), Whole);
+        assert_eq!(range(b"bytes=x-1", 100), Whole);
+    }
+}

@@ -1,0 +1,680 @@
+//! HTTP/1.1: static files under a root directory (or a built-in page and `/plaintext`).
+//!
+//! - HTTP/1.1 and 1.0, keep-alive (1.1 by default, 1.0 when asked), pipelined requests
+//!   answered in order, `Connection: close` honoured.
+//! - `GET` and `HEAD` are served; any other method is answered 405 with `Allow`. Request
+//!   bodies (`Content-Length` or chunked) are read and discarded up to
+//!   [`HttpBuilder::max_body_size`] (then 413); `Expect: 100-continue` is answered.
+//! - Every response carries `Server`, `Date` and `Content-Length`; errors a short text body.
+//! - A malformed head is answered 400 and the connection closes; a request line over the
+//!   head limit 414, a head over it 431.
+//! - Files: `Content-Type` from the extension, `index.html` for a directory, `ETag` and
+//!   `Last-Modified` with `If-None-Match` / `If-Modified-Since` (304), one `Range` (206, or
+//!   416 when unsatisfiable). Small bodies are copied into the output; larger ones go to the
+//!   driver as file ranges (zero copy, bounded memory). No request reads outside the root:
+//!   `..` segments, encoded separators, backslashes and NUL bytes are refused, and on Linux
+//!   files open with `openat2(RESOLVE_BENEATH)`, so no symbolic link leads out.
+//! - Timeouts through the connection deadline: a head must arrive within the header
+//!   timeout (slow clients are closed), an idle keep-alive connection closes after the
+//!   keep-alive timeout.
+//!
+//! ```no_run
+//! use ringport::service::http::Http;
+//! use ringport::Server;
+//!
+//! let mut http = Http::builder();
+//! http.root("/srv/www");
+//! let mut builder = Server::builder();
+//! builder.listen("127.0.0.1:8080".parse().unwrap());
+//! let server = builder.build(http.build()?)?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod date;
+mod files;
+mod log;
+mod metrics;
+mod parse;
+mod response;
+
+use std::cell::RefCell;
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use files::{Lookup, OpenFile, RangeAsk, Root};
+use log::AccessLog;
+use parse::{BodyLen, BodyReader, BodyStep, Expect, Head, PathError, Reject, Request};
+use response::{short, HeadWriter, Persist, Status};
+
+use super::{Conn, ConnInfo, Service};
+
+/// Default time a request head may take to arrive.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time an idle keep-alive connection stays open.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+/// Default limit on a request head (request line and header fields).
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 8 * 1024;
+/// Default limit on a request body (read and discarded).
+pub const DEFAULT_MAX_BODY_SIZE: u64 = 1024 * 1024;
+
+/// Bodies up to this size are read into the output; larger ones are sent as file ranges.
+const COPY_MAX: u64 = 16 * 1024;
+/// File bodies a connection may have queued before it stops reading requests until its
+/// output drains (each holds an open file).
+const FILES_IN_FLIGHT: u32 = 8;
+/// File body bytes a connection may have queued before it stops reading requests.
+const FILE_BYTES_IN_FLIGHT: u64 = 8 << 20;
+/// A keep-alive deadline within this much of the wanted one is left as it is, so a busy
+/// connection does not move its deadline on every request.
+const DEADLINE_SLACK: Duration = Duration::from_secs(1);
+
+/// Settings of the HTTP service; [`HttpBuilder::build`] checks them.
+#[derive(Debug, Clone)]
+pub struct HttpBuilder {
+    root: Option<PathBuf>,
+    autoindex: bool,
+    access_log: Option<PathBuf>,
+    header_timeout: Duration,
+    keepalive_timeout: Duration,
+    max_header_size: usize,
+    max_body_size: u64,
+}
+
+impl Default for HttpBuilder {
+    fn default() -> HttpBuilder {
+        HttpBuilder {
+            root: None,
+            autoindex: false,
+            access_log: None,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            max_header_size: DEFAULT_MAX_HEADER_SIZE,
+            max_body_size: DEFAULT_MAX_BODY_SIZE,
+        }
+    }
+}
+
+impl HttpBuilder {
+    /// Serve the files under `dir` (default: none; `/` answers a built-in page and
+    /// `/plaintext` a short text).
+    pub fn root(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.root = Some(dir.into());
+        self
+    }
+
+    /// List a directory that has no `index.html` (default: 404).
+    pub fn autoindex(&mut self, on: bool) -> &mut Self {
+        self.autoindex = on;
+        self
+    }
+
+    /// Append one line per request, combined log format, to `path` (`-`: standard
+    /// output). Default: no access log.
+    pub fn access_log(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.access_log = Some(path.into());
+        self
+    }
+
+    /// Time from the first byte of a request head to its end (zero: no limit).
+    pub fn header_timeout(&mut self, t: Duration) -> &mut Self {
+        self.header_timeout = t;
+        self
+    }
+
+    /// Time an idle keep-alive connection stays open (zero: no limit).
+    pub fn keepalive_timeout(&mut self, t: Duration) -> &mut Self {
+        self.keepalive_timeout = t;
+        self
+    }
+
+    /// Most bytes of a request head: request line and header fields.
+    pub fn max_header_size(&mut self, bytes: usize) -> &mut Self {
+        self.max_header_size = bytes;
+        self
+    }
+
+    /// Most bytes of a request body.
+    pub fn max_body_size(&mut self, bytes: u64) -> &mut Self {
+        self.max_body_size = bytes;
+        self
+    }
+
+    /// The service.
+    ///
+    /// # Errors
+    /// When the root is not a directory, the access log cannot be opened, or the head
+    /// limit is below 64 bytes.
+    pub fn build(&self) -> io::Result<Http> {
+        if self.max_header_size < 64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the header size limit must be at least 64 bytes",
+            ));
+        }
+        let root =
+            match &self.root {
+                Some(dir) => Some(Root::open(dir, self.autoindex).map_err(|e| {
+                    io::Error::new(e.kind(), format!("root {}: {e}", dir.display()))
+                })?),
+                None => None,
+            };
+        let log = match &self.access_log {
+            Some(path) => Some(Arc::new(AccessLog::open(path).map_err(|e| {
+                io::Error::new(e.kind(), format!("access log {}: {e}", path.display()))
+            })?)),
+            None => None,
+        };
+        let nonzero = |t: Duration| (!t.is_zero()).then_some(t);
+        Ok(Http {
+            root: root.map(Arc::new),
+            log,
+            metrics: metrics::HttpMetrics::default(),
+            header_timeout: nonzero(self.header_timeout),
+            keepalive_timeout: nonzero(self.keepalive_timeout),
+            max_header: self.max_header_size,
+            max_body: self.max_body_size,
+        })
+    }
+}
+
+/// The HTTP/1.1 service (see the [module docs](self)).
+pub struct Http {
+    root: Option<Arc<Root>>,
+    log: Option<Arc<AccessLog>>,
+    metrics: metrics::HttpMetrics,
+    header_timeout: Option<Duration>,
+    keepalive_timeout: Option<Duration>,
+    max_header: usize,
+    max_body: u64,
+}
+
+impl Http {
+    /// Settings, starting from the defaults.
+    pub fn builder() -> HttpBuilder {
+        HttpBuilder::default()
+    }
+
+    /// The path of the served root, if any.
+    pub fn root(&self) -> Option<&Path> {
+        self.root.as_deref().map(Root::path)
+    }
+}
+
+/// One connection's state.
+pub struct HttpSession {
+    peer: SocketAddr,
+    /// When the first byte of the request being read arrived (for the latency histogram).
+    started: Option<Instant>,
+    /// A request body is being discarded; the request is answered when it ends.
+    body: Option<Box<Pending>>,
+    /// Part of a head arrived: the header deadline runs for it.
+    head_timer: bool,
+    /// File bodies and their bytes queued since output last drained.
+    files: u32,
+    file_bytes: u64,
+    /// A drain notification is asked for.
+    drain_asked: bool,
+    /// Requests wait until output drains.
+    paused: bool,
+    /// The peer stopped sending: answer what is held, then close.
+    at_eof: bool,
+}
+
+/// A request whose body is being discarded: its head, kept to answer it afterwards.
+struct Pending {
+    reader: BodyReader,
+    head: Box<[u8]>,
+}
+
+thread_local! {
+    /// Scratch for decoded paths and copied file bodies.
+    static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+fn persist_of(req: &Request<'_>) -> Persist {
+    match (req.keep_alive, req.minor) {
+        (false, _) => Persist::Close,
+        (true, 0) => Persist::KeepAlive,
+        (true, _) => Persist::Default,
+    }
+}
+
+impl Http {
+    fn log_request(&self, s: &mut HttpSession, req: &Request<'_>, status: Status, bytes: u64) {
+        let method = match req.method {
+            "GET" => 0,
+            "HEAD" => 1,
+            _ => 2,
+        };
+        self.metrics.record(method, status.code(), s.started.take());
+        if let Some(log) = &self.log {
+            let line = log::Line {
+                method: req.method,
+                target: req.target,
+                minor: req.minor,
+                referer: req.referer,
+                user_agent: req.user_agent,
+            };
+            log.record(s.peer.ip(), Some(&line), status.code(), bytes);
+        }
+    }
+
+    fn log_unread(&self, s: &mut HttpSession, status: Status, bytes: u64) {
+        self.metrics.record(3, status.code(), s.started.take());
+        if let Some(log) = &self.log {
+            log.record(s.peer.ip(), None, status.code(), bytes);
+        }
+    }
+
+    /// Answer an unreadable request and close.
+    fn refuse(&self, s: &mut HttpSession, status: Status, conn: &mut Conn<'_>) {
+        let bytes = short(conn, status, Persist::Close, false, &[]);
+        self.log_unread(s, status, bytes);
+        s.body = None;
+        conn.close();
+    }
+
+    /// Answer a readable request with an error that closes the connection.
+    fn refuse_request(
+        &self,
+        s: &mut HttpSession,
+        req: &Request<'_>,
+        status: Status,
+        conn: &mut Conn<'_>,
+    ) {
+        let bytes = short(conn, status, Persist::Close, req.method == "HEAD", &[]);
+        self.log_request(s, req, status, bytes);
+        s.body = None;
+        conn.close();
+    }
+
+    /// Arm the keep-alive deadline (unless one close enough is armed).
+    fn keepalive(&self, conn: &mut Conn<'_>) {
+        let Some(t) = self.keepalive_timeout else {
+            conn.clear_deadline();
+            return;
+        };
+        let at = Instant::now() + t;
+        match conn.deadline() {
+            Some(d) if d <= at && at - d < DEADLINE_SLACK => {}
+            _ => conn.set_deadline(at),
+        }
+    }
+
+    fn header_deadline(&self, conn: &mut Conn<'_>) {
+        match self.header_timeout {
+            Some(t) => conn.set_deadline(Instant::now() + t),
+            None => conn.clear_deadline(),
+        }
+    }
+
+    /// A head arrived: answer it, or start discarding its body.
+    fn request(&self, s: &mut HttpSession, req: &Request<'_>, head: &[u8], conn: &mut Conn<'_>) {
+        if req.expect == Expect::Other {
+            return self.refuse_request(s, req, Status::ExpectationFailed, conn);
+        }
+        match req.body {
+            BodyLen::None => return self.answer(s, req, conn),
+            BodyLen::Length(n) if n > self.max_body => {
+                return self.refuse_request(s, req, Status::ContentTooLarge, conn);
+            }
+            BodyLen::Length(_) | BodyLen::Chunked => {}
+        }
+        if req.expect == Expect::Continue && req.minor == 1 {
+            conn.write(response::CONTINUE);
+        }
+        s.body = Some(Box::new(Pending {
+            reader: BodyReader::new(req.body),
+            head: head.into(),
+        }));
+        self.header_deadline(conn);
+    }
+
+    /// Discard body bytes; answer the request when the body ends.
+    fn body(&self, s: &mut HttpSession, input: &[u8], conn: &mut Conn<'_>) -> usize {
+        let Some(pending) = s.body.as_mut() else {
+            return 0;
+        };
+        let (used, step) = pending
+            .reader
+            .advance(input, self.max_body, self.max_header);
+        match step {
+            BodyStep::More => {
+                if used > 0 {
+                    self.header_deadline(conn);
+                }
+                used
+            }
+            BodyStep::Done => {
+                let pending = s.body.take().expect("a body is pending");
+                match parse::parse_head(&pending.head, usize::MAX) {
+                    Head::Complete(req, _) => self.answer(s, &req, conn),
+                    // The head parsed once; it parses the same way again.
+                    Head::Partial | Head::Reject(_) => {
+                        self.refuse(s, Status::InternalError, conn);
+                    }
+                }
+                used
+            }
+            BodyStep::TooLarge | BodyStep::Malformed => {
+                let status = if step == BodyStep::TooLarge {
+                    Status::ContentTooLarge
+                } else {
+                    Status::BadRequest
+                };
+                let pending = s.body.take().expect("a body is pending");
+                match parse::parse_head(&pending.head, usize::MAX) {
+                    Head::Complete(req, _) => self.refuse_request(s, &req, status, conn),
+                    Head::Partial | Head::Reject(_) => self.refuse(s, status, conn),
+                }
+                input.len()
+            }
+        }
+    }
+
+    /// Answer a request whose body (if any) was discarded.
+    fn answer(&self, s: &mut HttpSession, req: &Request<'_>, conn: &mut Conn<'_>) {
+        let persist = persist_of(req);
+        let head_only = req.method == "HEAD";
+        let (status, bytes) = if req.method != "GET" && !head_only {
+            let bytes = short(
+                conn,
+                Status::MethodNotAllowed,
+                persist,
+                false,
+                &[(b"Allow", b"GET, HEAD")],
+            );
+            (Status::MethodNotAllowed, bytes)
+        } else {
+            match parse::split_target(req.target) {
+                Err(_) => return self.refuse_request(s, req, Status::BadRequest, conn),
+                Ok((path, query)) => match &self.root {
+                    None => built_in(path, head_only, persist, conn),
+                    Some(root) => match self.static_file(s, req, root, path, query, conn) {
+                        Ok(done) => done,
+                        Err(PathError::Malformed) => {
+                            return self.refuse_request(s, req, Status::BadRequest, conn)
+                        }
+                        Err(PathError::Forbidden) => {
+                            let b = short(conn, Status::Forbidden, persist, head_only, &[]);
+                            (Status::Forbidden, b)
+                        }
+                    },
+                },
+            }
+        };
+        self.log_request(s, req, status, bytes);
+        if persist == Persist::Close {
+            conn.close();
+        } else if !s.drain_asked {
+            self.keepalive(conn);
+        }
+    }
+
+    /// Serve a file (or a redirect, listing or error) for `path`.
+    fn static_file(
+        &self,
+        s: &mut HttpSession,
+        req: &Request<'_>,
+        root: &Root,
+        path: &str,
+        query: &str,
+        conn: &mut Conn<'_>,
+    ) -> Result<(Status, u64), PathError> {
+        let persist = persist_of(req);
+        let head_only = req.method == "HEAD";
+        let found = SCRATCH.with(|scratch| {
+            let rel = &mut scratch.borrow_mut().0;
+            let slash = parse::decode_path(path, rel)?;
+            Ok(root.lookup(rel, slash))
+        })?;
+        Ok(match found {
+            Lookup::File(file) => self.send(s, req, file, persist, conn),
+            Lookup::AddSlash => {
+                let mut location = Vec::with_capacity(path.len() + query.len() + 1);
+                location.extend_from_slice(path.as_bytes());
+                location.push(b'/');
+                location.extend_from_slice(query.as_bytes());
+                let extra: [(&[u8], &[u8]); 1] = [(b"Location", &location)];
+                let status = Status::MovedPermanently;
+                (status, short(conn, status, persist, head_only, &extra))
+            }
+            Lookup::Listing(page) => {
+                let mut w = HeadWriter::start(conn, Status::Ok);
+                w.field(b"Content-Type", b"text/html; charset=utf-8");
+                w.finish(page.len() as u64, persist);
+                if !head_only {
+                    conn.write(&page);
+                }
+                (Status::Ok, if head_only { 0 } else { page.len() as u64 })
+            }
+            Lookup::NotFound => (
+                Status::NotFound,
+                short(conn, Status::NotFound, persist, head_only, &[]),
+            ),
+            Lookup::Forbidden => (
+                Status::Forbidden,
+                short(conn, Status::Forbidden, persist, head_only, &[]),
+            ),
+        })
+    }
+
+    /// Answer with an open file: 304, 416, 206 or 200.
+    fn send(
+        &self,
+        s: &mut HttpSession,
+        req: &Request<'_>,
+        f: OpenFile,
+        persist: Persist,
+        conn: &mut Conn<'_>,
+    ) -> (Status, u64) {
+        let head_only = req.method == "HEAD";
+        let etag = files::ETag::new(f.mtime, f.len);
+        let etag = etag.as_bytes();
+        let modified = date::http_date(f.mtime);
+        let not_modified = match req.if_none_match {
+            Some(h) => files::none_match_hits(h, etag),
+            None => req
+                .if_modified_since
+                .is_some_and(|h| files::not_modified_since(h, f.mtime)),
+        };
+        if not_modified {
+            let mut w = HeadWriter::start(conn, Status::NotModified);
+            w.field(b"ETag", etag).field(b"Last-Modified", &modified);
+            w.finish(f.len, persist);
+            return (Status::NotModified, 0);
+        }
+        let ask = match req.range {
+            Some(h)
+                if !head_only
+                    && req
+                        .if_range
+                        .is_none_or(|ir| files::if_range_holds(ir, etag, f.mtime)) =>
+            {
+                files::range(h, f.len)
+            }
+            _ => RangeAsk::Whole,
+        };
+        let mut range_buf = [0u8; 64];
+        let (status, start, len, content_range) = match ask {
+            RangeAsk::Whole => (Status::Ok, 0, f.len, 0),
+            RangeAsk::Part { start, end } => {
+                let mut cur = &mut range_buf[..];
+                let _ = write!(cur, "bytes {start}-{end}/{}", f.len);
+                let n = 64 - cur.len();
+                (Status::PartialContent, start, end - start + 1, n)
+            }
+            RangeAsk::Unsatisfiable => {
+                let mut cur = &mut range_buf[..];
+                let _ = write!(cur, "bytes */{}", f.len);
+                let n = 64 - cur.len();
+                let extra: [(&[u8], &[u8]); 1] = [(b"Content-Range", &range_buf[..n])];
+                let status = Status::RangeNotSatisfiable;
+                return (status, short(conn, status, persist, false, &extra));
+            }
+        };
+        let mut w = HeadWriter::start(conn, status);
+        w.field(b"Content-Type", f.content_type.as_bytes())
+            .field(b"Last-Modified", &modified)
+            .field(b"ETag", etag)
+            .field(b"Accept-Ranges", b"bytes");
+        if content_range > 0 {
+            w.field(b"Content-Range", &range_buf[..content_range]);
+        }
+        w.finish(len, persist);
+        if head_only || len == 0 {
+            return (status, 0);
+        }
+        if len <= COPY_MAX {
+            // One copy of a small body is cheaper than a second send of a file range.
+            let got = SCRATCH.with(|scratch| {
+                let buf = &mut scratch.borrow_mut().1;
+                buf.resize(len as usize, 0);
+                let got = files::read_at(&f.file, buf, start).unwrap_or(0);
+                conn.write(&buf[..got]);
+                got as u64
+            });
+            if got < len {
+                // The file shrank under us: the promised length cannot be kept.
+                conn.close();
+            }
+            return (status, got);
+        }
+        conn.send_file(Arc::new(f.file), start, len);
+        s.files += 1;
+        s.file_bytes += len;
+        if !s.drain_asked {
+            s.drain_asked = true;
+            conn.clear_deadline();
+            conn.notify_drained();
+        }
+        if s.files >= FILES_IN_FLIGHT || s.file_bytes >= FILE_BYTES_IN_FLIGHT {
+            s.paused = true;
+        }
+        (status, len)
+    }
+}
+
+/// The built-in page, `/plaintext`, or 404.
+fn built_in(path: &str, head_only: bool, persist: Persist, conn: &mut Conn<'_>) -> (Status, u64) {
+    let (ty, body): (&[u8], &[u8]) = match path {
+        "/plaintext" => (b"text/plain", response::PLAINTEXT),
+        "/" | "/index.html" => (b"text/html; charset=utf-8", response::BUILT_IN_PAGE),
+        _ => {
+            let bytes = short(conn, Status::NotFound, persist, head_only, &[]);
+            return (Status::NotFound, bytes);
+        }
+    };
+    let mut w = HeadWriter::start(conn, Status::Ok);
+    w.field(b"Content-Type", ty);
+    w.finish(body.len() as u64, persist);
+    if head_only {
+        return (Status::Ok, 0);
+    }
+    conn.write(body);
+    (Status::Ok, body.len() as u64)
+}
+
+impl Service for Http {
+    type Session = HttpSession;
+
+    fn input_limit(&self) -> usize {
+        (2 * self.max_header + 4096).max(super::DEFAULT_INPUT_LIMIT)
+    }
+
+    fn open(&self, info: &ConnInfo, conn: &mut Conn<'_>) -> HttpSession {
+        self.header_deadline(conn);
+        HttpSession {
+            peer: info.peer,
+            started: None,
+            body: None,
+            head_timer: false,
+            files: 0,
+            file_bytes: 0,
+            drain_asked: false,
+            paused: false,
+            at_eof: false,
+        }
+    }
+
+    fn data(&self, s: &mut HttpSession, input: &[u8], conn: &mut Conn<'_>) -> usize {
+        if s.paused && !s.at_eof {
+            return 0;
+        }
+        if s.body.is_some() {
+            return self.body(s, input, conn);
+        }
+        if s.started.is_none() {
+            s.started = Some(Instant::now());
+        }
+        match parse::parse_head(input, self.max_header) {
+            Head::Partial => {
+                if !s.head_timer {
+                    s.head_timer = true;
+                    self.header_deadline(conn);
+                }
+                0
+            }
+            Head::Reject(r) => {
+                let status = match r {
+                    Reject::BadRequest => Status::BadRequest,
+                    Reject::UriTooLong => Status::UriTooLong,
+                    Reject::HeadersTooLarge => Status::HeadersTooLarge,
+                    Reject::NotImplemented => Status::NotImplemented,
+                    Reject::VersionNotSupported => Status::VersionNotSupported,
+                };
+                self.refuse(s, status, conn);
+                input.len()
+            }
+            Head::Complete(req, n) => {
+                s.head_timer = false;
+                self.request(s, &req, &input[..n], conn);
+                n
+            }
+        }
+    }
+
+    fn eof(&self, s: &mut HttpSession, rest: &[u8], conn: &mut Conn<'_>) {
+        // Requests that arrived before the peer's EOF are still answered.
+        s.at_eof = true;
+        let mut used = 0;
+        while used < rest.len() && !conn.is_closing() {
+            let n = self.data(s, &rest[used..], conn);
+            if n == 0 {
+                break;
+            }
+            used += n;
+        }
+        conn.close();
+    }
+
+    fn input_full(&self, s: &mut HttpSession, _input: &[u8], conn: &mut Conn<'_>) {
+        if !s.paused && s.body.is_none() {
+            self.refuse(s, Status::HeadersTooLarge, conn);
+        }
+    }
+
+    fn drained(&self, s: &mut HttpSession, conn: &mut Conn<'_>) {
+        s.drain_asked = false;
+        s.paused = false;
+        s.files = 0;
+        s.file_bytes = 0;
+        if s.body.is_none() && !s.head_timer {
+            self.keepalive(conn);
+        }
+    }
+
+    fn deadline(&self, s: &mut HttpSession, conn: &mut Conn<'_>) {
+        if s.head_timer || s.body.is_some() {
+            self.refuse(s, Status::RequestTimeout, conn);
+        }
+        conn.close();
+    }
+
+    fn metrics(&self, out: &mut crate::metrics::Exposition) {
+        self.metrics.render(out);
+    }
+}

@@ -1,0 +1,813 @@
+//! Request heads (parsed by `httparse`), their size limits, the request target, and the
+//! framing of request bodies (which are read and discarded).
+
+/// Most header fields one request may carry; more is answered like a head over the size
+/// limit (431).
+pub(crate) const MAX_HEADERS: usize = 64;
+
+/// Longest chunk-size line (with extensions) of a chunked body.
+const MAX_CHUNK_LINE: usize = 1024;
+
+/// Why a request is refused before it is served; every one closes the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reject {
+    /// Malformed request line, header, framing or target (400).
+    BadRequest,
+    /// The request line alone is over the head limit (414).
+    UriTooLong,
+    /// The head is over the size limit or has too many fields (431).
+    HeadersTooLarge,
+    /// A transfer coding other than `chunked` (501).
+    NotImplemented,
+    /// Not HTTP/1.x (505).
+    VersionNotSupported,
+}
+
+/// How the request's body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyLen {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// What an `Expect` header asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    None,
+    Continue,
+    /// An expectation this server does not meet (417).
+    Other,
+}
+
+/// A parsed request head, borrowing the input.
+#[derive(Debug)]
+pub(crate) struct Request<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) target: &'a str,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub(crate) minor: u8,
+    pub(crate) keep_alive: bool,
+    pub(crate) body: BodyLen,
+    pub(crate) expect: Expect,
+    pub(crate) if_none_match: Option<&'a [u8]>,
+    pub(crate) if_modified_since: Option<&'a [u8]>,
+    pub(crate) range: Option<&'a [u8]>,
+    pub(crate) if_range: Option<&'a [u8]>,
+    pub(crate) referer: Option<&'a [u8]>,
+    pub(crate) user_agent: Option<&'a [u8]>,
+}
+
+/// The outcome of parsing the start of a connection's input.
+#[derive(Debug)]
+pub(crate) enum Head<'a> {
+    /// More bytes are needed.
+    Partial,
+    /// A request and the length of its head.
+    Complete(Request<'a>, usize),
+    Reject(Reject),
+}
+
+/// Parse the head at the start of `input`; `max` bounds the head's size in bytes.
+pub(crate) fn parse_head(input: &[u8], max: usize) -> Head<'_> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let len = match req.parse(input) {
+        Ok(httparse::Status::Partial) => {
+            if input.len() > max {
+                return Head::Reject(over_limit(input, max));
+            }
+            return Head::Partial;
+        }
+        Ok(httparse::Status::Complete(n)) => n,
+        Err(httparse::Error::TooManyHeaders) => return Head::Reject(Reject::HeadersTooLarge),
+        Err(httparse::Error::Version) => return Head::Reject(version_error(input)),
+        Err(_) => return Head::Reject(Reject::BadRequest),
+    };
+    if len > max {
+        return Head::Reject(over_limit(input, max));
+    }
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Head::Reject(Reject::BadRequest);
+    };
+    match fields_of(req.headers, minor) {
+        Ok(f) => Head::Complete(
+            Request {
+                method,
+                target,
+                minor,
+                keep_alive: f.keep_alive,
+                body: f.body,
+                expect: f.expect,
+                if_none_match: f.if_none_match,
+                if_modified_since: f.if_modified_since,
+                range: f.range,
+                if_range: f.if_range,
+                referer: f.referer,
+                user_agent: f.user_agent,
+            },
+            len,
+        ),
+        Err(r) => Head::Reject(r),
+    }
+}
+
+/// A head over `max` bytes: 414 when even the request line does not end within it.
+fn over_limit(input: &[u8], max: usize) -> Reject {
+    // Empty lines before the request line do not count against it.
+    let start = input
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(input.len());
+    let window = &input[start..input.len().min(start + max)];
+    if window.contains(&b'\n') {
+        Reject::HeadersTooLarge
+    } else {
+        Reject::UriTooLong
+    }
+}
+
+/// httparse says "version": `HTTP/2.0` or `HTTP/1.2` is well formed but not served (505);
+/// anything else in its place is malformed (400).
+fn version_error(input: &[u8]) -> Reject {
+    let line = input
+        .split(|&b| b == b'\n')
+        .find(|l| !l.trim_ascii().is_empty());
+    let version = line
+        .and_then(|l| l.trim_ascii_end().rsplit(|&b| b == b' ').next())
+        .unwrap_or_default();
+    let well_formed = version.len() == 8
+        && version.starts_with(b"HTTP/")
+        && version[5].is_ascii_digit()
+        && version[6] == b'.'
+        && version[7].is_ascii_digit();
+    if well_formed {
+        Reject::VersionNotSupported
+    } else {
+        Reject::BadRequest
+    }
+}
+
+#[derive(Default)]
+struct Fields<'a> {
+    keep_alive: bool,
+    body: Option<BodyLen>,
+    expect: Option<Expect>,
+    if_none_match: Option<&'a [u8]>,
+    if_modified_since: Option<&'a [u8]>,
+    range: Option<&'a [u8]>,
+    if_range: Option<&'a [u8]>,
+    referer: Option<&'a [u8]>,
+    user_agent: Option<&'a [u8]>,
+}
+
+struct Checked<'a> {
+    keep_alive: bool,
+    body: BodyLen,
+    expect: Expect,
+    if_none_match: Option<&'a [u8]>,
+    if_modified_since: Option<&'a [u8]>,
+    range: Option<&'a [u8]>,
+    if_range: Option<&'a [u8]>,
+    referer: Option<&'a [u8]>,
+    user_agent: Option<&'a [u8]>,
+}
+
+/// The header fields that matter here, with the framing rules that keep a request from
+/// being read two ways (RFC 9112 section 6).
+fn fields_of<'a>(headers: &[httparse::Header<'a>], minor: u8) -> Result<Checked<'a>, Reject> {
+    let mut f = Fields::default();
+    let (mut close, mut keep) = (false, false);
+    let mut hosts = 0;
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    for h in headers {
+        let name = h.name.as_bytes();
+        let value = h.value;
+        if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            // Several fields, or a list, must all carry the same number.
+            for part in value.split(|&b| b == b',') {
+                let n = parse_decimal(part.trim_ascii()).ok_or(Reject::BadRequest)?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(Reject::BadRequest);
+                }
+                length = Some(n);
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if minor == 0 || chunked {
+                return Err(Reject::BadRequest);
+            }
+            // Only `chunked`, alone: a request with another coding cannot be framed here.
+            if !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(Reject::NotImplemented);
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            let e = if value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                Expect::Continue
+            } else {
+                Expect::Other
+            };
+            if f.expect.is_some_and(|old| old != e) {
+                f.expect = Some(Expect::Other);
+            } else {
+                f.expect = Some(e);
+            }
+        } else if name.eq_ignore_ascii_case(b"if-none-match") {
+            f.if_none_match = Some(value);
+        } else if name.eq_ignore_ascii_case(b"if-modified-since") {
+            f.if_modified_since = Some(value);
+        } else if name.eq_ignore_ascii_case(b"range") {
+            if f.range.is_some() {
+                return Err(Reject::BadRequest);
+            }
+            f.range = Some(value);
+        } else if name.eq_ignore_ascii_case(b"if-range") {
+            f.if_range = Some(value);
+        } else if name.eq_ignore_ascii_case(b"referer") {
+            f.referer = Some(value);
+        } else if name.eq_ignore_ascii_case(b"user-agent") {
+            f.user_agent = Some(value);
+        }
+    }
+    // HTTP/1.1 requires exactly one Host; no version allows two.
+    if hosts > 1 || (minor == 1 && hosts == 0) {
+        return Err(Reject::BadRequest);
+    }
+    if chunked && length.is_some() {
+        return Err(Reject::BadRequest);
+    }
+    f.keep_alive = !close && (minor == 1 || keep);
+    f.body = Some(match (chunked, length) {
+        (true, _) => BodyLen::Chunked,
+        (false, Some(0) | None) => BodyLen::None,
+        (false, Some(n)) => BodyLen::Length(n),
+    });
+    Ok(Checked {
+        keep_alive: f.keep_alive,
+        body: f.body.unwrap_or(BodyLen::None),
+        expect: f.expect.unwrap_or(Expect::None),
+        if_none_match: f.if_none_match,
+        if_modified_since: f.if_modified_since,
+        range: f.range,
+        if_range: f.if_range,
+        referer: f.referer,
+        user_agent: f.user_agent,
+    })
+}
+
+/// A non-empty run of ASCII digits that fits a `u64`.
+pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |acc, &d| {
+        d.is_ascii_digit().then(|| acc * 10 + u64::from(d - b'0'))
+    })
+}
+
+/// Why a request target does not name a file that may be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PathError {
+    /// Not a target this server understands (400).
+    Malformed,
+    /// A path that tries to leave the root or smuggle a separator (403).
+    Forbidden,
+}
+
+/// The path of a request target, undecoded, and the query (with its `?`, or empty).
+/// Accepts origin form (`/a/b?q`) and absolute form (`http://host/a/b?q`).
+pub(crate) fn split_target(target: &str) -> Result<(&str, &str), PathError> {
+    let rest = if target.starts_with('/') {
+        target
+    } else {
+        let scheme_end = target.find("://").ok_or(PathError::Malformed)?;
+        let scheme = &target[..scheme_end];
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Err(PathError::Malformed);
+        }
+        let after = &target[scheme_end + 3..];
+        match after.find(['/', '?']) {
+            Some(i) if after.as_bytes()[i] == b'/' => &after[i..],
+            _ => "/",
+        }
+    };
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let query_end = rest.find('#').unwrap_or(rest.len()).max(end);
+    Ok((&rest[..end], &rest[end..query_end]))
+}
+
+fn hex(d: u8) -> Option<u8> {
+    match d {
+        b'0'..=b'9' => Some(d - b'0'),
+        b'a'..=b'f' => Some(d - b'a' + 10),
+        b'A'..=b'F' => Some(d - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decode a target's path into `out` as a path relative to the root: segments joined by
+/// `/`, no leading `/`, empty and `.` segments dropped. Refused (403): `..` (however it is
+/// spelled), a percent-encoded `/` or `\`, a backslash, a NUL byte, and on Windows a `:`.
+/// Returns whether the path ended with `/`.
+pub(crate) fn decode_path(path: &str, out: &mut Vec<u8>) -> Result<bool, PathError> {
+    out.clear();
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::Malformed);
+    }
+    for raw in path[1..].split('/') {
+        let start = out.len();
+        if start > 0 {
+            out.push(b'/');
+        }
+        let seg_start = out.len();
+        let raw = raw.as_bytes();
+        let mut i = 0;
+        while i < raw.len() {
+            let mut b = raw[i];
+            if b == b'%' {
+                let hi = raw.get(i + 1).copied().and_then(hex);
+                let lo = raw.get(i + 2).copied().and_then(hex);
+                let (Some(hi), Some(lo)) = (hi, lo) else {
+                    return Err(PathError::Malformed);
+                };
+                b = hi << 4 | lo;
+                if b == b'/' {
+                    return Err(PathError::Forbidden);
+                }
+                i += 3;
+            } else {
+                i += 1;
+            }
+            if b == b'\\' || b == 0 || (cfg!(windows) && b == b':') {
+                return Err(PathError::Forbidden);
+            }
+            out.push(b);
+        }
+        match &out[seg_start..] {
+            b"" | b"." => out.truncate(start),
+            b".." => return Err(PathError::Forbidden),
+            _ => {}
+        }
+    }
+    Ok(bytes.len() > 1 && bytes.ends_with(b"/"))
+}
+
+/// Progress through a body being discarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyStep {
+    /// All of what was shown was consumed (or what is left is an incomplete line).
+    More,
+    /// The body ended.
+    Done,
+    /// The body is longer than the limit (413).
+    TooLarge,
+    /// The chunked framing is broken (400).
+    Malformed,
+}
+
+/// Where a chunked body's decoder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailer,
+}
+
+/// A body being read and discarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BodyReader {
+    /// Bytes of content seen so far (for the limit).
+    seen: u64,
+    /// Bytes left of a `Content-Length` body, or the chunked decoder's place.
+    state: BodyState,
+    /// Trailer bytes seen (bounded like a head).
+    trailer: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyState {
+    Length(u64),
+    Chunked(Chunk),
+}
+
+impl BodyReader {
+    pub(crate) fn new(len: BodyLen) -> BodyReader {
+        let state = match len {
+            BodyLen::None => BodyState::Length(0),
+            BodyLen::Length(n) => BodyState::Length(n),
+            BodyLen::Chunked => BodyState::Chunked(Chunk::Size),
+        };
+        BodyReader {
+            seen: 0,
+            state,
+            trailer: 0,
+        }
+    }
+
+    /// Discard what `input` holds of the body; returns the bytes consumed and where the
+    /// body stands. `max_body` bounds the content, `max_trailer` the trailer fields.
+    pub(crate) fn advance(
+        &mut self,
+        input: &[u8],
+        max_body: u64,
+        max_trailer: usize,
+    ) -> (usize, BodyStep) {
+        let mut used = 0;
+        loop {
+            let rest = &input[used..];
+            match &mut self.state {
+                BodyState::Length(left) => {
+                    let take = (*left).min(rest.len() as u64);
+                    *left -= take;
+                    used += take as usize;
+                    let step = if *left == 0 {
+                        BodyStep::Done
+                    } else {
+                        BodyStep::More
+                    };
+                    return (used, step);
+                }
+                BodyState::Chunked(Chunk::Size) => match httparse::parse_chunk_size(rest) {
+                    Ok(httparse::Status::Complete((n, size))) => {
+                        used += n;
+                        self.seen = self.seen.saturating_add(size);
+                        if self.seen > max_body {
+                            return (used, BodyStep::TooLarge);
+                        }
+                        self.state = BodyState::Chunked(if size == 0 {
+                            Chunk::Trailer
+                        } else {
+                            Chunk::Data(size)
+                        });
+                    }
+                    Ok(httparse::Status::Partial) if rest.len() <= MAX_CHUNK_LINE => {
+                        return (used, BodyStep::More)
+                    }
+                    _ => return (used, BodyStep::Malformed),
+                },
+                BodyState::Chunked(Chunk::Data(left)) => {
+                    let take = (*left).min(rest.len() as u64);
+                    *left -= take;
+                    used += take as usize;
+                    if *left > 0 {
+                        return (used, BodyStep::More);
+                    }
+                    self.state = BodyState::Chunked(Chunk::DataEnd);
+                }
+                BodyState::Chunked(Chunk::DataEnd) => match rest {
+                    [] | [b'\r'] => return (used, BodyStep::More),
+                    [b'\r', b'\n', ..] => {
+                        used += 2;
+                        self.state = BodyState::Chunked(Chunk::Size);
+                    }
+                    [b'\n', ..] => {
+                        used += 1;
+                        self.state = BodyState::Chunked(Chunk::Size);
+                    }
+                    _ => return (used, BodyStep::Malformed),
+                },
+                BodyState::Chunked(Chunk::Trailer) => {
+                    let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                        if self.trailer + rest.len() > max_trailer {
+                            return (used, BodyStep::Malformed);
+                        }
+                        return (used, BodyStep::More);
+                    };
+                    used += nl + 1;
+                    self.trailer += nl + 1;
+                    if self.trailer > max_trailer {
+                        return (used, BodyStep::Malformed);
+                    }
+                    if rest[..nl]
+                        .strip_suffix(b"\r")
+                        .unwrap_or(&rest[..nl])
+                        .is_empty()
+                    {
+                        self.state = BodyState::Length(0);
+                        return (used, BodyStep::Done);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete(input: &[u8]) -> (Request<'_>, usize) {
+        match parse_head(input, 8192) {
+            Head::Complete(r, n) => (r, n),
+            other => panic!("not complete: {other:?}"),
+        }
+    }
+
+    fn reject(input: &[u8], max: usize) -> Reject {
+        match parse_head(input, max) {
+            Head::Reject(r) => r,
+            other => panic!("not rejected: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn simple_request_parses() {
+        let raw = b"GET /a?b HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n\r\nrest";
+        let (r, n) = complete(raw);
+        assert_eq!(n, raw.len() - 4);
+        assert_eq!((r.method, r.target, r.minor), ("GET", "/a?b", 1));
+        assert!(r.keep_alive);
+        assert_eq!(r.body, BodyLen::None);
+        assert_eq!(r.user_agent, Some(&b"t"[..]));
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        let ka = |raw: &[u8]| complete(raw).0.keep_alive;
+        assert!(ka(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!ka(
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ));
+        assert!(!ka(
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, Close\r\n\r\n"
+        ));
+        assert!(!ka(b"GET / HTTP/1.0\r\n\r\n"));
+        assert!(ka(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn framing_rules() {
+        let body = |raw: &[u8]| complete(raw).0.body;
+        assert_eq!(
+            body(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"),
+            BodyLen::Length(5)
+        );
+        assert_eq!(
+            body(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+            BodyLen::Length(5)
+        );
+        assert_eq!(
+            body(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            BodyLen::Chunked
+        );
+        let bad: [&[u8]; 6] = [
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+        ];
+        for raw in bad {
+            assert_eq!(reject(raw, 8192), Reject::BadRequest, "{raw:?}");
+        }
+        assert_eq!(
+            reject(
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+                8192
+            ),
+            Reject::NotImplemented
+        );
+    }
+
+    #[test]
+    fn limits_and_versions() {
+        let long_line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(300));
+        assert_eq!(reject(long_line.as_bytes(), 200), Reject::UriTooLong);
+        let long_head = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n", "a".repeat(300));
+        assert_eq!(reject(long_head.as_bytes(), 200), Reject::HeadersTooLarge);
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("X{i}: y\r\n"))
+            .collect();
+        let raw = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+        assert_eq!(reject(raw.as_bytes(), 1 << 20), Reject::HeadersTooLarge);
+        assert_eq!(
+            reject(b"GET / HTTP/2.0\r\n\r\n", 8192),
+            Reject::VersionNotSupported
+        );
+        assert_eq!(reject(b"GET / FTP/1.1\r\n\r\n", 8192), Reject::BadRequest);
+        assert_eq!(reject(b"GET  / HTTP/1.1\r\n\r\n", 8192), Reject::BadRequest);
+        assert!(matches!(
+            parse_head(b"GET / HTTP/1.1\r\nHo", 8192),
+            Head::Partial
+        ));
+    }
+
+    #[test]
+    fn targets_split() {
+        assert_eq!(split_target("/a/b?x=1#f"), Ok(("/a/b", "?x=1")));
+        assert_eq!(split_target("/"), Ok(("/", "")));
+        assert_eq!(split_target("http://h:80/p?q"), Ok(("/p", "?q")));
+        assert_eq!(split_target("HTTP://h"), Ok(("/", "")));
+        assert_eq!(split_target("*"), Err(PathError::Malformed));
+        assert_eq!(split_target("ftp://h/p"), Err(PathError::Malformed));
+    }
+
+    #[test]
+    fn paths_decode_or_are_refused() {
+        let mut out = Vec::new();
+        let mut ok = |p: &str| {
+            let slash = decode_path(p, &mut out).unwrap();
+            (String::from_utf8(out.clone()).unwrap(), slash)
+        };
+        assert_eq!(ok("/"), (String::new(), false));
+        assert_eq!(ok("/a/b.txt"), ("a/b.txt".into(), false));
+        assert_eq!(ok("//a///b/./c/"), ("a/b/c".into(), true));
+        assert_eq!(ok("/%61%20b"), ("a b".into(), false));
+        let mut out = Vec::new();
+        for p in [
+            "/..",
+            "/a/../b",
+            "/%2e%2e/x",
+            "/.%2E/x",
+            "/a%2fb",
+            "/a%2F..%2Fb",
+            "/a%5cb",
+            "/a\\b",
+            "/a%00b",
+        ] {
+            assert_eq!(decode_path(p, &mut out), Err(PathError::Forbidden), "{p}");
+        }
+        assert_eq!(decode_path("/%zz", &mut out), Err(PathError::Malformed));
+        assert_eq!(decode_path("/%4", &mut out), Err(PathError::Malformed));
+        assert_eq!(decode_path("a", &mut out), Err(PathError::Malformed));
+    }
+
+    fn discard(raw: &[u8], max: u64) -> (usize, BodyStep) {
+        BodyReader::new(BodyLen::Chunked).advance(raw, max, 1024)
+    }
+
+    #[test]
+    fn chunked_bodies_are_discarded() {
+        let raw = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        assert_eq!(discard(raw, 100), (raw.len() - 4, BodyStep::Done));
+        assert_eq!(discard(raw, 10).1, BodyStep::TooLarge);
+        assert_eq!(discard(b"5\r\nhelloXX", 100).1, BodyStep::Malformed);
+        assert_eq!(discard(b"zz\r\n", 100).1, BodyStep::Malformed);
+        // Byte by byte, the decoder reaches the same end.
+        let mut r = BodyReader::new(BodyLen::Chunked);
+        let mut held: Vec<u8> = Vec::new();
+        let mut done = None;
+        for (i, &b) in raw.iter().enumerate() {
+            held.push(b);
+            let (n, step) = r.advance(&held, 100, 1024);
+            held.drain(..n);
+            if step == BodyStep::Done {
+                done = Some(i + 1);
+                break;
+            }
+            assert_eq!(step, BodyStep::More);
+        }
+        assert_eq!(done, Some(raw.len() - 4));
+    }
+
+    #[test]
+    fn length_bodies_are_discarded() {
+        let mut r = BodyReader::new(BodyLen::Length(10));
+        assert_eq!(r.advance(b"12345", 100, 0), (5, BodyStep::More));
+        assert_eq!(r.advance(b"67890GET", 100, 0), (5, BodyStep::Done));
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    const CORPUS: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"HEAD /a/b.html?x=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        b"GET /f HTTP/1.1\r\nHost: t\r\nRange: bytes=0-9\r\nIf-None-Match: \"1-2\"\r\n\r\n",
+        b"POST /u HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello",
+        b"POST /u HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"GET http://h/%2e%2e/x HTTP/1.1\r\nHost: h\r\n\r\n",
+    ];
+
+    /// Overwrite, insert or delete bytes at arbitrary places.
+    fn mutate(base: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
+        let mut v = base.to_vec();
+        for &(at, byte, kind) in edits {
+            let at = if v.is_empty() { 0 } else { at % (v.len() + 1) };
+            match kind {
+                0 if at < v.len() => v[at] = byte,
+                1 => v.insert(at, byte),
+                _ if at < v.len() => {
+                    v.remove(at);
+                }
+                _ => v.push(byte),
+            }
+        }
+        v
+    }
+
+    /// What a parsed head promises, checked on any input.
+    fn check_head(input: &[u8], max: usize) {
+        match parse_head(input, max) {
+            Head::Complete(req, n) => {
+                assert!(n <= input.len() && n <= max);
+                assert!(req.minor <= 1);
+                let mut out = Vec::new();
+                if let Ok((path, _)) = split_target(req.target) {
+                    if decode_path(path, &mut out).is_ok() {
+                        check_decoded(&out);
+                    }
+                }
+            }
+            Head::Partial => assert!(input.len() <= max),
+            Head::Reject(_) => {}
+        }
+    }
+
+    /// A decoded path never climbs, never starts at `/`, never hides a separator or NUL.
+    fn check_decoded(out: &[u8]) {
+        assert!(!out.starts_with(b"/"));
+        assert!(!out.contains(&0) && !out.contains(&b'\\'));
+        if !out.is_empty() {
+            for seg in out.split(|&b| b == b'/') {
+                assert!(!seg.is_empty() && seg != b"." && seg != b"..", "{out:?}");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1500), max in 64usize..2048) {
+            check_head(&bytes, max);
+            let mut r = BodyReader::new(BodyLen::Chunked);
+            let (n, _) = r.advance(&bytes, 1 << 20, 1024);
+            prop_assert!(n <= bytes.len());
+        }
+
+        #[test]
+        fn mutated_requests_never_panic(
+            base in proptest::sample::select(CORPUS),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 0..10),
+            max in 64usize..512,
+        ) {
+            let input = mutate(base, &edits);
+            check_head(&input, max);
+            // Every prefix parses as partial, complete or rejected, never anything else.
+            for cut in 0..input.len() {
+                check_head(&input[..cut], max);
+            }
+        }
+
+        #[test]
+        fn decoded_paths_stay_inside(path in "/([a-z.%25/\\\\]|%2[eEfF]|%5[cC]|%00){0,40}") {
+            let mut out = Vec::new();
+            if decode_path(&path, &mut out).is_ok() {
+                check_decoded(&out);
+            }
+        }
+
+        #[test]
+        fn chunked_bodies_split_anywhere(
+            sizes in proptest::collection::vec(1usize..300, 0..6),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let mut body = Vec::new();
+            for (i, n) in sizes.iter().enumerate() {
+                body.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                body.extend(std::iter::repeat_n(b'a' + i as u8, *n));
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n\r\nNEXT");
+            let total = body.len() - 4;
+            // Fed in pieces, with what is not consumed shown again (as the engine does).
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+            cuts.push(body.len());
+            cuts.sort_unstable();
+            let mut r = BodyReader::new(BodyLen::Chunked);
+            let (mut start, mut end_at) = (0, None);
+            for cut in cuts {
+                if cut <= start {
+                    continue;
+                }
+                let (n, step) = r.advance(&body[start..cut], 1 << 20, 1024);
+                start += n;
+                match step {
+                    BodyStep::Done => {
+                        end_at = Some(start);
+                        break;
+                    }
+                    BodyStep::More => {}
+                    other => prop_assert!(false, "{other:?}"),
+                }
+            }
+            prop_assert_eq!(end_at, Some(total));
+        }
+    }
+}

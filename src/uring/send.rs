@@ -1,0 +1,286 @@
+//! Sending: one output request in flight per connection (a send of the coalesced bytes, or
+//! one of the two splices of a file range through the connection's pipe), so bytes and file
+//! ranges leave in the order they were queued; short sends are resubmitted.
+
+use super::*;
+
+impl UringDriver {
+    /// Start the next output request, if none is in flight: the pipe's bytes to the socket,
+    /// a file range into the pipe, or the coalesced bytes queued before the next file range.
+    pub(super) fn start_send<D: Dispatch>(&mut self, slot: u32, dispatch: &mut D) {
+        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
+            return;
+        };
+        if c.send_busy || c.splice_in_busy {
+            return;
+        }
+        if c.pipe.as_ref().is_some_and(|p| p.filled > 0) {
+            self.submit_splice_out(slot);
+            return;
+        }
+        if c.files.next_at() == Some(0) {
+            if c.pipe.is_none() {
+                match Pipe::new() {
+                    Ok(p) => c.pipe = Some(Box::new(p)),
+                    Err(e) => {
+                        // Out of descriptors or memory: this body cannot be sent.
+                        self.stats.error(classify(Site::Configure, &e));
+                        self.begin_close(slot, CloseWhy::Abort, dispatch);
+                        return;
+                    }
+                }
+            }
+            self.submit_splice_in(slot);
+            return;
+        }
+        if c.pending.is_empty() {
+            return;
+        }
+        debug_assert!(c.sending.is_empty());
+        match c.files.next_at() {
+            Some(at) => {
+                // Bytes up to the next file range go now; the rest waits behind it.
+                let rest = c.pending.split_off(at);
+                c.sending = std::mem::replace(&mut c.pending, rest);
+                c.files.shift(-(at as isize));
+            }
+            None => std::mem::swap(&mut c.sending, &mut c.pending),
+        }
+        c.send_pos = 0;
+        if c.pending.capacity() > self.cfg.output_high {
+            // The spare buffer grew with a burst: do not keep that memory per connection.
+            c.pending = Vec::new();
+        }
+        self.submit_send(slot);
+    }
+
+    /// Submit `sending[send_pos..]`.
+    pub(super) fn submit_send(&mut self, slot: u32) {
+        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
+            return;
+        };
+        let rest = &c.sending[c.send_pos..];
+        let mut len = rest.len().min(MAX_SEND);
+        let ud = user_data(Op::Send, c.id.generation(), slot);
+        let entry = match choke::send(&self.cfg) {
+            Some(Injected::Error(e)) => {
+                // Scripted to fail: nothing is sent; a no-op takes the send's place and its
+                // completion reports `e`.
+                c.send_fault.set(e);
+                opcode::Nop::new().build().user_data(ud)
+            }
+            scripted => {
+                if let Some(Injected::Short(n)) = scripted {
+                    len = len.min(n);
+                }
+                opcode::Send::new(Fd(c.fd), rest.as_ptr(), len as u32)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+                    .user_data(ud)
+            }
+        };
+        c.send_busy = true;
+        self.push(entry);
+    }
+
+    pub(super) fn on_send<D: Dispatch>(
+        &mut self,
+        slot: u32,
+        generation: u32,
+        res: i32,
+        dispatch: &mut D,
+    ) {
+        let Some(c) = live(&mut self.slots, slot, generation) else {
+            return;
+        };
+        c.send_busy = false;
+        let scripted = c.send_fault.take();
+        if c.dying.is_some() {
+            // The send that was in flight at close: what it wrote is output, the rest is
+            // owed output dropped (`begin_close` left it to this completion).
+            let unsent = c.sending.len().saturating_sub(c.send_pos);
+            let written = match scripted {
+                None if res > 0 => (res as usize).min(unsent),
+                _ => 0,
+            };
+            Stats::add(&self.stats.bytes_out, written as u64);
+            Stats::add(&self.stats.discarded, (unsent - written) as u64);
+            c.send_pos = c.sending.len();
+            self.maybe_finalize(slot, dispatch);
+            return;
+        }
+        let e = match scripted {
+            // The request was a no-op standing in for a failed send: nothing was written.
+            Some(e) => e,
+            None if res > 0 => {
+                self.sent(slot, res as usize);
+                return;
+            }
+            // A send of a non-empty buffer that wrote nothing: the connection is unusable.
+            None if res == 0 => io::Error::from(io::ErrorKind::WriteZero),
+            None => from_completion(res),
+        };
+        match classify(Site::Send, &e) {
+            // Nothing was written: send the same bytes again (a cancel meant for an earlier
+            // connection on this descriptor number is the only real source of Canceled here;
+            // a write of zero bytes is never classified as one of these).
+            Disposition::Retry | Disposition::WouldBlock | Disposition::Canceled => {
+                self.submit_send(slot)
+            }
+            d => {
+                self.stats.error(d);
+                if d == Disposition::Fatal {
+                    log_fatal(&mut self.fatal_log, "send", c.id, &e);
+                }
+                self.begin_close(slot, CloseWhy::Abort, dispatch);
+            }
+        }
+    }
+
+    /// `n` more bytes of the send in flight were written.
+    pub(super) fn sent(&mut self, slot: u32, n: usize) {
+        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
+            return;
+        };
+        c.send_pos += n;
+        if n > 0 {
+            c.last_write = self.now;
+        }
+        Stats::add(&self.stats.bytes_out, n as u64);
+        if c.send_pos < c.sending.len() {
+            // Short send: the rest goes out next, before anything coalesced behind it.
+            self.submit_send(slot);
+        } else {
+            c.sending.clear();
+            c.send_pos = 0;
+            self.mark_dirty(slot);
+        }
+    }
+
+    /// Splice the next chunk of the first file range into the connection's pipe.
+    pub(super) fn submit_splice_in(&mut self, slot: u32) {
+        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
+            return;
+        };
+        let (Some(f), Some(pipe)) = (c.files.front(), c.pipe.as_ref()) else {
+            return;
+        };
+        let len = f.range.len.min(pipe.capacity as u64) as u32;
+        let offset = i64::try_from(f.range.offset).unwrap_or(i64::MAX);
+        let entry = opcode::Splice::new(
+            Fd(f.range.file.as_raw_fd()),
+            offset,
+            Fd(pipe.write_fd()),
+            -1,
+            len,
+        )
+        .build()
+        .user_data(user_data(Op::SpliceIn, c.id.generation(), slot));
+        c.splice_in_busy = true;
+        self.push(entry);
+    }
+
+    /// Splice what the pipe holds to the socket.
+    pub(super) fn submit_splice_out(&mut self, slot: u32) {
+        let Some(c) = self.slots[slot as usize].conn.as_mut() else {
+            return;
+        };
+        let Some(pipe) = c.pipe.as_ref() else {
+            return;
+        };
+        let entry = opcode::Splice::new(Fd(pipe.read_fd()), -1, Fd(c.fd), -1, pipe.filled as u32)
+            .build()
+            .user_data(user_data(Op::SpliceOut, c.id.generation(), slot));
+        c.send_busy = true;
+        self.push(entry);
+    }
+
+    pub(super) fn on_splice_in<D: Dispatch>(
+        &mut self,
+        slot: u32,
+        generation: u32,
+        res: i32,
+        dispatch: &mut D,
+    ) {
+        let Some(c) = live(&mut self.slots, slot, generation) else {
+            return;
+        };
+        c.splice_in_busy = false;
+        if c.dying.is_some() {
+            self.maybe_finalize(slot, dispatch);
+            return;
+        }
+        let e = match res {
+            n if n > 0 => {
+                let n = n as u64;
+                if let Some(pipe) = c.pipe.as_mut() {
+                    pipe.filled += n as usize;
+                    c.files.advance(n);
+                }
+                self.submit_splice_out(slot);
+                return;
+            }
+            // The file ended before the promised length: the peer cannot be given what it
+            // was told to expect.
+            0 => io::Error::from(io::ErrorKind::UnexpectedEof),
+            n => from_completion(n),
+        };
+        match classify(Site::Send, &e) {
+            Disposition::Retry | Disposition::WouldBlock | Disposition::Canceled => {
+                self.submit_splice_in(slot)
+            }
+            d => {
+                self.stats.error(d);
+                self.begin_close(slot, CloseWhy::Abort, dispatch);
+            }
+        }
+    }
+
+    pub(super) fn on_splice_out<D: Dispatch>(
+        &mut self,
+        slot: u32,
+        generation: u32,
+        res: i32,
+        dispatch: &mut D,
+    ) {
+        let Some(c) = live(&mut self.slots, slot, generation) else {
+            return;
+        };
+        c.send_busy = false;
+        if c.dying.is_some() {
+            self.maybe_finalize(slot, dispatch);
+            return;
+        }
+        let e = match res {
+            n if n > 0 => {
+                let n = n as usize;
+                if let Some(pipe) = c.pipe.as_mut() {
+                    pipe.filled -= n;
+                }
+                c.last_write = self.now;
+                Stats::add(&self.stats.bytes_out, n as u64);
+                Stats::add(&self.stats.file_bytes, n as u64);
+                if c.pipe.as_ref().is_some_and(|p| p.filled > 0) {
+                    self.submit_splice_out(slot);
+                } else {
+                    self.mark_dirty(slot);
+                }
+                return;
+            }
+            0 => io::Error::from(io::ErrorKind::WriteZero),
+            n => from_completion(n),
+        };
+        match classify(Site::Send, &e) {
+            Disposition::Retry | Disposition::WouldBlock | Disposition::Canceled => {
+                self.submit_splice_out(slot)
+            }
+            d => {
+                self.stats.error(d);
+                if d == Disposition::Fatal {
+                    log_fatal(&mut self.fatal_log, "splice", c.id, &e);
+                }
+                self.begin_close(slot, CloseWhy::Abort, dispatch);
+            }
+        }
+    }
+}
