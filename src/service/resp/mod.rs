@@ -2,7 +2,7 @@
 //!
 //! redis-cli, redis-benchmark and ordinary Redis client libraries work with it. The parts:
 //!
-//! - [`protocol`]: requests parsed where they lie in the connection's input (multibulk and
+//! - `protocol`: requests parsed where they lie in the connection's input (multibulk and
 //!   inline), replies written straight into the answer buffer;
 //! - `commands`: the command table and the commands, by family;
 //! - `store`: one keyspace shared by every I/O thread and worker, in shards behind
@@ -29,7 +29,7 @@
 
 mod commands;
 mod glob;
-pub mod protocol;
+mod protocol;
 mod pubsub;
 mod snapshot;
 mod store;
@@ -66,7 +66,7 @@ const EXPIRY_PERIOD: Duration = Duration::from_millis(100);
 
 /// Settings of the store.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     maxmemory: u64,
     policy: EvictionPolicy,
     proto_max_bulk_len: usize,

@@ -96,11 +96,6 @@ impl Frame {
         self.bulk = None;
     }
 
-    /// True while a request is partly parsed.
-    pub fn in_progress(&self) -> bool {
-        self.expected != 0
-    }
-
     /// The arguments of the complete request just parsed from `input`.
     pub fn view<'a>(&'a self, input: &'a [u8]) -> Args<'a> {
         Args {
@@ -398,11 +393,6 @@ impl OwnedArgs {
     /// Borrow as [`Args`].
     pub fn view(&self) -> Args<'_> {
         Args::new(&self.buf, &self.ranges)
-    }
-
-    /// Bytes held.
-    pub fn size(&self) -> usize {
-        self.buf.len() + self.ranges.len() * 16
     }
 }
 
