@@ -2,21 +2,19 @@
 
 mod common;
 
-#[cfg(unix)]
 use std::io::{Read, Write};
 use std::process::Command;
 
-#[cfg(unix)]
-use common::{available, connect, serve_process, sigterm, wait_exit, Rng};
-#[cfg(unix)]
+use common::{available, connect, serve_process, stop_signal, stoppable, wait_exit, Rng};
 use ringport::Backend;
 
-#[cfg(unix)]
-fn serve_echo_then_sigterm_exits_zero(backend: Backend, workers: &str) {
-    if !available(backend) {
-        eprintln!("skipped: backend {backend} is not available on this machine");
-        return;
-    }
+/// `ringport serve` prints its banner, echoes byte-exact, and on the stop signal (SIGTERM;
+/// Ctrl+C on Windows) closes the connection still open, prints its counters and exits 0.
+fn serve_echo_then_stop_signal_exits_zero(backend: Backend, workers: &str) {
+    skip_unless!(
+        available(backend),
+        "backend {backend} is not available on this machine"
+    );
     let mut p = serve_process(&["--backend", backend.name(), "--workers", workers]).unwrap();
     assert!(
         p.banner.contains(&format!("backend {}", backend.name())),
@@ -33,7 +31,7 @@ fn serve_echo_then_sigterm_exits_zero(backend: Backend, workers: &str) {
     c.read_exact(&mut got).unwrap();
     t.join().unwrap();
     assert!(got == payload);
-    sigterm(&p.guard.child);
+    stop_signal(&p.guard.child);
     let status = wait_exit(&mut p.guard.child);
     assert!(status.success(), "exit status {status}");
     let mut err = String::new();
@@ -52,7 +50,6 @@ fn serve_echo_then_sigterm_exits_zero(backend: Backend, workers: &str) {
 
 /// The counters printed at exit: after `ringport: stopped; counters:`, one `name value`
 /// line each, indented, the values in one column.
-#[cfg(unix)]
 fn exit_counters(stderr: &str) -> std::collections::HashMap<String, String> {
     // Log lines: `TIMESTAMP LEVEL ringport: MESSAGE`; the counters follow the line that
     // says `stopped; counters:`, one line each.
@@ -94,35 +91,31 @@ fn exit_counters(stderr: &str) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
-#[cfg(unix)]
 #[test]
-fn uring_pool_serve_then_sigterm() {
-    serve_echo_then_sigterm_exits_zero(Backend::Uring, "2");
+fn uring_pool_serve_then_stop_signal() {
+    serve_echo_then_stop_signal_exits_zero(Backend::Uring, "2");
 }
 
-#[cfg(unix)]
 #[test]
-fn uring_inline_serve_then_sigterm() {
-    serve_echo_then_sigterm_exits_zero(Backend::Uring, "0");
+fn uring_inline_serve_then_stop_signal() {
+    serve_echo_then_stop_signal_exits_zero(Backend::Uring, "0");
 }
 
-#[cfg(unix)]
 #[test]
-fn poll_pool_serve_then_sigterm() {
-    serve_echo_then_sigterm_exits_zero(Backend::Poll, "2");
+fn poll_pool_serve_then_stop_signal() {
+    serve_echo_then_stop_signal_exits_zero(Backend::Poll, "2");
 }
 
-#[cfg(unix)]
 #[test]
-fn poll_inline_serve_then_sigterm() {
-    serve_echo_then_sigterm_exits_zero(Backend::Poll, "0");
+fn poll_inline_serve_then_stop_signal() {
+    serve_echo_then_stop_signal_exits_zero(Backend::Poll, "0");
 }
 
-#[cfg(unix)]
 #[test]
 fn backend_from_environment() {
     let mut p = Command::new(env!("CARGO_BIN_EXE_ringport"));
     p.env("RINGPORT_BACKEND", "poll");
+    stoppable(&mut p);
     let mut child = common::ChildGuard {
         child: p
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -138,7 +131,7 @@ fn backend_from_environment() {
     )
     .unwrap();
     assert!(line.contains("backend poll"), "banner: {line}");
-    sigterm(&child.child);
+    stop_signal(&child.child);
     assert!(wait_exit(&mut child.child).success());
 }
 
@@ -290,7 +283,7 @@ fn decimal_sizes_and_bare_seconds_are_taken() {
     .unwrap();
     let mut c = connect(p.addr);
     common::assert_echo(&mut c, b"decimals");
-    sigterm(&p.guard.child);
+    stop_signal(&p.guard.child);
     assert!(wait_exit(&mut p.guard.child).success());
 }
 
@@ -370,7 +363,7 @@ fn log_lines_to_a_full_stderr_are_dropped() {
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no banner: {line:?}"));
     common::assert_echo(&mut connect(addr), b"still serving");
-    sigterm(&child.child);
+    stop_signal(&child.child);
     let status = wait_exit(&mut child.child);
     assert_eq!(status.code(), Some(0), "{status}");
 }

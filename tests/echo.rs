@@ -7,6 +7,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use common::{assert_echo, connect, echo_exchange, wait_until, Rng, Setup};
+use ringport::fallback::Disposition;
 
 every_backend!(
     concurrent_random_payloads_are_echoed_byte_exact,
@@ -95,10 +96,15 @@ fn peer_reset_mid_stream_leaves_others_served(setup: Setup) {
         let got = echo_exchange(addr, &payload, round, true);
         assert!(got == payload, "round {round}: bystander echo differs");
     }
-    wait_until("all closed", || server.stats().open == 0);
+    // A victim may reset before the server accepted it: Linux still accepts it (its first
+    // read fails), Windows fails that accept and the server skips the peer.
+    wait_until("every connection accepted or skipped, and closed", || {
+        let st = server.stats();
+        st.accepted + st.errors_of(Disposition::SkipPeer) == 40 && st.open == 0
+    });
     let st = server.stats();
-    assert_eq!(st.accepted, 40);
-    assert_eq!(st.closed, 40);
+    assert_eq!(st.closed, st.accepted, "{st}");
+    assert_eq!(st.accept_pauses, 0, "{st}");
 }
 
 /// Connect, echo a line, close; many times, a few clients at once.

@@ -11,13 +11,16 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
 
-use common::{connect, try_echo, wait_until, Rng, Setup};
+use common::{assert_echo, connect, try_echo, wait_until, Rng, Setup};
 use proptest::prelude::*;
 use ringport::fallback::fault::{Fault, FaultPlan};
-use ringport::fallback::Site;
+use ringport::fallback::{Disposition, Site};
 use ringport::service::Echo;
 
-every_backend!(random_fault_scripts_keep_echo_exact);
+every_backend!(
+    random_fault_scripts_keep_echo_exact,
+    peer_errors_at_accept_never_pause_the_listener,
+);
 
 fn step() -> impl Strategy<Value = (Site, u64, Fault)> {
     let io_fault = prop_oneof![
@@ -32,6 +35,8 @@ fn step() -> impl Strategy<Value = (Site, u64, Fault)> {
             prop_oneof![
                 Just(Fault::Interrupted),
                 Just(Fault::WouldBlock),
+                Just(Fault::Reset),
+                Just(Fault::NotConnected),
                 Just(Fault::OutOfDescriptors)
             ]
         )
@@ -166,4 +171,46 @@ fn random_fault_scripts_keep_echo_exact(setup: Setup) {
     proptest!(config, |(script in proptest::collection::vec(step(), 0..40), seed in 1u64..1_000_000)| {
         run_script(setup, &script, seed)?;
     });
+}
+
+/// Regression: an error about one peer at accept (`ECONNRESET`, `ENOTCONN`; `WSAECONNRESET`,
+/// `WSAENOTCONN` on Windows) was taken for a failure of the listener and paused accepting
+/// with its backoff, so every dead connection in the backlog stalled every other client.
+/// Scripted on the first 200 accept calls, each is skipped at once: every client is echoed
+/// and accepting never pauses.
+fn peer_errors_at_accept_never_pause_the_listener(setup: Setup) {
+    const THREADS: u64 = 4;
+    const PER_THREAD: u64 = 50;
+    const SCRIPTED: u64 = THREADS * PER_THREAD;
+    let plan = Arc::new(FaultPlan::new());
+    for n in 0..SCRIPTED {
+        let f = if n % 2 == 0 {
+            Fault::Reset
+        } else {
+            Fault::NotConnected
+        };
+        plan.at(Site::Accept, n, f);
+    }
+    let mut b = setup.builder();
+    b.faults(plan.clone());
+    let server = b.build(Echo).unwrap();
+    let addr = server.local_addr();
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            s.spawn(move || {
+                for i in 0..PER_THREAD {
+                    let mut c = connect(addr);
+                    assert_echo(&mut c, format!("client {t}/{i}").as_bytes());
+                }
+            });
+        }
+    });
+    wait_until("every client closed", || server.stats().open == 0);
+    assert_eq!(plan.injected().len() as u64, SCRIPTED, "script not used up");
+    let st = server.stats();
+    assert_eq!(st.accept_pauses, 0, "{st}");
+    assert_eq!(st.accepted, SCRIPTED, "{st}");
+    assert_eq!(st.errors_of(Disposition::SkipPeer), SCRIPTED, "{st}");
+    server.shutdown();
+    assert_eq!(server.wait().expect("clean exit").open, 0);
 }

@@ -80,7 +80,7 @@ impl Instance {
     fn stop(&mut self) -> Duration {
         let mut guard = self.proc.take().expect("running");
         let t = Instant::now();
-        common::sigterm(&guard.child);
+        common::stop_signal(&guard.child);
         let status = common::wait_exit(&mut guard.child);
         let took = t.elapsed();
         let err = stderr_of(&mut guard.child);

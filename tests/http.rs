@@ -327,6 +327,7 @@ fn assert_common_fields(r: &Response) {
 // Cases
 
 fn curl_downloads_small_files_byte_exact(setup: Setup) {
+    skip_unless!(!cfg!(windows), "drives the server with curl/wrk, which run on the test host's Linux side: a Windows test process cannot start them");
     let site = site();
     let server = site_server(setup, &site);
     let addr = server.local_addr();
@@ -371,6 +372,7 @@ fn curl_downloads_small_files_byte_exact(setup: Setup) {
 }
 
 fn curl_downloads_100_mib_byte_exact(setup: Setup) {
+    skip_unless!(!cfg!(windows), "drives the server with curl/wrk, which run on the test host's Linux side: a Windows test process cannot start them");
     let root = big_root();
     let server = server(setup, |h| {
         h.root(root);
@@ -405,6 +407,7 @@ fn curl_downloads_100_mib_byte_exact(setup: Setup) {
 }
 
 fn curl_head_conditional_range_and_errors(setup: Setup) {
+    skip_unless!(!cfg!(windows), "drives the server with curl/wrk, which run on the test host's Linux side: a Windows test process cannot start them");
     let site = site();
     let server = site_server(setup, &site);
     let addr = server.local_addr();
@@ -486,6 +489,7 @@ fn wrk(url: &str) -> String {
 }
 
 fn wrk_hundred_connections_no_errors(setup: Setup) {
+    skip_unless!(!cfg!(windows), "drives the server with curl/wrk, which run on the test host's Linux side: a Windows test process cannot start them");
     let site = site();
     let cases = [
         (site_server(setup, &site), "/small.html"),
@@ -717,6 +721,7 @@ fn request_bodies_are_discarded(setup: Setup) {
 }
 
 fn expect_100_continue(setup: Setup) {
+    skip_unless!(!cfg!(windows), "drives the server with curl/wrk, which run on the test host's Linux side: a Windows test process cannot start them");
     let site = site();
     let server = site_server(setup, &site);
     let mut c = Client::new(server.local_addr());
@@ -854,6 +859,7 @@ fn idle_keep_alive_is_closed(setup: Setup) {
 }
 
 fn traversal_attempts_are_refused(setup: Setup) {
+    skip_unless!(!cfg!(windows), "drives the server with curl/wrk, which run on the test host's Linux side: a Windows test process cannot start them");
     let site = site();
     let server = site_server(setup, &site);
     let addr = server.local_addr();
@@ -910,6 +916,7 @@ fn traversal_attempts_are_refused(setup: Setup) {
 }
 
 fn directories_index_redirect_and_autoindex(setup: Setup) {
+    skip_unless!(!cfg!(windows), "drives the server with curl/wrk, which run on the test host's Linux side: a Windows test process cannot start them");
     let site = site();
     let server = site_server(setup, &site);
     let addr = server.local_addr();
@@ -942,6 +949,7 @@ fn server_with_autoindex(setup: Setup, site: &Site) -> Server {
 }
 
 fn access_log_has_one_line_per_request(setup: Setup) {
+    skip_unless!(!cfg!(windows), "drives the server with curl/wrk, which run on the test host's Linux side: a Windows test process cannot start them");
     let site = site();
     let log = site.dir.0.join("access.log");
     let server = server(setup, |h| {
@@ -981,6 +989,7 @@ fn access_log_has_one_line_per_request(setup: Setup) {
 }
 
 fn built_in_page_and_plaintext(setup: Setup) {
+    skip_unless!(!cfg!(windows), "drives the server with curl/wrk, which run on the test host's Linux side: a Windows test process cannot start them");
     let server = server(setup, |_| {});
     let addr = server.local_addr();
     let r = curl(addr, "/plaintext", &[]);
@@ -1068,6 +1077,7 @@ const STREAMS: &[&[u8]] = &[
 /// Random bytes and mutated request streams, cut into random writes: the server answers
 /// with well-formed responses or closes, never panics, never hangs, and keeps serving.
 fn random_and_mutated_streams_never_break_the_server(setup: Setup) {
+    skip_unless!(!cfg!(windows), "drives the server with curl/wrk, which run on the test host's Linux side: a Windows test process cannot start them");
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestRunner};
 

@@ -12,6 +12,7 @@ use common::{assert_echo, connect, echo_exchange, try_echo, wait_until, Rng, Set
 use common::{
     available, cpu_ticks, rss_bytes, serve_process, serve_process_under, ticks_per_second,
 };
+use ringport::fallback::Disposition;
 use ringport::service::Echo;
 #[cfg(target_os = "linux")]
 use ringport::Backend;
@@ -21,6 +22,7 @@ every_backend!(
     connection_cap_is_for_the_whole_server,
     idle_client_is_closed_active_one_is_not,
     reset_during_large_write_closes_only_that_connection,
+    resets_in_the_backlog_never_pause_accepting,
     writes_to_half_closed_peer_are_quiet,
     lingering_close_delivers_everything_written,
     slow_reader_is_not_idle,
@@ -148,10 +150,60 @@ fn reset_during_large_write_closes_only_that_connection(setup: Setup) {
                 .unwrap();
         }
     });
-    wait_until("every connection closed", || server.stats().open == 0);
+    // A client may reset before the server accepted it: Linux still accepts that connection
+    // (its first read fails), Windows fails that accept and the server skips the peer. Every
+    // connection is one or the other, once.
+    wait_until("every connection accepted or skipped, and closed", || {
+        let st = server.stats();
+        st.accepted + st.errors_of(Disposition::SkipPeer) == 60 && st.open == 0
+    });
     let st = server.stats();
-    assert_eq!(st.accepted, 60, "{st}");
-    assert_eq!(st.closed, 60, "{st}");
+    assert_eq!(st.closed, st.accepted, "{st}");
+    assert_eq!(st.accept_pauses, 0, "{st}");
+}
+
+/// Regression: a connection reset (SO_LINGER 0) while it waits in the backlog makes accept
+/// fail on some systems (WSAECONNRESET on Windows, WSAENOTCONN under Wine; Linux accepts it
+/// and its first read fails instead). That error is about one peer, yet it paused the
+/// listener with its backoff, stalling every client behind each dead connection. Hundreds
+/// of clients connect and reset at once while well-behaved ones connect: those are echoed
+/// byte-exact, accepting never pauses, and every connection is accepted or skipped once.
+fn resets_in_the_backlog_never_pause_accepting(setup: Setup) {
+    const RESETTERS: u64 = 4;
+    const RESETS_EACH: u64 = 100;
+    const GOOD: u64 = 40;
+    const SIZE: usize = 20_000;
+    let server = setup.echo();
+    let addr = server.local_addr();
+    std::thread::scope(|s| {
+        for _ in 0..RESETTERS {
+            s.spawn(move || {
+                for _ in 0..RESETS_EACH {
+                    let c = TcpStream::connect(addr).expect("connect");
+                    socket2::SockRef::from(&c)
+                        .set_linger(Some(Duration::ZERO))
+                        .unwrap();
+                    drop(c);
+                }
+            });
+        }
+        for i in 0..GOOD {
+            s.spawn(move || {
+                let payload = Rng::new(i + 500).bytes(SIZE);
+                let got = echo_exchange(addr, &payload, i, true);
+                assert!(got == payload, "well-behaved client {i}: echo differs");
+            });
+        }
+    });
+    let total = RESETTERS * RESETS_EACH + GOOD;
+    wait_until("every connection accepted or skipped, and closed", || {
+        let st = server.stats();
+        st.accepted + st.errors_of(Disposition::SkipPeer) == total && st.open == 0
+    });
+    let st = server.stats();
+    assert_eq!(st.accept_pauses, 0, "{st}");
+    assert_eq!(st.bytes_in, GOOD * SIZE as u64, "{st}");
+    assert_eq!(st.bytes_out, GOOD * SIZE as u64, "{st}");
 }
 
 /// The client shuts down both directions' use (reads nothing, closes) while the server still
@@ -402,11 +454,21 @@ fn backends() -> Vec<Backend> {
         .filter(|b| {
             let ok = available(*b);
             if !ok {
-                eprintln!("skipped: backend {b} is not available on this machine");
+                common::skip(format_args!("backend {b} is not available on this machine"));
             }
             ok
         })
         .collect()
+}
+
+/// Windows has no per-process descriptor limit a test can lower (sockets are handles).
+#[cfg(not(target_os = "linux"))]
+#[test]
+fn out_of_descriptors_backs_off_and_recovers() {
+    common::skip(
+        "lowers RLIMIT_NOFILE with prlimit and reads CPU time from /proc: Linux's; Windows \
+         has no per-process descriptor limit to lower",
+    );
 }
 
 /// Out of descriptors (`prlimit --nofile=64`), 300 clients connect and hold: the server
@@ -477,7 +539,7 @@ fn out_of_descriptors_backs_off_and_recovers() {
         wait_until("served again once descriptors are free", || {
             try_echo(addr, b"back").is_ok()
         });
-        common::sigterm(&p.guard.child);
+        common::stop_signal(&p.guard.child);
         let mut p = p;
         let st = common::wait_exit(&mut p.guard.child);
         assert!(st.success(), "{backend}: exit {st}");
@@ -490,6 +552,16 @@ fn out_of_descriptors_backs_off_and_recovers() {
         let lines = err.matches("out of file descriptors").count();
         assert!(lines <= 10, "{backend}: {lines} log lines in a few seconds");
     }
+}
+
+/// Resident memory is Linux's measure, read from /proc.
+#[cfg(not(target_os = "linux"))]
+#[test]
+fn non_reading_clients_cannot_grow_memory() {
+    common::skip(
+        "measures the server's resident memory in /proc/PID/status, which only Linux has \
+         (Windows accounts a working set instead)",
+    );
 }
 
 /// 20 clients each send 20 MB and never read: the server stops reading from them once

@@ -537,7 +537,7 @@ fn socket_activation_case(backend: Backend) {
             "ringport_http_requests_total{method=\"GET\",status=\"2xx\"}"
         ) >= 4.0
     );
-    common::sigterm(&guard.child);
+    common::stop_signal(&guard.child);
     assert!(common::wait_exit(&mut guard.child).success());
     let mut err = String::new();
     guard
@@ -588,7 +588,7 @@ fn log_lines_have_timestamp_and_level_and_are_filtered() {
         BufReader::new(guard.child.stdout.take().unwrap())
             .read_line(&mut banner)
             .unwrap();
-        common::sigterm(&guard.child);
+        common::stop_signal(&guard.child);
         assert!(common::wait_exit(&mut guard.child).success());
         let mut err = String::new();
         guard
@@ -670,7 +670,7 @@ fn refused_connections_are_counted_and_logged() {
         wait_until("5 refusals in the metrics", || {
             value(&scrape(maddr), "ringport_connections_refused_total") == 5.0
         });
-        common::sigterm(&p.guard.child);
+        common::stop_signal(&p.guard.child);
         assert!(common::wait_exit(&mut p.guard.child).success());
         let mut err = String::new();
         p.stderr.take().unwrap().read_to_string(&mut err).unwrap();

@@ -5,6 +5,11 @@
 //! One test, run case after case: the servers run in this process (the streaming and file
 //! services exist only here) and their memory is this process's RSS, which other tests
 //! running beside them would disturb.
+//!
+//! Memory is read from `/proc`, so the bounds are checked on Linux only; elsewhere the same
+//! bodies are still sent and checked byte for byte (smaller ones: there the file body takes
+//! the copying path, and under Wine every byte crosses an emulated socket), and the idle
+//! connections part says why it is skipped.
 
 mod common;
 
@@ -13,7 +18,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 
-use common::{available, connect, rss_bytes, serve_process, try_echo, wait_until};
+use common::{available, connect, serve_process, try_echo, wait_until};
 use ringport::{Backend, Conn, ConnInfo, Server, Service};
 
 fn backends() -> Vec<Backend> {
@@ -29,9 +34,23 @@ fn backends() -> Vec<Backend> {
         .collect()
 }
 
+/// Resident memory of a process, where the OS tells it (Linux), else 0.
+fn rss_bytes(pid: u32) -> u64 {
+    #[cfg(target_os = "linux")]
+    return common::rss_bytes(pid);
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        0
+    }
+}
+
 fn own_rss() -> u64 {
     rss_bytes(std::process::id())
 }
+
+/// True where memory bounds can be checked.
+const MEASURED: bool = cfg!(target_os = "linux");
 
 /// The bytes of every test body repeat with this period, a prime: no read or chunk size
 /// lines up with it, so a shifted, repeated or dropped piece shows.
@@ -182,35 +201,43 @@ fn temp_file(len: u64) -> (std::path::PathBuf, Arc<File>) {
 #[test]
 fn memory_stays_bounded() {
     const IDLE: usize = 9_000;
-    const STREAM: u64 = 256 << 20;
-    const FILE: u64 = 1 << 30;
-    const CLIENTS: usize = 20;
-    let (path, file) = temp_file(FILE);
+    let (stream_len, file_len, clients) = if MEASURED {
+        (256u64 << 20, 1u64 << 30, 20usize)
+    } else {
+        (32 << 20, 64 << 20, 4)
+    };
+    let (path, file) = temp_file(file_len);
     for backend in backends() {
-        // Idle connections: the real program, so its RSS is its own.
-        // One I/O thread, as the README's figure: the cost of a connection, not of how
-        // the kernel spread them over threads.
-        let p = serve_process(&["--backend", backend.name(), "--io-threads", "1"]).unwrap();
-        let pid = p.guard.child.id();
-        try_echo(p.addr, b"warm").unwrap();
-        let before = rss_bytes(pid);
-        let conns: Vec<TcpStream> = (0..IDLE).map(|_| connect(p.addr)).collect();
-        // Every connection is admitted and has been sent a byte and had it echoed.
-        for mut c in conns.iter() {
-            c.write_all(b"x").unwrap();
+        if !MEASURED {
+            common::skip(format_args!(
+                "{backend}: idle connections' memory: resident memory is read from /proc (Linux)"
+            ));
+        } else {
+            // Idle connections: the real program, so its RSS is its own.
+            // One I/O thread, as the README's figure: the cost of a connection, not of how
+            // the kernel spread them over threads.
+            let p = serve_process(&["--backend", backend.name(), "--io-threads", "1"]).unwrap();
+            let pid = p.guard.child.id();
+            try_echo(p.addr, b"warm").unwrap();
+            let before = rss_bytes(pid);
+            let conns: Vec<TcpStream> = (0..IDLE).map(|_| connect(p.addr)).collect();
+            // Every connection is admitted and has been sent a byte and had it echoed.
+            for mut c in conns.iter() {
+                c.write_all(b"x").unwrap();
+            }
+            for mut c in conns.iter() {
+                let mut b = [0u8; 1];
+                c.read_exact(&mut b).unwrap();
+            }
+            let per_conn = rss_bytes(pid).saturating_sub(before) / IDLE as u64;
+            eprintln!("{backend}: {IDLE} idle connections cost {per_conn} B each");
+            assert!(
+                per_conn <= 512,
+                "{backend}: {per_conn} B per idle connection"
+            );
+            drop(conns);
+            drop(p);
         }
-        for mut c in conns.iter() {
-            let mut b = [0u8; 1];
-            c.read_exact(&mut b).unwrap();
-        }
-        let per_conn = rss_bytes(pid).saturating_sub(before) / IDLE as u64;
-        eprintln!("{backend}: {IDLE} idle connections cost {per_conn} B each");
-        assert!(
-            per_conn <= 512,
-            "{backend}: {per_conn} B per idle connection"
-        );
-        drop(conns);
-        drop(p);
 
         let mut b = Server::builder();
         b.listen("127.0.0.1:0".parse().unwrap())
@@ -221,7 +248,7 @@ fn memory_stays_bounded() {
         // A 256 MiB body produced piece by piece from the drain callback.
         let server = b
             .build(Streamer {
-                len: STREAM,
+                len: stream_len,
                 piece: 256 * 1024,
             })
             .unwrap();
@@ -230,14 +257,15 @@ fn memory_stays_bounded() {
         let got = read_pattern(connect(server.local_addr()), &mut || {
             peak = peak.max(own_rss());
         });
-        assert_eq!(got, STREAM, "{backend}: streamed body length");
+        assert_eq!(got, stream_len, "{backend}: streamed body length");
         let growth = peak.saturating_sub(base);
         eprintln!(
-            "{backend}: streaming 256 MiB grew RSS by {} KiB",
+            "{backend}: streaming {} MiB grew RSS by {} KiB",
+            stream_len >> 20,
             growth >> 10
         );
         assert!(
-            growth < 8 * limit + (8 << 20),
+            !MEASURED || growth < 8 * limit + (8 << 20),
             "{backend}: streaming grew RSS by {} KiB",
             growth >> 10
         );
@@ -248,37 +276,38 @@ fn memory_stays_bounded() {
         let server = b
             .build(FileBody {
                 file: file.clone(),
-                len: FILE,
+                len: file_len,
             })
             .unwrap();
         let addr = server.local_addr();
         let base = own_rss();
         let peak = std::sync::atomic::AtomicU64::new(base);
         std::thread::scope(|s| {
-            for i in 0..CLIENTS {
+            for i in 0..clients {
                 let peak = &peak;
                 s.spawn(move || {
                     let c = connect(addr);
                     let got = read_pattern(c, &mut || {
                         peak.fetch_max(own_rss(), std::sync::atomic::Ordering::Relaxed);
                     });
-                    assert_eq!(got, FILE, "{backend}: client {i} body length");
+                    assert_eq!(got, file_len, "{backend}: client {i} body length");
                 });
             }
         });
         let growth = peak.into_inner().saturating_sub(base);
         eprintln!(
-            "{backend}: 20 clients x 1 GiB file grew RSS by {} KiB",
+            "{backend}: {clients} clients x {} MiB file grew RSS by {} KiB",
+            file_len >> 20,
             growth >> 10
         );
         assert!(
-            growth < 64 << 20,
+            !MEASURED || growth < 64 << 20,
             "{backend}: file bodies grew RSS by {} KiB",
             growth >> 10
         );
         let stats = server.stats();
         assert!(
-            stats.file_bytes >= CLIENTS as u64 * (FILE - 2) || !cfg!(target_os = "linux"),
+            stats.file_bytes >= clients as u64 * (file_len - 2) || !cfg!(target_os = "linux"),
             "{backend}: file bytes sent without a copy: {}",
             stats.file_bytes
         );

@@ -4,20 +4,30 @@
 //!
 //! Each test holds one lock for its whole run: the descriptor-count test counts this
 //! process's descriptors, so no other test may open sockets meanwhile.
-
-#![cfg(target_os = "linux")]
+//!
+//! Outside Linux the io_uring cases skip (no such backend) and the seccomp case is skipped
+//! with its reason; the close race runs on poll everywhere.
 
 mod common;
 
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+#[cfg(target_os = "linux")]
+use std::io::{self, BufRead, BufReader};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+#[cfg(target_os = "linux")]
 use std::process::{Child, Command, Stdio};
+#[cfg(target_os = "linux")]
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(target_os = "linux")]
+use std::time::Instant;
 
-use common::{available, connect, fd_count, wait_exit, wait_until, ChildGuard, Rng, DEADLINE};
+use common::{available, connect, wait_until, Rng};
+#[cfg(target_os = "linux")]
+use common::{fd_count, wait_exit, ChildGuard, DEADLINE};
+use ringport::fallback::Disposition;
 use ringport::{Backend, Server, ServerStats};
 
 fn serial() -> MutexGuard<'static, ()> {
@@ -37,7 +47,9 @@ fn server(
     configure: impl FnOnce(&mut ringport::ServerBuilder),
 ) -> Option<Server> {
     if !available(backend) {
-        eprintln!("skipped: backend {backend} is not available on this machine");
+        common::skip(format_args!(
+            "backend {backend} is not available on this machine"
+        ));
         return None;
     }
     let mut b = Server::builder();
@@ -131,7 +143,7 @@ fn tiny_buffer_ring(workers: usize) {
         stats.enobufs > 0,
         "4 buffers for 500 busy connections never ran dry: {stats}"
     );
-    assert_eq!(stats.errors_of(ringport::fallback::Disposition::Fatal), 0);
+    assert_eq!(stats.errors_of(Disposition::Fatal), 0);
 }
 
 #[test]
@@ -181,6 +193,7 @@ fn close_with_ops_in_flight(backend: Backend) {
         return;
     };
     let addr = server.local_addr();
+    #[cfg(target_os = "linux")]
     let baseline = fd_count();
     for round in 0..ROUNDS {
         let mut threads = Vec::new();
@@ -206,21 +219,26 @@ fn close_with_ops_in_flight(backend: Backend) {
         }
     }
     let total = ROUNDS * (ABUSERS + CHECKERS);
-    wait_until("every connection closed", || {
+    // An abuser may reset before the server accepted it: Linux still accepts it, Windows
+    // fails that accept and the server skips the peer. Every connection is one or the other.
+    wait_until("every connection accepted or skipped, and closed", || {
         let s = server.stats();
-        s.open == 0 && s.accepted == total
+        s.open == 0 && s.accepted + s.errors_of(Disposition::SkipPeer) == total
     });
     // Closed connections' descriptors are gone: back to what the server held when idle.
+    #[cfg(target_os = "linux")]
     wait_until("descriptor count back to the baseline", || {
         fd_count() == baseline
     });
-    let stats = stop(server);
-    assert_eq!(stats.closed, total, "{stats}");
-    assert_eq!(
-        stats.errors_of(ringport::fallback::Disposition::Fatal),
-        0,
-        "{stats}"
+    #[cfg(not(target_os = "linux"))]
+    common::skip(
+        "the descriptor count part: it counts /proc/self/fd, which only Linux has \
+         (Windows sockets are handles); the rest of the test ran",
     );
+    let stats = stop(server);
+    assert_eq!(stats.closed, stats.accepted, "{stats}");
+    assert_eq!(stats.errors_of(Disposition::Fatal), 0, "{stats}");
+    assert_eq!(stats.accept_pauses, 0, "{stats}");
 }
 
 #[test]
@@ -236,14 +254,17 @@ fn poll_close_with_ops_in_flight_leaks_nothing_and_misdelivers_nothing() {
 // ---- the fallback, for real: io_uring_setup forbidden by seccomp ----
 
 // `AUDIT_ARCH_*` from <linux/audit.h>: the ELF machine | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 const AUDIT_ARCH: u32 = 62 | 0x8000_0000 | 0x4000_0000;
-#[cfg(target_arch = "aarch64")]
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
 const AUDIT_ARCH: u32 = 183 | 0x8000_0000 | 0x4000_0000;
 
 /// A classic BPF seccomp filter: on this architecture, `io_uring_setup` fails with EPERM
 /// (what Docker's default profile does); every other call is allowed.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 fn deny_io_uring_filter() -> Vec<libc::sock_filter> {
     let stmt = |code: u32, k: u32| libc::sock_filter {
         code: code as u16,
@@ -285,7 +306,10 @@ fn deny_io_uring_filter() -> Vec<libc::sock_filter> {
 }
 
 /// Start `ringport serve` under the filter.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 fn spawn_without_io_uring(backend: &str) -> io::Result<Child> {
     use std::os::unix::process::CommandExt;
     let filter = deny_io_uring_filter();
@@ -330,6 +354,7 @@ fn spawn_without_io_uring(backend: &str) -> io::Result<Child> {
 }
 
 /// Lines of a child's pipe, read on a thread so that waits can have a deadline.
+#[cfg(target_os = "linux")]
 fn lines<R: Read + Send + 'static>(r: R) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
@@ -344,6 +369,7 @@ fn lines<R: Read + Send + 'static>(r: R) -> mpsc::Receiver<String> {
 }
 
 /// The first line from `rx` that satisfies `pred`, within the deadline.
+#[cfg(target_os = "linux")]
 fn expect_line(rx: &mpsc::Receiver<String>, what: &str, pred: impl Fn(&str) -> bool) -> String {
     let end = Instant::now() + DEADLINE;
     let mut seen = Vec::new();
@@ -357,7 +383,17 @@ fn expect_line(rx: &mpsc::Receiver<String>, what: &str, pred: impl Fn(&str) -> b
     }
 }
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+/// seccomp and io_uring are Linux's: elsewhere there is nothing to forbid.
+#[cfg(not(target_os = "linux"))]
+#[test]
+fn seccomp_denied_io_uring_falls_back_to_poll() {
+    common::skip("seccomp filters and io_uring exist only on Linux; `auto` runs poll here");
+}
+
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 #[test]
 fn seccomp_denied_io_uring_falls_back_to_poll() {
     let _serial = serial();
@@ -389,7 +425,7 @@ fn seccomp_denied_io_uring_falls_back_to_poll() {
     let mut s = connect(addr);
     echo_exact(&mut s, 77, 100_000);
     drop(s);
-    common::sigterm(child);
+    common::stop_signal(child);
     let status = wait_exit(child);
     assert!(status.success(), "SIGTERM ends serve cleanly: {status}");
 

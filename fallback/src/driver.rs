@@ -8,8 +8,10 @@
 //! - Interest is oneshot and re-armed with `modify` once per loop turn, only when the wanted
 //!   interest differs from what the poller holds.
 //! - Listener: accept until `WouldBlock` (at most [`ACCEPT_BATCH`] per wake). `SkipPeer`
-//!   errors go on with the next; `Exhausted` (out of descriptors or memory) pauses accepting
-//!   with a doubling backoff, logged at most once a second.
+//!   errors (anything about one pending peer, such as a connection reset while it waited in
+//!   the backlog) go on with the next at once and never pause the listener; `Exhausted` (out
+//!   of descriptors or memory) pauses accepting with a doubling backoff, logged at most once
+//!   a second, and so does a failure of the listener itself (`Fatal`), so it never spins.
 //! - Reads: until `WouldBlock` (or a short read, which on a stream socket means the same:
 //!   the receive queue is empty; the oneshot re-arm reports anything that arrives after),
 //!   up to `read_budget` bytes per wake so one busy peer cannot starve the others. A read of 0 bytes is EOF: the service is told, and whatever it still
@@ -470,8 +472,9 @@ impl PollDriver {
                         continue;
                     }
                     d => {
-                        // Exhausted (EMFILE, ENFILE, ENOBUFS, ENOMEM) or worse: pause the
-                        // listener with backoff. Never spin, never exit.
+                        // Exhausted (EMFILE, ENFILE, ENOBUFS, ENOMEM), or the listener itself
+                        // failed (Fatal: a bug): pause the listener with backoff. Never spin,
+                        // never exit. An error about one peer is SkipPeer, never this.
                         self.stats.error(d);
                         Stats::add(&self.stats.accept_pauses, 1);
                         let pause = self.backoff.step();

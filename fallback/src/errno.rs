@@ -46,7 +46,8 @@ pub enum Disposition {
     Retry,
     /// Nothing to do yet: wait for readiness, or re-arm.
     WouldBlock,
-    /// `accept` only: that peer is gone before we got it; accept the next one.
+    /// `accept` only: an error about that one pending peer (gone before we got it); accept
+    /// the next one at once. Never pauses the listener.
     SkipPeer,
     /// The peer is gone: drop queued output, close quietly, tell the worker.
     PeerGone,
@@ -137,7 +138,15 @@ fn classify_kind(site: Site, kind: io::ErrorKind) -> Disposition {
         K::Interrupted if site == Site::Close => Disposition::PeerGone,
         K::Interrupted => Disposition::Retry,
         K::WouldBlock => Disposition::WouldBlock,
-        K::ConnectionAborted if site == Site::Accept => Disposition::SkipPeer,
+        K::ConnectionReset
+        | K::ConnectionAborted
+        | K::BrokenPipe
+        | K::NotConnected
+        | K::TimedOut
+            if site == Site::Accept =>
+        {
+            Disposition::SkipPeer
+        }
         K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::NotConnected => {
             Disposition::PeerGone
         }
@@ -242,7 +251,10 @@ pub mod unix {
 
         match site {
             Site::Accept => {
-                if accept_skip(code) {
+                // An error about one pending connection (including every "peer gone" errno,
+                // which some kernels report at accept for a connection reset in the
+                // backlog) skips that peer: it never pauses the listener for everyone.
+                if accept_skip(code) || peer_gone(code) {
                     D::SkipPeer
                 } else if exhausted(code) {
                     D::Exhausted
@@ -278,7 +290,7 @@ pub mod unix {
                 }
             }
             Site::Wait => {
-                if code == ETIME {
+                if timer_expired(code) {
                     // A wait with a timeout that ran out.
                     D::Expired
                 } else if code == EBUSY || exhausted(code) {
@@ -298,7 +310,7 @@ pub mod unix {
                 }
             }
             Site::Timer => {
-                if code == ETIME {
+                if timer_expired(code) {
                     D::Expired
                 } else {
                     D::Fatal
@@ -363,6 +375,18 @@ pub mod unix {
             || code == ENETUNREACH
             || code == ENETDOWN
             || code == ESHUTDOWN
+    }
+
+    /// `ETIME`: an io_uring timeout, or a ring wait with one, ran out. Only Linux reports it
+    /// (FreeBSD's libc does not even define it).
+    fn timer_expired(code: i32) -> bool {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        return code == libc::ETIME;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let _ = code;
+            false
+        }
     }
 
     /// Out of descriptors, buffers or memory.
@@ -439,29 +463,35 @@ pub mod windows {
             WSAEINTR => D::Retry,
             WSAEWOULDBLOCK | WSAEINPROGRESS => D::WouldBlock,
             ERROR_OPERATION_ABORTED => D::Canceled,
-            WSAECONNABORTED | WSAECONNRESET | WSAENETDOWN | WSAENETUNREACH | WSAEHOSTUNREACH
-            | WSAEHOSTDOWN
-                if site == Site::Accept =>
-            {
-                D::SkipPeer
-            }
-            WSAECONNRESET
-            | ERROR_NETNAME_DELETED
-            | WSAECONNABORTED
-            | WSAENETRESET
-            | WSAETIMEDOUT
-            | WSAENOTCONN
-            | WSAESHUTDOWN
-            | WSAEHOSTUNREACH
-            | WSAENETUNREACH
-            | WSAENETDOWN
-            | ERROR_BROKEN_PIPE => D::PeerGone,
+            // At accept, an error about one pending connection skips that peer and never
+            // pauses the listener: Windows reports WSAECONNRESET for a connection reset
+            // while it waited in the backlog, Wine WSAENOTCONN.
+            WSAEHOSTDOWN | WSAEACCES if site == Site::Accept => D::SkipPeer,
+            c if site == Site::Accept && peer_gone(c) => D::SkipPeer,
+            c if peer_gone(c) => D::PeerGone,
             WSAEMFILE | WSAENOBUFS | ERROR_NOT_ENOUGH_MEMORY => D::Exhausted,
             WSAEOPNOTSUPP | WSAEPROVIDERFAILEDINIT => D::Unsupported,
-            WSAEACCES if site == Site::Accept => D::SkipPeer,
             WSAEBADF | WSAEFAULT | WSAEINVAL | WSAENOTSOCK => D::Fatal,
             _ => D::Fatal,
         }
+    }
+
+    /// The peer or the path to it is gone.
+    fn peer_gone(code: i32) -> bool {
+        matches!(
+            code,
+            WSAECONNRESET
+                | ERROR_NETNAME_DELETED
+                | WSAECONNABORTED
+                | WSAENETRESET
+                | WSAETIMEDOUT
+                | WSAENOTCONN
+                | WSAESHUTDOWN
+                | WSAEHOSTUNREACH
+                | WSAENETUNREACH
+                | WSAENETDOWN
+                | ERROR_BROKEN_PIPE
+        )
     }
 }
 
@@ -587,11 +617,13 @@ mod tests {
         );
         assert_eq!(unix::classify(Site::Close, EIO), D::PeerGone);
         assert_eq!(unix::classify(Site::Close, EBADF), D::Fatal);
+        #[cfg(target_os = "linux")]
         assert_eq!(unix::classify(Site::Timer, ETIME), D::Expired);
         assert_eq!(unix::classify(Site::Timer, ECANCELED), D::Canceled);
         assert_eq!(unix::classify(Site::Wait, EBUSY), D::Exhausted);
         assert_eq!(unix::classify(Site::Wait, EINTR), D::Retry);
         assert_eq!(unix::classify(Site::Wait, EBADF), D::Fatal);
+        #[cfg(target_os = "linux")]
         assert_eq!(unix::classify(Site::Wait, ETIME), D::Expired);
         assert_eq!(unix::classify(Site::Cancel, ENOENT), D::Canceled);
         assert_eq!(unix::classify(Site::Cancel, EALREADY), D::Canceled);
@@ -599,6 +631,94 @@ mod tests {
         assert_eq!(unix::classify(Site::Wake, EAGAIN), D::WouldBlock);
         assert_eq!(unix::classify(Site::Wake, EBADF), D::Fatal);
         assert_eq!(unix::classify(Site::Configure, ENOPROTOOPT), D::Unsupported);
+    }
+
+    /// An error about one peer, at accept, skips that peer; only `Exhausted` pauses the
+    /// listener. Regression: a connection reset in the backlog (Unix ECONNRESET and friends,
+    /// Windows WSAECONNRESET, Wine WSAENOTCONN) used to pause accepting for every client.
+    #[cfg(unix)]
+    #[test]
+    fn unix_peer_errors_at_accept_skip_the_peer() {
+        use libc::*;
+        for code in [
+            ECONNRESET,
+            EPIPE,
+            ENOTCONN,
+            ETIMEDOUT,
+            ECONNABORTED,
+            EHOSTUNREACH,
+            ENETUNREACH,
+            ENETDOWN,
+            ESHUTDOWN,
+        ] {
+            assert_eq!(
+                unix::classify(Site::Accept, code),
+                D::SkipPeer,
+                "accept errno {code}"
+            );
+            let e = io::Error::from_raw_os_error(code);
+            assert_eq!(classify(Site::Accept, &e), D::SkipPeer, "accept {e}");
+        }
+        // Whatever errno means "peer gone" on a stream means "skip it" at accept, and
+        // accept never answers PeerGone.
+        for code in 1..4096 {
+            let at_accept = unix::classify(Site::Accept, code);
+            assert_ne!(at_accept, D::PeerGone, "accept errno {code}");
+            if unix::classify(Site::Recv, code) == D::PeerGone {
+                assert_eq!(at_accept, D::SkipPeer, "accept errno {code}");
+            }
+        }
+    }
+
+    #[test]
+    fn windows_peer_errors_at_accept_skip_the_peer() {
+        use windows::*;
+        for code in [
+            WSAECONNRESET,
+            WSAENOTCONN,
+            WSAECONNABORTED,
+            WSAETIMEDOUT,
+            WSAENETRESET,
+            WSAESHUTDOWN,
+            WSAEHOSTUNREACH,
+            WSAEHOSTDOWN,
+            WSAENETUNREACH,
+            WSAENETDOWN,
+            WSAEACCES,
+            ERROR_NETNAME_DELETED,
+            ERROR_BROKEN_PIPE,
+        ] {
+            assert_eq!(
+                windows::classify(Site::Accept, code),
+                D::SkipPeer,
+                "accept code {code}"
+            );
+        }
+        for code in (0..16_000).chain([ERROR_NETNAME_DELETED, ERROR_BROKEN_PIPE]) {
+            let at_accept = windows::classify(Site::Accept, code);
+            assert_ne!(at_accept, D::PeerGone, "accept code {code}");
+            if windows::classify(Site::Recv, code) == D::PeerGone {
+                assert_eq!(at_accept, D::SkipPeer, "accept code {code}");
+            }
+        }
+    }
+
+    #[test]
+    fn peer_error_kinds_at_accept_skip_the_peer() {
+        use io::ErrorKind as K;
+        for kind in [
+            K::ConnectionReset,
+            K::ConnectionAborted,
+            K::BrokenPipe,
+            K::NotConnected,
+            K::TimedOut,
+        ] {
+            let e = io::Error::new(kind, "x");
+            assert_eq!(classify(Site::Accept, &e), D::SkipPeer, "{kind:?}");
+            assert_eq!(classify(Site::Recv, &e), D::PeerGone, "{kind:?}");
+        }
+        let e = io::Error::new(K::OutOfMemory, "x");
+        assert_eq!(classify(Site::Accept, &e), D::Exhausted);
     }
 
     #[cfg(unix)]
@@ -621,6 +741,59 @@ mod tests {
             "this kernel lacks an io_uring feature ringport needs (Linux 6.0 or newer is needed)"
         );
         assert_eq!(hint(libc::EBADF), "io_uring setup failed");
+    }
+
+    /// On Windows: the hint names Linux, whatever the error.
+    #[cfg(windows)]
+    #[test]
+    fn ring_setup_hints_name_the_cause() {
+        let e = io::Error::new(io::ErrorKind::Unsupported, "x");
+        assert_eq!(ring_setup_hint(&e), "io_uring exists only on Linux");
+        let e = io::Error::from_raw_os_error(windows::WSAEBADF);
+        assert_eq!(ring_setup_hint(&e), "io_uring setup failed");
+    }
+
+    /// Say why a test does not run on this OS, where the test output shows it (stderr is
+    /// not captured when written to directly).
+    #[cfg(not(unix))]
+    fn skip(test: &str, reason: &str) {
+        use std::io::Write;
+        let _ = writeln!(io::stderr(), "skipped: {test}: {reason}");
+    }
+
+    #[cfg(not(unix))]
+    #[test]
+    fn unix_table() {
+        skip(
+            "unix_table",
+            "the Unix table is built on libc's errno constants and compiled only on Unix; \
+             windows_table covers this OS's table",
+        );
+    }
+
+    #[cfg(not(unix))]
+    #[test]
+    fn unix_peer_errors_at_accept_skip_the_peer() {
+        skip(
+            "unix_peer_errors_at_accept_skip_the_peer",
+            "the Unix table is compiled only on Unix; \
+             windows_peer_errors_at_accept_skip_the_peer covers this OS's table",
+        );
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn classify_uses_the_os_code() {
+        use windows::{WSAECONNRESET, WSAEMFILE, WSAENOBUFS};
+        let e = io::Error::from_raw_os_error(WSAEMFILE);
+        assert_eq!(classify(Site::Accept, &e), D::Exhausted);
+        assert!(is_out_of_descriptors(&e));
+        let e = io::Error::from_raw_os_error(WSAENOBUFS);
+        assert_eq!(classify(Site::Accept, &e), D::Exhausted);
+        assert!(!is_out_of_descriptors(&e));
+        let e = io::Error::from_raw_os_error(WSAECONNRESET);
+        assert_eq!(classify(Site::Recv, &e), D::PeerGone);
+        assert_eq!(classify(Site::Accept, &e), D::SkipPeer);
     }
 
     #[cfg(unix)]

@@ -2,8 +2,8 @@
 //!
 //! Each driver has one choke point per site where a syscall or completion result is handed
 //! to the classifier. With a [`FaultPlan`] in the driver's config, the N-th call at a site
-//! can be replaced by a scripted result: `EINTR`, `EAGAIN`, `ECONNRESET`, `EMFILE` at accept,
-//! `ENOBUFS` at the buffer ring, or a short read or write. Without the feature, none of this
+//! can be replaced by a scripted result: `EINTR`, `EAGAIN`, `ECONNRESET`, `ENOTCONN`, `EMFILE`
+//! at accept, `ENOBUFS` at the buffer ring, or a short read or write. Without the feature, none of this
 //! is compiled into the drivers.
 
 use std::collections::BTreeMap;
@@ -22,6 +22,9 @@ pub enum Fault {
     WouldBlock,
     /// The call fails with `ECONNRESET`: the peer is gone.
     Reset,
+    /// The call fails with `ENOTCONN` (what Wine's accept reports for a connection reset in
+    /// the backlog).
+    NotConnected,
     /// `accept` fails with `EMFILE`.
     OutOfDescriptors,
     /// A buffer-select receive fails with `ENOBUFS`.
@@ -38,6 +41,7 @@ impl Fault {
             Fault::Interrupted => libc::EINTR,
             Fault::WouldBlock => libc::EAGAIN,
             Fault::Reset => libc::ECONNRESET,
+            Fault::NotConnected => libc::ENOTCONN,
             Fault::OutOfDescriptors => libc::EMFILE,
             Fault::NoBuffers => libc::ENOBUFS,
             Fault::Short(_) => return None,
@@ -47,6 +51,7 @@ impl Fault {
             Fault::Interrupted => crate::errno::windows::WSAEINTR,
             Fault::WouldBlock => crate::errno::windows::WSAEWOULDBLOCK,
             Fault::Reset => crate::errno::windows::WSAECONNRESET,
+            Fault::NotConnected => crate::errno::windows::WSAENOTCONN,
             Fault::OutOfDescriptors => crate::errno::windows::WSAEMFILE,
             Fault::NoBuffers => crate::errno::windows::WSAENOBUFS,
             Fault::Short(_) => return None,
@@ -181,6 +186,9 @@ mod tests {
             (Site::Send, Fault::Reset, Disposition::PeerGone),
             (Site::BufferRing, Fault::NoBuffers, Disposition::Exhausted),
             (Site::Accept, Fault::Interrupted, Disposition::Retry),
+            (Site::Accept, Fault::Reset, Disposition::SkipPeer),
+            (Site::Accept, Fault::NotConnected, Disposition::SkipPeer),
+            (Site::Recv, Fault::NotConnected, Disposition::PeerGone),
         ];
         for (site, f, want) in cases {
             assert_eq!(classify(site, &f.error().unwrap()), want, "{f:?}");

@@ -87,8 +87,9 @@ impl UringDriver {
             Disposition::Retry | Disposition::WouldBlock | Disposition::Canceled => {}
             Disposition::SkipPeer => self.stats.error(Disposition::SkipPeer),
             d => {
-                // Exhausted (EMFILE, ENFILE, ENOBUFS, ENOMEM) or worse: pause accepting with
-                // backoff. Never spin, never exit.
+                // Exhausted (EMFILE, ENFILE, ENOBUFS, ENOMEM), or the listener itself failed
+                // (Fatal: a bug): pause accepting with backoff. Never spin, never exit. An
+                // error about one peer is SkipPeer, never this.
                 self.stats.error(d);
                 Stats::add(&self.stats.accept_pauses, 1);
                 let pause = self.backoff.step();

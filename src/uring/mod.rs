@@ -11,9 +11,10 @@
 //!   threads reach it through the [`Dispatch`]'s channels and the [`Waker`], whose notify
 //!   writes an eventfd that always has a read armed in the ring.
 //! - Listener: one multishot accept, re-armed whenever a completion comes without `MORE`.
-//!   `SkipPeer` errors go on; any other failure (`Exhausted`: out of descriptors or memory;
-//!   or worse) cancels the multishot and pauses accepting with a doubling [`Backoff`],
-//!   logged at most once a second. Over `max_connections` open across the server (all I/O
+//!   `SkipPeer` errors (anything about one pending peer, such as a connection reset while it
+//!   waited in the backlog) go on and never pause accepting; `Exhausted` (out of descriptors
+//!   or memory), or a failure of the listener itself (`Fatal`), cancels the multishot and
+//!   pauses accepting with a doubling [`Backoff`], logged at most once a second. Over `max_connections` open across the server (all I/O
 //!   threads, counted in [`Shared`]), a connection is accepted and closed at once.
 //! - Reads: one multishot receive per connection, selecting buffers from a provided-buffer
 //!   ring (`buf_ring`). Bytes are copied out to [`Dispatch::data`] and the buffer goes back

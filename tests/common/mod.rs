@@ -65,10 +65,47 @@ pub fn available(backend: Backend) -> bool {
 /// Run `case` on `backend` with `workers`, or say why it is skipped.
 pub fn run(backend: Backend, workers: usize, case: fn(Setup)) {
     if !available(backend) {
-        eprintln!("skipped: backend {backend} is not available on this machine");
+        skip(format_args!(
+            "backend {backend} is not available on this machine"
+        ));
         return;
     }
     case(Setup { backend, workers });
+}
+
+/// Report that the running test (or part of it) is skipped, and why, as
+/// `skipped: TEST: REASON`. Written straight to stderr, which the test harness does not
+/// capture, so the line shows in every run's output, passing or not. A skip is only for
+/// what the OS itself makes different (say which) or a missing external tool, never to
+/// hide a ringport bug.
+pub fn skip(reason: impl std::fmt::Display) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("test");
+    let _ = writeln!(io::stderr(), "skipped: {test}: {reason}");
+}
+
+/// Return from the running test with a printed reason (see [`skip`]) unless `cond` holds:
+/// `skip_unless!(cfg!(target_os = "linux"), "reads RSS from /proc")`,
+/// `skip_unless!(common::runs("curl"), "curl is not installed")`.
+#[macro_export]
+macro_rules! skip_unless {
+    ($cond:expr, $($reason:tt)+) => {
+        if !$cond {
+            $crate::common::skip(format_args!($($reason)+));
+            return;
+        }
+    };
+}
+
+/// True when the external program `name` runs here (`name --version` exits 0).
+pub fn runs(name: &str) -> bool {
+    Command::new(name)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Wait until `cond` holds, panicking with `what` after [`DEADLINE`].
@@ -201,14 +238,14 @@ pub fn serve_process_under(wrapper: &[&str], args: &[&str]) -> io::Result<ServeP
         }
         None => Command::new(bin),
     };
-    let mut child = cmd
-        .arg("serve")
+    cmd.arg("serve")
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+        .stderr(Stdio::piped());
+    stoppable(&mut cmd);
+    let mut child = cmd.spawn()?;
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take();
     let guard = ChildGuard { child };
@@ -228,12 +265,44 @@ pub fn serve_process_under(wrapper: &[&str], args: &[&str]) -> io::Result<ServeP
     })
 }
 
-/// Send SIGTERM to a child.
-#[cfg(unix)]
-pub fn sigterm(child: &Child) {
-    // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0, "kill failed");
+/// Ask a child started with [`stoppable`] to stop the way its user would: SIGTERM on Unix;
+/// Ctrl+C on Windows. Windows raises Ctrl+C only for every process of one console (and
+/// Wine 8 implements no Ctrl+Break for one process group), so the child has a console of its
+/// own and a helper attaches to it and raises the event there: the `.exe` named by
+/// `RINGPORT_TEST_CTRL_C`, which `.ci/windows` builds from `.ci/console-ctrl-c.c`.
+pub fn stop_signal(child: &Child) {
+    #[cfg(unix)]
+    {
+        // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill failed: {}", io::Error::last_os_error());
+    }
+    #[cfg(windows)]
+    {
+        let sender = std::env::var_os("RINGPORT_TEST_CTRL_C")
+            .expect("RINGPORT_TEST_CTRL_C names the console Ctrl+C sender (.ci/windows builds it)");
+        let status = Command::new(sender)
+            .arg(child.id().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run the console Ctrl+C sender");
+        assert!(status.success(), "console Ctrl+C sender: {status}");
+    }
+}
+
+/// Prepare `cmd` so that [`stop_signal`] can reach the process it starts: on Windows, a
+/// console of its own (Ctrl+C then reaches it alone); nothing to do elsewhere.
+pub fn stoppable(cmd: &mut Command) {
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        const CREATE_NEW_CONSOLE: u32 = 0x0000_0010;
+        cmd.creation_flags(CREATE_NEW_CONSOLE);
+    }
+    #[cfg(not(windows))]
+    let _ = cmd;
 }
 
 /// Wait for a child to exit, with the deadline.

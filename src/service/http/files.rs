@@ -230,6 +230,14 @@ fn open_nonblocking(path: &Path) -> io::Result<File> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
     }
+    #[cfg(windows)]
+    {
+        // Windows opens a directory only with FILE_FLAG_BACKUP_SEMANTICS; the lookup opens
+        // what a path names before it knows whether that is a file or a directory.
+        use std::os::windows::fs::OpenOptionsExt;
+        const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
+        opts.custom_flags(FILE_FLAG_BACKUP_SEMANTICS);
+    }
     opts.open(path)
 }
 
