@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::load::BenchArgs;
 use crate::units;
 use clap::{Parser, Subcommand};
+use ringport::service::resp::{EvictionPolicy, Resp};
 use ringport::service::{Echo, Http};
 use ringport::{Backend, Server};
 
@@ -48,11 +49,12 @@ const MAX_GRACE: Duration = Duration::from_secs(3600);
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Address to listen on (IP:PORT or HOST:PORT); port 0 picks a free port (the banner
-    /// says which). Default: 127.0.0.1:7000 for echo, 127.0.0.1:8080 for http.
+    /// says which). Default: 127.0.0.1:7000 for echo, 127.0.0.1:8080 for http,
+    /// 127.0.0.1:6379 for resp.
     #[arg(long, value_parser = parse_listen)]
     listen: Option<SocketAddr>,
     /// The protocol to serve.
-    #[arg(long, default_value = "echo", value_parser = ["echo", "http"])]
+    #[arg(long, default_value = "echo", value_parser = ["echo", "http", "resp"])]
     service: String,
     /// I/O driver: auto (io_uring where allowed, else poll), uring, or poll. Without this
     /// option, the environment variable RINGPORT_BACKEND decides, else auto.
@@ -105,6 +107,8 @@ struct ServeArgs {
     ops: OpsArgs,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    resp: RespArgs,
 }
 
 /// Options for running in production: metrics, logs, sharing the port, PROXY protocol.
@@ -185,9 +189,36 @@ struct HttpArgs {
     max_body_size: usize,
 }
 
+/// Options of `--service resp`.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Redis-protocol store (--service resp)")]
+struct RespArgs {
+    /// Memory limit for keys and values (e.g. 100MiB; 0: none). Over it, writes evict keys
+    /// or are refused, as --maxmemory-policy says.
+    #[arg(long, default_value = "0", value_name = "BYTES",
+          value_parser = |s: &str| units::size_in(s, 0, u64::MAX))]
+    maxmemory: u64,
+    /// What writes over --maxmemory do: noeviction (refused with -OOM), allkeys-lru,
+    /// volatile-lru, allkeys-random.
+    #[arg(long, default_value = "noeviction", value_name = "POLICY")]
+    maxmemory_policy: EvictionPolicy,
+    /// Longest single argument a request may carry; longer is a protocol error.
+    #[arg(long, default_value = "512MiB", value_name = "BYTES",
+          value_parser = |s: &str| units::size_in(s, 1, 1 << 32).map(|n| n as usize))]
+    proto_max_bulk_len: usize,
+    /// Snapshot file: loaded at start if it exists (a corrupt one is refused), written by
+    /// SAVE, BGSAVE and on shutdown.
+    #[arg(long, value_name = "FILE")]
+    snapshot: Option<std::path::PathBuf>,
+}
+
 /// The address a service listens on when `--listen` is not given.
 fn default_listen(service: &str) -> SocketAddr {
-    let port = if service == "http" { 8080 } else { 7000 };
+    let port = match service {
+        "http" => 8080,
+        "resp" => 6379,
+        _ => 7000,
+    };
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
@@ -309,8 +340,29 @@ fn serve(args: ServeArgs) -> ExitCode {
         cfg.trusted = args.ops.proxy_protocol_from.clone();
         cfg
     });
+    let mut store = None;
     let server = match args.service.as_str() {
         "echo" => build(&builder, Echo, proxy),
+        "resp" => {
+            let a = &args.resp;
+            let mut resp = Resp::builder();
+            resp.maxmemory(a.maxmemory)
+                .maxmemory_policy(a.maxmemory_policy)
+                .proto_max_bulk_len(a.proto_max_bulk_len);
+            if let Some(path) = &a.snapshot {
+                resp.snapshot(path);
+            }
+            match resp.build() {
+                Ok(service) => {
+                    store = Some(service.store());
+                    build(&builder, service, proxy)
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         "http" => {
             let a = &args.http;
             let mut http = Http::builder();
@@ -378,7 +430,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     drop(out);
-    match server.wait() {
+    let code = match server.wait() {
         Ok(stats) => {
             // One log line per counter, values in one column.
             tracing::info!("stopped; counters:");
@@ -391,7 +443,17 @@ fn serve(args: ServeArgs) -> ExitCode {
             tracing::error!("stopped with an error: {e}");
             ExitCode::FAILURE
         }
+    };
+    // Every connection is closed now: every acknowledged write is in the store.
+    match store.map(|s| s.save()) {
+        Some(Ok(Some(keys))) => tracing::info!("snapshot written ({keys} keys)"),
+        Some(Err(e)) => {
+            tracing::error!("cannot write the snapshot: {e}");
+            return ExitCode::FAILURE;
+        }
+        _ => {}
     }
+    code
 }
 
 /// Build the server for `service`, behind the PROXY protocol when `proxy` says so.
@@ -443,6 +505,37 @@ mod tests {
             resolve_backend(None, env("pigeon")).unwrap_err(),
             "RINGPORT_BACKEND='pigeon': unknown backend 'pigeon' (expected auto, uring or poll)"
         );
+    }
+
+    #[test]
+    fn resp_flags_and_default_address() {
+        assert_eq!(default_listen("resp").port(), 6379);
+        assert_eq!(default_listen("echo").port(), 7000);
+        let cli = Cli::try_parse_from([
+            "ringport",
+            "serve",
+            "--service",
+            "resp",
+            "--maxmemory",
+            "1MiB",
+            "--maxmemory-policy",
+            "allkeys-lru",
+            "--snapshot",
+            "dump.rps",
+        ])
+        .unwrap();
+        let Commands::Serve(a) = cli.command else {
+            panic!("not serve")
+        };
+        assert!(a.listen.is_none());
+        assert_eq!(a.resp.maxmemory, 1 << 20);
+        assert_eq!(a.resp.maxmemory_policy, EvictionPolicy::AllKeysLru);
+        assert_eq!(a.resp.proto_max_bulk_len, 512 << 20);
+        let bad = Cli::try_parse_from(["ringport", "serve", "--maxmemory-policy", "lfu"]);
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("unknown policy 'lfu'"));
     }
 
     #[test]

@@ -35,10 +35,12 @@
 pub mod echo;
 pub(crate) mod handle;
 pub mod http;
+pub mod resp;
 
 pub use echo::Echo;
 pub use handle::{Handle, HandleError};
 pub use http::Http;
+pub use resp::Resp;
 pub use ringport_fallback::event::ConnInfo;
 
 pub(crate) use handle::Mailbox;

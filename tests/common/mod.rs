@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod resp;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, ChildStderr, Command, Stdio};

@@ -1,0 +1,522 @@
+//! The command table and what every command shares: its context, argument helpers and the
+//! error replies worded as Redis words them.
+//!
+//! A command is a function over a [`Ctx`]: the shards it needs are already locked (from the
+//! key positions in its [`Spec`]), and it writes its reply into `ctx.out`. It returns an
+//! error reply instead when its arguments or the key's type are wrong.
+
+mod hashes;
+mod keys;
+mod lists;
+mod server;
+mod sets;
+mod strings;
+mod zsets;
+
+use std::sync::OnceLock;
+
+use super::protocol::{parse_f64, parse_i64, reply, Args};
+use super::store::Db;
+use super::{Client, Shared};
+
+/// The error replies that carry no detail.
+pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+/// An argument or value that should be an integer is not, or is out of range.
+pub const NOT_INT: &str = "ERR value is not an integer or out of range";
+/// An argument that should be a float is not.
+pub const NOT_FLOAT: &str = "ERR value is not a valid float";
+/// Options that do not go together, or an unknown option.
+pub const SYNTAX: &str = "ERR syntax error";
+/// A write refused under `noeviction` (or with nothing left to evict).
+pub const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+/// A count that must not be negative.
+pub const NOT_POSITIVE: &str = "ERR value is out of range, must be positive";
+
+/// An error reply (without the leading `-`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A fixed message.
+    Static(&'static str),
+    /// A message with details.
+    Owned(String),
+}
+
+impl From<&'static str> for Error {
+    fn from(s: &'static str) -> Error {
+        Error::Static(s)
+    }
+}
+
+impl From<String> for Error {
+    fn from(s: String) -> Error {
+        Error::Owned(s)
+    }
+}
+
+impl Error {
+    /// Write it as an error reply.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Error::Static(s) => reply::error(out, s),
+            Error::Owned(s) => reply::error(out, s),
+        }
+    }
+}
+
+/// What a command returns.
+pub type Res = Result<(), Error>;
+
+/// Flags of a command.
+pub mod flag {
+    /// May add memory: refused with `-OOM` when over the limit after eviction.
+    pub const DENYOOM: u16 = 1;
+    /// Changes the keyspace.
+    pub const WRITE: u16 = 1 << 1;
+    /// Sees the whole keyspace, a shard at a time (SCAN, KEYS, DBSIZE, INFO).
+    pub const WALK: u16 = 1 << 2;
+    /// Needs the whole keyspace locked at once (FLUSHALL).
+    pub const WHOLE: u16 = 1 << 3;
+    /// Allowed while the connection is subscribed.
+    pub const PUBSUB_OK: u16 = 1 << 4;
+    /// Not queued by MULTI: runs at once (MULTI, EXEC, DISCARD, QUIT).
+    pub const TXN_CONTROL: u16 = 1 << 5;
+    /// Refused inside MULTI: it locks the keyspace itself (SAVE), or answers more than once
+    /// (SUBSCRIBE), which a transaction's one array cannot hold.
+    pub const NO_MULTI: u16 = 1 << 6;
+    /// Read-only.
+    pub const READONLY: u16 = 1 << 7;
+    /// Server administration.
+    pub const ADMIN: u16 = 1 << 8;
+}
+
+/// A command: name, arity (negative: at least that many), flags, key positions, code.
+pub struct Spec {
+    /// Lower-case name.
+    pub name: &'static str,
+    /// Arguments including the name; negative means "at least".
+    pub arity: i32,
+    /// [`flag`] bits.
+    pub flags: u16,
+    /// First key argument (0: no key), last (negative: from the end), step.
+    pub keys: (i32, i32, i32),
+    /// Group, as COMMAND DOCS reports it.
+    pub group: &'static str,
+    run: fn(&mut Ctx<'_, '_>, Args<'_>) -> Res,
+}
+
+impl Spec {
+    /// True if the spec has flag `f`.
+    pub fn has(&self, f: u16) -> bool {
+        self.flags & f != 0
+    }
+
+    /// True if `n` arguments (the name included) fit the arity.
+    pub fn arity_ok(&self, n: usize) -> bool {
+        let n = n as i64;
+        let a = i64::from(self.arity);
+        if a >= 0 {
+            n == a
+        } else {
+            n >= -a
+        }
+    }
+
+    /// The key arguments of a call.
+    pub fn keys<'a>(&self, args: Args<'a>) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let (first, last, step) = self.keys;
+        let n = args.len() as i32;
+        let last = if last < 0 { n + last } else { last.min(n - 1) };
+        let (first, step) = (first.max(0) as usize, step.max(1) as usize);
+        let range = if first == 0 || last < first as i32 {
+            0..0
+        } else {
+            first..last as usize + 1
+        };
+        range.step_by(step).map(move |i| args.get(i))
+    }
+
+    /// Run the command.
+    pub fn run(&self, ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+        (self.run)(ctx, args)
+    }
+}
+
+/// Everything a command sees.
+pub struct Ctx<'a, 'db> {
+    /// The server's shared state.
+    pub shared: &'a Shared,
+    /// The shards this command holds.
+    pub db: &'a mut Db<'db>,
+    /// Where the reply goes.
+    pub out: &'a mut Vec<u8>,
+    /// The calling connection's state.
+    pub client: &'a mut Client,
+}
+
+const fn spec(
+    name: &'static str,
+    arity: i32,
+    flags: u16,
+    keys: (i32, i32, i32),
+    group: &'static str,
+    run: fn(&mut Ctx<'_, '_>, Args<'_>) -> Res,
+) -> Spec {
+    Spec {
+        name,
+        arity,
+        flags,
+        keys,
+        group,
+        run,
+    }
+}
+
+use flag::*;
+
+const NONE: (i32, i32, i32) = (0, 0, 0);
+const ONE: (i32, i32, i32) = (1, 1, 1);
+const ALL: (i32, i32, i32) = (1, -1, 1);
+const W: u16 = WRITE | DENYOOM;
+const R: u16 = READONLY;
+
+/// Every command.
+pub static TABLE: &[Spec] = &[
+    // Connection and server.
+    spec("ping", -1, PUBSUB_OK, NONE, "connection", server::ping),
+    spec("echo", 2, 0, NONE, "connection", server::echo),
+    spec(
+        "quit",
+        -1,
+        PUBSUB_OK | TXN_CONTROL,
+        NONE,
+        "connection",
+        server::quit,
+    ),
+    spec("select", 2, 0, NONE, "connection", server::select),
+    spec("hello", -1, 0, NONE, "connection", server::hello),
+    spec("client", -2, 0, NONE, "connection", server::client),
+    spec(
+        "reset",
+        1,
+        PUBSUB_OK | TXN_CONTROL,
+        NONE,
+        "connection",
+        server::reset,
+    ),
+    spec("command", -1, 0, NONE, "server", server::command),
+    spec("config", -2, ADMIN, NONE, "server", server::config),
+    spec("info", -1, WALK, NONE, "server", server::info),
+    spec("dbsize", 1, R | WALK, NONE, "server", keys::dbsize),
+    spec("flushdb", -1, WRITE | WHOLE, NONE, "server", keys::flushall),
+    spec(
+        "flushall",
+        -1,
+        WRITE | WHOLE,
+        NONE,
+        "server",
+        keys::flushall,
+    ),
+    spec("time", 1, 0, NONE, "server", server::time),
+    spec("save", 1, ADMIN | NO_MULTI, NONE, "server", server::save),
+    spec(
+        "bgsave",
+        -1,
+        ADMIN | NO_MULTI,
+        NONE,
+        "server",
+        server::bgsave,
+    ),
+    spec("lastsave", 1, 0, NONE, "server", server::lastsave),
+    // Transactions.
+    spec("multi", 1, TXN_CONTROL, NONE, "transactions", server::multi),
+    spec("exec", 1, TXN_CONTROL, NONE, "transactions", server::exec),
+    spec(
+        "discard",
+        1,
+        TXN_CONTROL,
+        NONE,
+        "transactions",
+        server::discard,
+    ),
+    // Pub/sub.
+    spec("publish", 3, 0, NONE, "pubsub", server::publish),
+    spec(
+        "subscribe",
+        -2,
+        PUBSUB_OK | NO_MULTI,
+        NONE,
+        "pubsub",
+        server::subscribe,
+    ),
+    spec(
+        "unsubscribe",
+        -1,
+        PUBSUB_OK | NO_MULTI,
+        NONE,
+        "pubsub",
+        server::unsubscribe,
+    ),
+    spec(
+        "psubscribe",
+        -2,
+        PUBSUB_OK | NO_MULTI,
+        NONE,
+        "pubsub",
+        server::psubscribe,
+    ),
+    spec(
+        "punsubscribe",
+        -1,
+        PUBSUB_OK | NO_MULTI,
+        NONE,
+        "pubsub",
+        server::punsubscribe,
+    ),
+    spec("pubsub", -2, 0, NONE, "pubsub", server::pubsub),
+    // Keys.
+    spec("del", -2, WRITE, ALL, "generic", keys::del),
+    spec("unlink", -2, WRITE, ALL, "generic", keys::del),
+    spec("exists", -2, R, ALL, "generic", keys::exists),
+    spec("type", 2, R, ONE, "generic", keys::type_),
+    spec("rename", 3, WRITE, (1, 2, 1), "generic", keys::rename),
+    spec("keys", 2, R | WALK, NONE, "generic", keys::keys),
+    spec("scan", -2, R | WALK, NONE, "generic", keys::scan),
+    spec("randomkey", 1, R | WALK, NONE, "generic", keys::randomkey),
+    spec("expire", -3, WRITE, ONE, "generic", keys::expire),
+    spec("pexpire", -3, WRITE, ONE, "generic", keys::pexpire),
+    spec("expireat", -3, WRITE, ONE, "generic", keys::expireat),
+    spec("pexpireat", -3, WRITE, ONE, "generic", keys::pexpireat),
+    spec("ttl", 2, R, ONE, "generic", keys::ttl),
+    spec("pttl", 2, R, ONE, "generic", keys::pttl),
+    spec("persist", 2, WRITE, ONE, "generic", keys::persist),
+    // Strings.
+    spec("get", 2, R, ONE, "string", strings::get),
+    spec("set", -3, W, ONE, "string", strings::set),
+    spec("setnx", 3, W, ONE, "string", strings::setnx),
+    spec("setex", 4, W, ONE, "string", strings::setex),
+    spec("psetex", 4, W, ONE, "string", strings::psetex),
+    spec("getdel", 2, WRITE, ONE, "string", strings::getdel),
+    spec("getset", 3, W, ONE, "string", strings::getset),
+    spec("mget", -2, R, ALL, "string", strings::mget),
+    spec("mset", -3, W, (1, -1, 2), "string", strings::mset),
+    spec("incr", 2, W, ONE, "string", strings::incr),
+    spec("decr", 2, W, ONE, "string", strings::decr),
+    spec("incrby", 3, W, ONE, "string", strings::incrby),
+    spec("decrby", 3, W, ONE, "string", strings::decrby),
+    spec("incrbyfloat", 3, W, ONE, "string", strings::incrbyfloat),
+    spec("append", 3, W, ONE, "string", strings::append),
+    spec("strlen", 2, R, ONE, "string", strings::strlen),
+    spec("getrange", 4, R, ONE, "string", strings::getrange),
+    spec("setrange", 4, W, ONE, "string", strings::setrange),
+    // Lists.
+    spec("lpush", -3, W, ONE, "list", lists::lpush),
+    spec("rpush", -3, W, ONE, "list", lists::rpush),
+    spec("lpop", -2, WRITE, ONE, "list", lists::lpop),
+    spec("rpop", -2, WRITE, ONE, "list", lists::rpop),
+    spec("llen", 2, R, ONE, "list", lists::llen),
+    spec("lrange", 4, R, ONE, "list", lists::lrange),
+    spec("lindex", 3, R, ONE, "list", lists::lindex),
+    spec("lset", 4, W, ONE, "list", lists::lset),
+    spec("lrem", 4, WRITE, ONE, "list", lists::lrem),
+    spec("ltrim", 4, WRITE, ONE, "list", lists::ltrim),
+    // Hashes.
+    spec("hset", -4, W, ONE, "hash", hashes::hset),
+    spec("hmset", -4, W, ONE, "hash", hashes::hmset),
+    spec("hsetnx", 4, W, ONE, "hash", hashes::hsetnx),
+    spec("hget", 3, R, ONE, "hash", hashes::hget),
+    spec("hmget", -3, R, ONE, "hash", hashes::hmget),
+    spec("hdel", -3, WRITE, ONE, "hash", hashes::hdel),
+    spec("hgetall", 2, R, ONE, "hash", hashes::hgetall),
+    spec("hlen", 2, R, ONE, "hash", hashes::hlen),
+    spec("hexists", 3, R, ONE, "hash", hashes::hexists),
+    spec("hincrby", 4, W, ONE, "hash", hashes::hincrby),
+    spec("hkeys", 2, R, ONE, "hash", hashes::hkeys),
+    spec("hvals", 2, R, ONE, "hash", hashes::hvals),
+    // Sets.
+    spec("sadd", -3, W, ONE, "set", sets::sadd),
+    spec("srem", -3, WRITE, ONE, "set", sets::srem),
+    spec("smembers", 2, R, ONE, "set", sets::smembers),
+    spec("sismember", 3, R, ONE, "set", sets::sismember),
+    spec("scard", 2, R, ONE, "set", sets::scard),
+    spec("spop", -2, WRITE, ONE, "set", sets::spop),
+    spec("srandmember", -2, R, ONE, "set", sets::srandmember),
+    // Sorted sets.
+    spec("zadd", -4, W, ONE, "sorted-set", zsets::zadd),
+    spec("zrem", -3, WRITE, ONE, "sorted-set", zsets::zrem),
+    spec("zscore", 3, R, ONE, "sorted-set", zsets::zscore),
+    spec("zincrby", 4, W, ONE, "sorted-set", zsets::zincrby),
+    spec("zcard", 2, R, ONE, "sorted-set", zsets::zcard),
+    spec("zrange", -4, R, ONE, "sorted-set", zsets::zrange),
+    spec("zrevrange", -4, R, ONE, "sorted-set", zsets::zrevrange),
+    spec(
+        "zrangebyscore",
+        -4,
+        R,
+        ONE,
+        "sorted-set",
+        zsets::zrangebyscore,
+    ),
+    spec("zrank", 3, R, ONE, "sorted-set", zsets::zrank),
+    spec("zrevrank", 3, R, ONE, "sorted-set", zsets::zrevrank),
+    spec("zpopmin", -2, WRITE, ONE, "sorted-set", zsets::zpopmin),
+    spec("zpopmax", -2, WRITE, ONE, "sorted-set", zsets::zpopmax),
+];
+
+/// Slots in the command lookup table (a power of two, a few times the commands).
+const LOOKUP_SLOTS: usize = 512;
+
+/// Hash of a command name, case folded.
+fn name_hash(name: &[u8]) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in name {
+        h = (h ^ u32::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0193);
+    }
+    h as usize
+}
+
+/// The command called `name` (any case): one hash and, usually, one comparison.
+pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    static SLOTS: OnceLock<Vec<Option<&'static Spec>>> = OnceLock::new();
+    let slots = SLOTS.get_or_init(|| {
+        let mut slots = vec![None; LOOKUP_SLOTS];
+        for s in TABLE {
+            let mut i = name_hash(s.name.as_bytes()) % LOOKUP_SLOTS;
+            while slots[i].is_some() {
+                i = (i + 1) % LOOKUP_SLOTS;
+            }
+            slots[i] = Some(s);
+        }
+        slots
+    });
+    let mut i = name_hash(name) % LOOKUP_SLOTS;
+    loop {
+        let s = slots[i]?;
+        if s.name.as_bytes().eq_ignore_ascii_case(name) {
+            return Some(s);
+        }
+        i = (i + 1) % LOOKUP_SLOTS;
+    }
+}
+
+/// `-ERR unknown command 'name', with args beginning with: 'a' 'b' `.
+pub fn unknown_command(args: Args<'_>) -> Error {
+    let mut msg = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        printable(args.get(0))
+    );
+    for a in args.iter_from(1).take(16) {
+        msg.push_str(&format!("'{}' ", printable(a)));
+    }
+    Error::Owned(msg)
+}
+
+/// `-ERR wrong number of arguments for 'name' command`.
+pub fn wrong_arity(name: &str) -> Error {
+    Error::Owned(format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+/// Bytes for an error message: printable ASCII kept, the rest escaped, at most 128.
+pub fn printable(b: &[u8]) -> String {
+    let mut s = String::new();
+    for &c in b.iter().take(128) {
+        if c.is_ascii_graphic() || c == b' ' {
+            s.push(char::from(c));
+        } else {
+            s.push_str(&format!("\\x{c:02x}"));
+        }
+    }
+    s
+}
+
+/// An integer argument.
+pub fn int(a: &[u8]) -> Result<i64, Error> {
+    parse_i64(a).ok_or(Error::Static(NOT_INT))
+}
+
+/// A float argument.
+pub fn float(a: &[u8]) -> Result<f64, Error> {
+    parse_f64(a).ok_or(Error::Static(NOT_FLOAT))
+}
+
+/// An optional count argument at `i` that must not be negative.
+pub fn count_arg(args: Args<'_>, i: usize) -> Result<Option<usize>, Error> {
+    if args.len() <= i {
+        return Ok(None);
+    }
+    let n = int(args.get(i))?;
+    if n < 0 {
+        return Err(NOT_POSITIVE.into());
+    }
+    Ok(Some(usize::try_from(n).unwrap_or(usize::MAX)))
+}
+
+/// True if `a` is `word`, ignoring case.
+pub fn is(a: &[u8], word: &str) -> bool {
+    a.eq_ignore_ascii_case(word.as_bytes())
+}
+
+/// Resolve Redis-style inclusive `start..=stop` indices (negative from the end) over a
+/// length: the half-open range, or `None` when empty.
+pub fn index_range(start: i64, stop: i64, len: usize) -> Option<(usize, usize)> {
+    let len = len as i64;
+    let mut start = if start < 0 { start + len } else { start };
+    let mut stop = if stop < 0 { stop + len } else { stop };
+    if start < 0 {
+        start = 0;
+    }
+    if start > stop || start >= len {
+        return None;
+    }
+    if stop >= len {
+        stop = len - 1;
+    }
+    Some((start as usize, stop as usize + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_consistent() {
+        let mut names: Vec<&str> = TABLE.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n, "duplicate command names");
+        for s in TABLE {
+            assert_eq!(s.name, s.name.to_ascii_lowercase());
+            assert!(s.name.len() <= 16);
+            assert!(std::ptr::eq(
+                lookup(s.name.to_uppercase().as_bytes()).unwrap(),
+                s
+            ));
+        }
+        assert!(lookup(b"nosuchcommand").is_none());
+        assert!(lookup(b"").is_none());
+    }
+
+    #[test]
+    fn key_positions() {
+        let buf = b"msetk1v1k2v2";
+        let ranges = [(0, 4), (4, 6), (6, 8), (8, 10), (10, 12)];
+        let args = Args::new(buf, &ranges);
+        let mset = lookup(b"mset").unwrap();
+        let keys: Vec<&[u8]> = mset.keys(args).collect();
+        assert_eq!(keys, vec![&b"k1"[..], b"k2"]);
+        let ping = lookup(b"ping").unwrap();
+        assert_eq!(ping.keys(args).count(), 0);
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(index_range(0, -1, 5), Some((0, 5)));
+        assert_eq!(index_range(-2, -1, 5), Some((3, 5)));
+        assert_eq!(index_range(3, 1, 5), None);
+        assert_eq!(index_range(5, 10, 5), None);
+        assert_eq!(index_range(-100, 100, 5), Some((0, 5)));
+        assert_eq!(index_range(0, -1, 0), None);
+    }
+}

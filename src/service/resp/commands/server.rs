@@ -1,0 +1,690 @@
+//! Connection, server, pub/sub and transaction commands.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use super::{flag, int, is, lookup, printable, Ctx, Error, Res, Spec, SYNTAX, TABLE};
+use crate::service::resp::glob;
+use crate::service::resp::protocol::{reply, Args};
+use crate::service::resp::pubsub::Subscriptions;
+use crate::service::resp::store::{Keyspace, SHARDS};
+use crate::service::resp::{Client, Multi, Shared};
+
+/// The version reported to clients, which some of them check for features.
+pub const REDIS_VERSION: &str = "7.0.0";
+
+pub fn ping(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    if args.len() > 2 {
+        return Err(super::wrong_arity("ping"));
+    }
+    if ctx.client.subscribed() {
+        reply::array(ctx.out, 2);
+        reply::bulk(ctx.out, b"pong");
+        reply::bulk(ctx.out, if args.len() == 2 { args.get(1) } else { b"" });
+    } else if args.len() == 2 {
+        reply::bulk(ctx.out, args.get(1));
+    } else {
+        reply::simple(ctx.out, "PONG");
+    }
+    Ok(())
+}
+
+pub fn echo(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    reply::bulk(ctx.out, args.get(1));
+    Ok(())
+}
+
+pub fn quit(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> Res {
+    reply::ok(ctx.out);
+    ctx.client.quit = true;
+    Ok(())
+}
+
+pub fn select(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    if int(args.get(1))? != 0 {
+        return Err("ERR DB index is out of range".into());
+    }
+    reply::ok(ctx.out);
+    Ok(())
+}
+
+pub fn hello(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    if args.len() >= 2 {
+        let v = int(args.get(1))
+            .map_err(|_| Error::from("ERR Protocol version is not an integer or out of range"))?;
+        if v != 2 {
+            return Err("NOPROTO unsupported protocol version".into());
+        }
+        let mut i = 2;
+        while i < args.len() {
+            if is(args.get(i), "setname") && i + 1 < args.len() {
+                ctx.client.name = Some(valid_name(args.get(i + 1))?.into());
+                i += 2;
+            } else if is(args.get(i), "auth") {
+                return Err("ERR AUTH is not supported by this server".into());
+            } else {
+                return Err(SYNTAX.into());
+            }
+        }
+    }
+    let out = &mut *ctx.out;
+    reply::array(out, 14);
+    reply::bulk(out, b"server");
+    reply::bulk(out, b"redis");
+    reply::bulk(out, b"version");
+    reply::bulk(out, REDIS_VERSION.as_bytes());
+    reply::bulk(out, b"proto");
+    reply::int(out, 2);
+    reply::bulk(out, b"id");
+    reply::int(out, ctx.client.id as i64);
+    reply::bulk(out, b"mode");
+    reply::bulk(out, b"standalone");
+    reply::bulk(out, b"role");
+    reply::bulk(out, b"master");
+    reply::bulk(out, b"modules");
+    reply::array(out, 0);
+    Ok(())
+}
+
+fn valid_name(name: &[u8]) -> Result<&[u8], Error> {
+    if name.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
+        return Err(
+            "ERR Client names cannot contain spaces, newlines or special characters.".into(),
+        );
+    }
+    Ok(name)
+}
+
+fn client_line(c: &Client) -> String {
+    format!(
+        "id={} addr={} laddr={} name={} db=0 sub={} psub={} multi={} cmd=client",
+        c.id,
+        c.peer,
+        c.local,
+        String::from_utf8_lossy(c.name.as_deref().unwrap_or_default()),
+        c.subs.as_ref().map_or(0, |s| s.channels.len()),
+        c.subs.as_ref().map_or(0, |s| s.patterns.len()),
+        c.multi.as_ref().map_or(-1, |m| m.queued.len() as i64),
+    )
+}
+
+pub fn client(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    let sub = args.get(1);
+    let n = args.len();
+    let arity = |ok: bool| {
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Owned(format!(
+                "ERR wrong number of arguments for 'client|{}' command",
+                printable(sub).to_ascii_lowercase()
+            )))
+        }
+    };
+    if is(sub, "id") {
+        arity(n == 2)?;
+        reply::int(ctx.out, ctx.client.id as i64);
+    } else if is(sub, "setname") {
+        arity(n == 3)?;
+        let name = valid_name(args.get(2))?;
+        ctx.client.name = (!name.is_empty()).then(|| name.into());
+        reply::ok(ctx.out);
+    } else if is(sub, "getname") {
+        arity(n == 2)?;
+        match &ctx.client.name {
+            Some(name) => reply::bulk(ctx.out, name),
+            None => reply::null(ctx.out),
+        }
+    } else if is(sub, "setinfo") {
+        arity(n == 4)?;
+        reply::ok(ctx.out);
+    } else if is(sub, "info") {
+        arity(n == 2)?;
+        let line = client_line(ctx.client) + "\n";
+        reply::bulk(ctx.out, line.as_bytes());
+    } else if is(sub, "list") {
+        // Only the caller is listed: other connections' state is theirs alone.
+        let line = client_line(ctx.client) + "\n";
+        reply::bulk(ctx.out, line.as_bytes());
+    } else if is(sub, "no-evict") || is(sub, "no-touch") || is(sub, "reply") {
+        arity(n == 3)?;
+        reply::ok(ctx.out);
+    } else {
+        return Err(format!(
+            "ERR unknown subcommand '{}'. Try CLIENT HELP.",
+            printable(sub)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+pub fn reset(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> Res {
+    ctx.client.multi = None;
+    ctx.client.name = None;
+    if let Some(s) = &mut ctx.client.subs {
+        if s.count() > 0 {
+            s.channels.clear();
+            s.patterns.clear();
+            ctx.client.subs_changed = true;
+        }
+    }
+    reply::simple(ctx.out, "RESET");
+    Ok(())
+}
+
+fn flag_names(s: &Spec) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if s.has(flag::WRITE) {
+        v.push("write");
+    }
+    if s.has(flag::READONLY) {
+        v.push("readonly");
+    }
+    if s.has(flag::DENYOOM) {
+        v.push("denyoom");
+    }
+    if s.has(flag::ADMIN) {
+        v.push("admin");
+    }
+    if s.has(flag::PUBSUB_OK) {
+        v.push("pubsub");
+    }
+    if s.has(flag::NO_MULTI) {
+        v.push("no-multi");
+    }
+    if s.keys.0 == 0 && !s.has(flag::WALK | flag::WHOLE) {
+        v.push("fast");
+    }
+    v
+}
+
+fn command_info(out: &mut Vec<u8>, s: &Spec) {
+    reply::array(out, 10);
+    reply::bulk(out, s.name.as_bytes());
+    reply::int(out, i64::from(s.arity));
+    let flags = flag_names(s);
+    reply::array(out, flags.len());
+    for f in flags {
+        reply::simple(out, f);
+    }
+    reply::int(out, i64::from(s.keys.0));
+    reply::int(out, i64::from(s.keys.1));
+    reply::int(out, i64::from(s.keys.2));
+    for _ in 0..4 {
+        reply::array(out, 0);
+    }
+}
+
+fn command_docs(out: &mut Vec<u8>, s: &Spec) {
+    reply::bulk(out, s.name.as_bytes());
+    reply::array(out, 6);
+    reply::bulk(out, b"summary");
+    reply::bulk(
+        out,
+        format!("the {} command", s.name.to_uppercase()).as_bytes(),
+    );
+    reply::bulk(out, b"since");
+    reply::bulk(out, b"1.0.0");
+    reply::bulk(out, b"group");
+    reply::bulk(out, s.group.as_bytes());
+}
+
+pub fn command(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    let out = &mut *ctx.out;
+    if args.len() == 1 {
+        reply::array(out, TABLE.len());
+        for s in TABLE {
+            command_info(out, s);
+        }
+        return Ok(());
+    }
+    let sub = args.get(1);
+    if is(sub, "count") {
+        reply::int(out, TABLE.len() as i64);
+    } else if is(sub, "info") {
+        reply::array(out, args.len() - 2);
+        for name in args.iter_from(2) {
+            match lookup(name) {
+                Some(s) => command_info(out, s),
+                None => reply::null_array(out),
+            }
+        }
+    } else if is(sub, "docs") {
+        let specs: Vec<&Spec> = if args.len() == 2 {
+            TABLE.iter().collect()
+        } else {
+            args.iter_from(2).filter_map(lookup).collect()
+        };
+        reply::array(out, specs.len() * 2);
+        for s in specs {
+            command_docs(out, s);
+        }
+    } else if is(sub, "list") {
+        reply::array(out, TABLE.len());
+        for s in TABLE {
+            reply::bulk(out, s.name.as_bytes());
+        }
+    } else {
+        return Err(format!(
+            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+            printable(sub)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The parameters CONFIG GET knows, with their values.
+fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
+    let ks = &shared.ks;
+    vec![
+        ("save", String::new()),
+        ("appendonly", "no".into()),
+        ("databases", "1".into()),
+        ("maxmemory", ks.maxmemory().to_string()),
+        ("maxmemory-policy", ks.policy().name().into()),
+        (
+            "proto-max-bulk-len",
+            shared.config.proto_max_bulk_len.to_string(),
+        ),
+        (
+            "dbfilename",
+            shared
+                .config
+                .snapshot
+                .as_ref()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ),
+    ]
+}
+
+pub fn config(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    let sub = args.get(1);
+    if is(sub, "get") {
+        if args.len() < 3 {
+            return Err(super::wrong_arity("config|get"));
+        }
+        let params = config_params(ctx.shared);
+        let hits: Vec<&(&str, String)> = params
+            .iter()
+            .filter(|(name, _)| {
+                args.iter_from(2)
+                    .any(|p| glob::matches(&p.to_ascii_lowercase(), name.as_bytes()))
+            })
+            .collect();
+        reply::array(ctx.out, hits.len() * 2);
+        for (name, value) in hits {
+            reply::bulk(ctx.out, name.as_bytes());
+            reply::bulk(ctx.out, value.as_bytes());
+        }
+    } else if is(sub, "resetstat") {
+        reply::ok(ctx.out);
+    } else if is(sub, "set") {
+        return Err("ERR CONFIG SET is not supported: settings are given at start".into());
+    } else {
+        return Err(format!(
+            "ERR unknown subcommand '{}'. Try CONFIG HELP.",
+            printable(sub)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "K", "M", "G", "T"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.2}{}", units[u])
+}
+
+pub fn info(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    let want = |name: &str| {
+        args.len() == 1
+            || args
+                .iter_from(1)
+                .any(|a| is(a, name) || is(a, "all") || is(a, "everything") || is(a, "default"))
+    };
+    let shared = ctx.shared;
+    let ks: &Keyspace = &shared.ks;
+    let (mut keys, mut volatile, mut hits, mut misses) = (0, 0, 0, 0);
+    let (mut expired, mut evicted, mut writes) = (0, 0, 0);
+    for s in 0..SHARDS {
+        let sh = ctx.db.shard(s);
+        keys += sh.len() as u64;
+        volatile += sh.volatile_len() as u64;
+        hits += sh.hits;
+        misses += sh.misses;
+        expired += sh.expired;
+        evicted += sh.evicted;
+        writes += sh.writes;
+    }
+    let mut s = String::new();
+    let uptime = shared.started.elapsed().as_secs();
+    if want("server") {
+        let _ = write!(
+            s,
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\n\
+             ringport_version:{}\r\nos:{} {}\r\narch_bits:{}\r\nprocess_id:{}\r\n\
+             uptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            usize::BITS,
+            std::process::id(),
+            uptime / 86400,
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            s,
+            "# Clients\r\nconnected_clients:{}\r\n\r\n",
+            shared.clients.load(Ordering::Relaxed)
+        );
+    }
+    if want("memory") {
+        let used = ks.used();
+        let _ = write!(
+            s,
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nmaxmemory:{}\r\n\
+             maxmemory_human:{}\r\nmaxmemory_policy:{}\r\n\r\n",
+            human(used),
+            ks.maxmemory(),
+            human(ks.maxmemory()),
+            ks.policy().name()
+        );
+    }
+    if want("persistence") {
+        let p = &shared.persist;
+        let _ = write!(
+            s,
+            "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:{}\r\n\
+             rdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\n\
+             aof_enabled:0\r\n\r\n",
+            writes.saturating_sub(ks.saved_writes()),
+            u8::from(p.bgsave_running.load(Ordering::Relaxed)),
+            p.last_save.load(Ordering::Relaxed),
+            if p.last_ok.load(Ordering::Relaxed) {
+                "ok"
+            } else {
+                "err"
+            },
+        );
+    }
+    if want("stats") {
+        let _ = write!(
+            s,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+             keyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\nexpired_keys:{expired}\r\n\
+             evicted_keys:{evicted}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\n\r\n",
+            shared.connections.load(Ordering::Relaxed),
+            shared.commands(),
+            shared.pubsub.channels(None).len(),
+            shared.pubsub.numpat(),
+        );
+    }
+    if want("keyspace") {
+        s.push_str("# Keyspace\r\n");
+        if keys > 0 {
+            let _ = write!(s, "db0:keys={keys},expires={volatile},avg_ttl=0\r\n");
+        }
+    }
+    // Sections end with a blank line; the reply ends after the last line's CRLF.
+    let text = s
+        .strip_suffix("\r\n\r\n")
+        .map_or(s.as_str(), |t| &s[..t.len() + 2]);
+    reply::bulk(ctx.out, text.as_bytes());
+    Ok(())
+}
+
+pub fn time(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> Res {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    reply::array(ctx.out, 2);
+    reply::bulk_int(ctx.out, d.as_secs() as i64);
+    reply::bulk_int(ctx.out, i64::from(d.subsec_micros()));
+    Ok(())
+}
+
+const NO_SNAPSHOT: &str = "ERR no snapshot file configured (start with --snapshot FILE)";
+const SAVING: &str = "ERR Background save already in progress";
+
+pub fn save(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> Res {
+    let shared = ctx.shared;
+    if shared.config.snapshot.is_none() {
+        return Err(NO_SNAPSHOT.into());
+    }
+    let Ok(_guard) = shared.persist.saving.try_lock() else {
+        return Err(SAVING.into());
+    };
+    match shared.save_now(true) {
+        Ok(_) => reply::ok(ctx.out),
+        Err(e) => return Err(format!("ERR snapshot failed: {e}").into()),
+    }
+    Ok(())
+}
+
+pub fn bgsave(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    if args.len() > 2 || (args.len() == 2 && !is(args.get(1), "schedule")) {
+        return Err(SYNTAX.into());
+    }
+    let Some(shared) = ctx.shared.me.upgrade() else {
+        return Err("ERR the server is stopping".into());
+    };
+    if shared.config.snapshot.is_none() {
+        return Err(NO_SNAPSHOT.into());
+    }
+    if shared.persist.bgsave_running.swap(true, Ordering::AcqRel) {
+        return Err(SAVING.into());
+    }
+    let spawned = std::thread::Builder::new()
+        .name("ringport-bgsave".into())
+        .spawn(move || {
+            {
+                let _guard = shared
+                    .persist
+                    .saving
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let _ = shared.save_now(false);
+            }
+            shared
+                .persist
+                .bgsave_running
+                .store(false, Ordering::Release);
+        });
+    if let Err(e) = spawned {
+        ctx.shared
+            .persist
+            .bgsave_running
+            .store(false, Ordering::Release);
+        return Err(format!("ERR cannot start the background save: {e}").into());
+    }
+    reply::simple(ctx.out, "Background saving started");
+    Ok(())
+}
+
+pub fn lastsave(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> Res {
+    reply::int(
+        ctx.out,
+        ctx.shared.persist.last_save.load(Ordering::Relaxed) as i64,
+    );
+    Ok(())
+}
+
+pub fn multi(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> Res {
+    if ctx.client.multi.is_some() {
+        return Err("ERR MULTI calls can not be nested".into());
+    }
+    ctx.client.multi = Some(Box::default());
+    reply::ok(ctx.out);
+    Ok(())
+}
+
+pub fn discard(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> Res {
+    if ctx.client.multi.take().is_none() {
+        return Err("ERR DISCARD without MULTI".into());
+    }
+    reply::ok(ctx.out);
+    Ok(())
+}
+
+pub fn exec(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> Res {
+    let Some(m) = ctx.client.multi.take() else {
+        return Err("ERR EXEC without MULTI".into());
+    };
+    if m.failed {
+        return Err("EXECABORT Transaction discarded because of previous errors.".into());
+    }
+    exec_queued(ctx.shared, ctx.client, ctx.out, &m, ctx.db.now);
+    Ok(())
+}
+
+/// Run a transaction's queued commands as one step: every shard any of them touches is
+/// locked (in order) before the first runs and released after the last.
+pub fn exec_queued(shared: &Shared, client: &mut Client, out: &mut Vec<u8>, m: &Multi, now: u64) {
+    let ks = &shared.ks;
+    let whole = m
+        .queued
+        .iter()
+        .any(|(s, _)| s.has(flag::WHOLE | flag::WALK));
+    let mut db = if whole {
+        ks.lock_all(now)
+    } else {
+        let shards: Vec<usize> = m
+            .queued
+            .iter()
+            .flat_map(|(s, a)| s.keys(a.view()).collect::<Vec<_>>())
+            .map(|k| Keyspace::shard_of(crate::service::resp::value::hash_bytes(k)))
+            .collect();
+        ks.lock_shards(shards, now)
+    };
+    reply::array(out, m.queued.len());
+    for (spec, args) in &m.queued {
+        let mark = out.len();
+        let mut ctx = Ctx {
+            shared,
+            db: &mut db,
+            out,
+            client,
+        };
+        if let Err(e) = spec.run(&mut ctx, args.view()) {
+            out.truncate(mark);
+            e.write(out);
+        }
+    }
+}
+
+fn subs(client: &mut Client) -> &mut Subscriptions {
+    client.subs.get_or_insert_with(Box::default)
+}
+
+fn confirm(out: &mut Vec<u8>, kind: &[u8], name: Option<&[u8]>, count: usize) {
+    reply::array(out, 3);
+    reply::bulk(out, kind);
+    match name {
+        Some(n) => reply::bulk(out, n),
+        None => reply::null(out),
+    }
+    reply::int(out, count as i64);
+}
+
+fn subscribe_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, pattern: bool) -> Res {
+    let s = subs(ctx.client);
+    for name in args.iter_from(1) {
+        if pattern {
+            s.patterns.insert(name.into());
+        } else {
+            s.channels.insert(name.into());
+        }
+        let kind: &[u8] = if pattern { b"psubscribe" } else { b"subscribe" };
+        confirm(ctx.out, kind, Some(name), s.count());
+    }
+    ctx.client.subs_changed = true;
+    Ok(())
+}
+
+fn unsubscribe_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, pattern: bool) -> Res {
+    let kind: &[u8] = if pattern {
+        b"punsubscribe"
+    } else {
+        b"unsubscribe"
+    };
+    let s = subs(ctx.client);
+    let (set, other) = if pattern {
+        (&mut s.patterns, s.channels.len())
+    } else {
+        (&mut s.channels, s.patterns.len())
+    };
+    let names: Vec<Box<[u8]>> = if args.len() == 1 {
+        set.iter().cloned().collect()
+    } else {
+        args.iter_from(1).map(Into::into).collect()
+    };
+    if names.is_empty() {
+        confirm(ctx.out, kind, None, set.len() + other);
+    }
+    for n in &names {
+        set.remove(n);
+        confirm(ctx.out, kind, Some(n), set.len() + other);
+    }
+    ctx.client.subs_changed = true;
+    Ok(())
+}
+
+pub fn subscribe(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    subscribe_generic(ctx, args, false)
+}
+
+pub fn psubscribe(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    subscribe_generic(ctx, args, true)
+}
+
+pub fn unsubscribe(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    unsubscribe_generic(ctx, args, false)
+}
+
+pub fn punsubscribe(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    unsubscribe_generic(ctx, args, true)
+}
+
+pub fn publish(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    let n = ctx.shared.pubsub.publish(args.get(1), args.get(2));
+    reply::int(ctx.out, n as i64);
+    Ok(())
+}
+
+pub fn pubsub(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    let sub = args.get(1);
+    let ps = &ctx.shared.pubsub;
+    if is(sub, "channels") && args.len() <= 3 {
+        let chans = ps.channels((args.len() == 3).then(|| args.get(2)));
+        reply::array(ctx.out, chans.len());
+        for c in chans {
+            reply::bulk(ctx.out, &c);
+        }
+    } else if is(sub, "numsub") {
+        reply::array(ctx.out, (args.len() - 2) * 2);
+        for c in args.iter_from(2) {
+            reply::bulk(ctx.out, c);
+            reply::int(ctx.out, ps.numsub(c) as i64);
+        }
+    } else if is(sub, "numpat") && args.len() == 2 {
+        reply::int(ctx.out, ps.numpat() as i64);
+    } else {
+        return Err(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try PUBSUB HELP.",
+            printable(sub)
+        )
+        .into());
+    }
+    Ok(())
+}
