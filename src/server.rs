@@ -365,7 +365,16 @@ pub fn available_backends() -> Vec<Backend> {
 
 #[cfg(target_os = "linux")]
 fn probe_uring(cfg: &DriverConfig) -> io::Result<()> {
-    crate::uring::UringDriver::probe(cfg)
+    // On a thread of its own: the kernel tears a ring down after it is closed, and may then
+    // interrupt the thread that set it up (task work). A caller's blocking socket call with a
+    // timeout would see that as a spurious EINTR; a probe thread that has exited sees nothing.
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("ringport-probe".into())
+            .spawn_scoped(s, || crate::uring::UringDriver::probe(cfg))?
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the io_uring probe panicked")))
+    })
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -107,7 +107,13 @@ fn read_pattern(mut c: TcpStream, tick: &mut dyn FnMut()) -> u64 {
     let mut at = 0u64;
     let mut next_tick = 0u64;
     loop {
-        let n = c.read(&mut buf).expect("read body");
+        let n = match c.read(&mut buf) {
+            Ok(n) => n,
+            // A signal meant for another thread of this process (the in-process server's)
+            // may interrupt the read: try again, as `read_exact` would.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("read body: {e}"),
+        };
         if n == 0 {
             return at;
         }
