@@ -46,7 +46,7 @@ use crate::event::{
     log_fatal, Backoff, Command, ConnId, ConnInfo, Dispatch, DriverConfig, FileRange, LogLimit,
     Shared, Stats, Waker,
 };
-use crate::net::prepare_stream;
+use crate::net::{prepare_stream, set_cork};
 use crate::outq::FileQueue;
 
 /// Poller key of the listener (connections use their slot number).
@@ -71,6 +71,8 @@ struct Conn {
     out: Vec<u8>,
     out_pos: usize,
     files: FileQueue,
+    /// `TCP_CORK` is set while a file body goes out.
+    corked: bool,
     /// The service asked to be told when output drains to the low-water mark.
     want_drained: bool,
     /// The peer sent EOF.
@@ -547,6 +549,7 @@ impl PollDriver {
             out: Vec::new(),
             out_pos: 0,
             files: FileQueue::default(),
+            corked: false,
             want_drained: false,
             read_eof: false,
             closing: false,
@@ -682,6 +685,11 @@ impl PollDriver {
         let Some(c) = self.slots[slot as usize].conn.as_mut() else {
             return false;
         };
+        if !c.corked && !c.files.is_empty() {
+            // The head before the body and the body leave in full segments.
+            set_cork(&c.stream, true);
+            c.corked = true;
+        }
         loop {
             let upto = c.files.next_at().unwrap_or(c.out.len());
             let result = if c.out_pos < upto {
@@ -736,6 +744,11 @@ impl PollDriver {
                     }
                 },
             }
+        }
+        if c.corked && c.files.is_empty() {
+            // The body is out: what is held back goes now.
+            set_cork(&c.stream, false);
+            c.corked = false;
         }
         if c.queued() == 0 {
             c.out.clear();

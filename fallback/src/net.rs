@@ -104,3 +104,14 @@ pub fn prepare_stream(stream: &TcpStream, nonblocking: bool) -> io::Result<()> {
     socket2::SockRef::from(stream).set_nosigpipe(true)?;
     Ok(())
 }
+
+/// Hold back partial segments (`TCP_CORK`, Linux) while a file body is being sent, so the
+/// response head and the body leave in full-sized segments instead of one small segment per
+/// page: a receiver pays per segment. Cleared once the body is out, which sends the rest.
+/// Elsewhere a no-op. A failure only costs that optimisation.
+pub fn set_cork(stream: &TcpStream, cork: bool) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = socket2::SockRef::from(stream).set_tcp_cork(cork);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (stream, cork);
+}

@@ -141,6 +141,7 @@ impl UringDriver {
             send_fault: choke::ScriptedSend::default(),
             pending: Vec::new(),
             files: FileQueue::default(),
+            corked: false,
             pipe: None,
             splice_in_busy: false,
             want_drained: false,

@@ -204,6 +204,8 @@ struct Conn {
     pending: Vec<u8>,
     /// File ranges queued, each behind the byte `at` of `pending`.
     files: FileQueue,
+    /// `TCP_CORK` is set while a file body goes out.
+    corked: bool,
     /// The pipe file ranges go through (made for the first one).
     pipe: Option<Box<Pipe>>,
     /// A splice from a file into the pipe is in flight (`send_busy` covers the splice to

@@ -3,6 +3,7 @@
 //! ranges leave in the order they were queued; short sends are resubmitted.
 
 use super::*;
+use ringport_fallback::net::set_cork;
 
 impl UringDriver {
     /// Start the next output request, if none is in flight: the pipe's bytes to the socket,
@@ -13,6 +14,11 @@ impl UringDriver {
         };
         if c.send_busy || c.splice_in_busy {
             return;
+        }
+        if !c.corked && !c.files.is_empty() {
+            // The head before the body and the body leave in full segments.
+            set_cork(&c.stream, true);
+            c.corked = true;
         }
         if c.pipe.as_ref().is_some_and(|p| p.filled > 0) {
             self.submit_splice_out(slot);
@@ -263,6 +269,11 @@ impl UringDriver {
                 if c.pipe.as_ref().is_some_and(|p| p.filled > 0) {
                     self.submit_splice_out(slot);
                 } else {
+                    if c.corked && c.files.is_empty() {
+                        // The body is out: what is held back goes now.
+                        set_cork(&c.stream, false);
+                        c.corked = false;
+                    }
                     self.mark_dirty(slot);
                 }
                 return;
