@@ -126,21 +126,10 @@ impl UringDriver {
             None if res == 0 => io::Error::from(io::ErrorKind::WriteZero),
             None => from_completion(res),
         };
-        match classify(Site::Send, &e) {
-            // Nothing was written: send the same bytes again (a cancel meant for an earlier
-            // connection on this descriptor number is the only real source of Canceled here;
-            // a write of zero bytes is never classified as one of these).
-            Disposition::Retry | Disposition::WouldBlock | Disposition::Canceled => {
-                self.submit_send(slot)
-            }
-            d => {
-                self.stats.error(d);
-                if d == Disposition::Fatal {
-                    log_fatal(&mut self.fatal_log, "send", c.id, &e);
-                }
-                self.begin_close(slot, CloseWhy::Abort, dispatch);
-            }
-        }
+        // Nothing was written on Retry, WouldBlock or Canceled (a cancel meant for an earlier
+        // connection on this descriptor number is the only real source of Canceled here; a
+        // write of zero bytes is never classified as one of these): the same bytes again.
+        self.output_failed(slot, &e, "send", Self::submit_send, dispatch);
     }
 
     /// `n` more bytes of the send in flight were written.
@@ -231,15 +220,7 @@ impl UringDriver {
             0 => io::Error::from(io::ErrorKind::UnexpectedEof),
             n => from_completion(n),
         };
-        match classify(Site::Send, &e) {
-            Disposition::Retry | Disposition::WouldBlock | Disposition::Canceled => {
-                self.submit_splice_in(slot)
-            }
-            d => {
-                self.stats.error(d);
-                self.begin_close(slot, CloseWhy::Abort, dispatch);
-            }
-        }
+        self.output_failed(slot, &e, "splice", Self::submit_splice_in, dispatch);
     }
 
     pub(super) fn on_splice_out<D: Dispatch>(
@@ -281,14 +262,30 @@ impl UringDriver {
             0 => io::Error::from(io::ErrorKind::WriteZero),
             n => from_completion(n),
         };
-        match classify(Site::Send, &e) {
+        self.output_failed(slot, &e, "splice", Self::submit_splice_out, dispatch);
+    }
+
+    /// An output request of `slot` failed with `e`: the same request again when nothing was
+    /// lost (interrupted, would block, or cancelled by a cancel meant for an earlier
+    /// connection), else the connection is aborted.
+    fn output_failed<D: Dispatch>(
+        &mut self,
+        slot: u32,
+        e: &io::Error,
+        what: &str,
+        resubmit: fn(&mut Self, u32),
+        dispatch: &mut D,
+    ) {
+        match classify(Site::Send, e) {
             Disposition::Retry | Disposition::WouldBlock | Disposition::Canceled => {
-                self.submit_splice_out(slot)
+                resubmit(self, slot)
             }
             d => {
                 self.stats.error(d);
                 if d == Disposition::Fatal {
-                    log_fatal(&mut self.fatal_log, "splice", c.id, &e);
+                    if let Some(c) = self.slots[slot as usize].conn.as_ref() {
+                        log_fatal(&mut self.fatal_log, what, c.id, e);
+                    }
                 }
                 self.begin_close(slot, CloseWhy::Abort, dispatch);
             }
