@@ -17,19 +17,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{wait_until, ChildGuard};
+use common::{wait_until, ChildGuard, TempDir};
 use ringport::Backend;
 
 /// How long wrk drives HAProxy.
 const LOAD: Duration = Duration::from_secs(20);
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -133,11 +125,7 @@ fn haproxy_status(sock: &Path, server: &str) -> String {
 
 #[test]
 fn rolling_restarts_behind_haproxy_lose_no_request() {
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("haproxy-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let dir = TempDir(dir);
+    let dir = TempDir::new("haproxy");
     let uring = common::available(Backend::Uring);
     let mut instances = [
         Instance {

@@ -7,11 +7,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{connect, wait_until, ChildGuard, Rng, Setup, DEADLINE};
+use common::{connect, wait_until, ChildGuard, Rng, Setup, TempDir, DEADLINE};
 use ringport::service::http::{Http, HttpBuilder};
 use ringport::Server;
 
@@ -39,23 +38,8 @@ every_backend!(
 // ---------------------------------------------------------------------------------------
 // Fixtures
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn temp_dir(tag: &str) -> TempDir {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("http-{tag}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
+    TempDir::new(&format!("http-{tag}"))
 }
 
 /// 612 bytes, like nginx's welcome page.

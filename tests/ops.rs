@@ -8,12 +8,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{connect, wait_until, ChildGuard, Setup};
+use common::{connect, wait_until, ChildGuard, Setup, TempDir};
 use ringport::proxy::{ProxyConfig, ProxyProtocol, Version};
 use ringport::service::http::Http;
 use ringport::{Backend, Server};
@@ -29,23 +27,8 @@ every_backend!(
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn temp_dir(tag: &str) -> TempDir {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("ops-{tag}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
+    TempDir::new(&format!("ops-{tag}"))
 }
 
 /// One HTTP/1.1 request with `Connection: close`; the whole answer.

@@ -759,27 +759,7 @@ mod signals {
     use common::{serve_process, stop_signal, wait_exit};
     use std::sync::atomic::AtomicU64;
 
-    /// A temporary directory removed when dropped.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static N: AtomicU64 = AtomicU64::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "ringport-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::common::TempDir;
 
     fn serve_args<'a>(setup: &Setup, workers: &'a str, snap: &'a str) -> Vec<&'a str> {
         vec![
