@@ -29,6 +29,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::{env_f64, median};
 
 const PEER_ENV: &str = "RINGPORT_PEER";
 const REFERENCE: &str = "tokio-ct";
@@ -36,6 +37,8 @@ const CONNECTIONS: u32 = 50;
 const START_DEADLINE: Duration = Duration::from_secs(30);
 /// Load CPU at or above this percentage means the client, not the server, was the limit.
 const CLIENT_CEILING: f64 = 95.0;
+
+mod support;
 
 fn main() {
     if let Ok(peer) = std::env::var(PEER_ENV) {
@@ -226,20 +229,6 @@ fn measure(setup: &Setup, c: &Contender, s: &Scenario) -> Result<Value, String> 
     serde_json::from_str(stdout.trim()).map_err(|e| format!("bad JSON from ringport bench: {e}"))
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
 /// Medians of the figures of one contender in one scenario.
 #[derive(Debug, Clone, Default)]
 struct Figures {
@@ -280,10 +269,6 @@ impl Figures {
     }
 }
 
-fn env_f64(name: &str) -> Option<f64> {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
-}
-
 fn setup() -> Result<Setup, String> {
     let me = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     // target/<profile>/deps/echo-HASH → target/<profile>/ringport
@@ -320,29 +305,12 @@ fn setup() -> Result<Setup, String> {
 }
 
 fn machine() -> Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| std::env::consts::OS.to_string());
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let m = support::machine_info();
     json!({
-        "cpu": cpu,
-        "cores": std::thread::available_parallelism().map_or(1, usize::from),
-        "kernel": kernel,
-        "date": date,
+        "cpu": m.cpu,
+        "cores": m.cores,
+        "kernel": m.kernel,
+        "date": m.date,
     })
 }
 

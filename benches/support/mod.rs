@@ -148,8 +148,16 @@ pub fn env_f64(name: &str) -> Option<f64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
-/// CPU model, core count, kernel and date, for the table's caption.
-pub fn machine() -> String {
+/// What a benchmark ran on.
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub kernel: String,
+    pub date: String,
+}
+
+/// CPU model, core count, kernel and date of this machine.
+pub fn machine_info() -> Machine {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -169,5 +177,19 @@ pub fn machine() -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    format!("{cpu} · {cores} cores · Linux {kernel} · {date}")
+    Machine {
+        cpu,
+        cores,
+        kernel,
+        date,
+    }
+}
+
+/// CPU model, core count, kernel and date, for the table's caption.
+pub fn machine() -> String {
+    let m = machine_info();
+    format!(
+        "{} · {} cores · Linux {} · {}",
+        m.cpu, m.cores, m.kernel, m.date
+    )
 }
