@@ -141,14 +141,9 @@ impl UringDriver {
             c.sending.len().saturating_sub(c.send_pos)
         };
         let file_owed = usize::try_from(c.files.clear()).unwrap_or(usize::MAX);
-        let piped = if c.send_busy {
-            0
-        } else {
-            c.pipe.as_ref().map_or(0, |p| p.filled)
-        };
         Stats::add(
             &self.stats.discarded,
-            (c.pending.len() + unsent + piped).saturating_add(file_owed) as u64,
+            (c.pending.len() + unsent).saturating_add(file_owed) as u64,
         );
         c.pending = Vec::new();
         c.held = Vec::new();
@@ -159,11 +154,9 @@ impl UringDriver {
                 .build()
                 .user_data(user_data(Op::CancelConn, c.id.generation(), slot));
             self.push(entry);
-        } else if !c.splice_in_busy {
+        } else {
             self.finalize(slot, dispatch);
         }
-        // A splice from a file into the pipe completes on its own (the pipe has room for
-        // it); its completion finalizes the connection.
     }
 
     pub(super) fn maybe_finalize<D: Dispatch>(&mut self, slot: u32, dispatch: &mut D) {

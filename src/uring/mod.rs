@@ -27,9 +27,11 @@
 //!   close, and at shutdown.
 //! - Writes (`send`): one output request in flight per connection. Output that arrives
 //!   meanwhile is coalesced into a second buffer; a short send resubmits the rest. The
-//!   in-flight buffer is never touched until its completion. A file range goes through the
-//!   connection's pipe (`splice`): file to pipe, pipe to socket, a pipe's worth at a time,
-//!   in its place among the bytes. When queued output crosses `output_high` or falls back to
+//!   in-flight buffer is never touched until its completion. A file range goes out in its
+//!   place among the bytes by `sendfile(2)` on the (then non-blocking) socket, at most
+//!   `FILE_TURN` per turn, and a one-shot `POLL_ADD` for `POLLOUT` waits while the socket
+//!   is full: io_uring has no sendfile, and its splice always runs on io-wq worker threads,
+//!   which cost far more CPU per byte than the direct call. When queued output crosses `output_high` or falls back to
 //!   `output_low`, [`Dispatch::backlog`] says so; a connection that asked for it gets
 //!   [`Dispatch::drained`] once at or below `output_low`.
 //! - Orderly close (the service's `Close` once its output is written, and every connection
@@ -86,7 +88,6 @@ mod close;
 mod recv;
 mod ring;
 mod send;
-mod splice;
 
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
@@ -110,7 +111,6 @@ use ringport_fallback::{Command, ConnId, ConnInfo, Dispatch, DriverConfig, Share
 
 use buf_ring::BufRing;
 use choke::Injected;
-use splice::Pipe;
 
 /// Longest a send request asks for at once.
 const MAX_SEND: usize = 1 << 30;
@@ -139,10 +139,8 @@ enum Op {
     CancelRecv = 6,
     /// Any other cancel (accept, exit).
     Cancel = 7,
-    /// Splice of a file range into the connection's pipe.
-    SpliceIn = 8,
-    /// Splice from the connection's pipe to its socket.
-    SpliceOut = 9,
+    /// Wait for room in the socket to send the rest of a file range.
+    FileReady = 8,
 }
 
 impl Op {
@@ -155,8 +153,7 @@ impl Op {
             5 => Op::CancelConn,
             6 => Op::CancelRecv,
             7 => Op::Cancel,
-            8 => Op::SpliceIn,
-            9 => Op::SpliceOut,
+            8 => Op::FileReady,
             _ => return None,
         })
     }
@@ -206,11 +203,8 @@ struct Conn {
     files: FileQueue,
     /// `TCP_CORK` is set while a file body goes out.
     corked: bool,
-    /// The pipe file ranges go through (made for the first one).
-    pipe: Option<Box<Pipe>>,
-    /// A splice from a file into the pipe is in flight (`send_busy` covers the splice to
-    /// the socket).
-    splice_in_busy: bool,
+    /// The socket was made non-blocking (for `sendfile`, at its first file range).
+    nonblocking: bool,
     /// The service asked to be told when output drains to the low-water mark.
     want_drained: bool,
     /// A multishot receive is in flight (until a completion without `MORE`).
@@ -252,12 +246,11 @@ struct Conn {
 impl Conn {
     fn queued(&self) -> usize {
         let file = usize::try_from(self.files.bytes()).unwrap_or(usize::MAX);
-        let piped = self.pipe.as_ref().map_or(0, |p| p.filled);
-        ((self.sending.len() - self.send_pos) + self.pending.len() + piped).saturating_add(file)
+        ((self.sending.len() - self.send_pos) + self.pending.len()).saturating_add(file)
     }
 
     fn busy(&self) -> bool {
-        self.recv_armed || self.send_busy || self.cancel_busy || self.splice_in_busy
+        self.recv_armed || self.send_busy || self.cancel_busy
     }
 
     fn wants_recv(&self, stopping: bool) -> bool {
@@ -587,8 +580,7 @@ impl UringDriver {
                 Some(Op::Wake) => self.on_wake(res),
                 Some(Op::Recv) => self.on_recv(slot, generation, res, flags, dispatch),
                 Some(Op::Send) => self.on_send(slot, generation, res, dispatch),
-                Some(Op::SpliceIn) => self.on_splice_in(slot, generation, res, dispatch),
-                Some(Op::SpliceOut) => self.on_splice_out(slot, generation, res, dispatch),
+                Some(Op::FileReady) => self.on_file_ready(slot, generation, res, dispatch),
                 Some(Op::CancelConn) => self.on_close_cancel(slot, generation, res, dispatch),
                 Some(Op::CancelRecv) => self.on_recv_cancel(slot, generation, res),
                 // Accept or exit cancels: the cancelled requests report themselves.
@@ -900,6 +892,7 @@ mod tests {
             Op::CancelConn,
             Op::CancelRecv,
             Op::Cancel,
+            Op::FileReady,
         ] {
             let ud = user_data(op, ConnId::GENERATION_MASK, u32::MAX);
             assert_eq!(decode(ud), (Some(op), ConnId::GENERATION_MASK, u32::MAX));

@@ -1,9 +1,13 @@
 //! Sending: one output request in flight per connection (a send of the coalesced bytes, or
-//! one of the two splices of a file range through the connection's pipe), so bytes and file
-//! ranges leave in the order they were queued; short sends are resubmitted.
+//! the wait for room to `sendfile` more of a file range), so bytes and file ranges leave in
+//! the order they were queued; short sends are resubmitted.
 
 use super::*;
 use ringport_fallback::net::set_cork;
+
+/// Most bytes of file ranges one connection sends in a turn before the others get theirs
+/// (it goes on as soon as the ring says the socket is writable again).
+const FILE_TURN: usize = 1 << 20;
 
 impl UringDriver {
     /// Start the next output request, if none is in flight: the pipe's bytes to the socket,
@@ -12,7 +16,7 @@ impl UringDriver {
         let Some(c) = self.slots[slot as usize].conn.as_mut() else {
             return;
         };
-        if c.send_busy || c.splice_in_busy {
+        if c.send_busy {
             return;
         }
         if !c.corked && !c.files.is_empty() {
@@ -20,23 +24,8 @@ impl UringDriver {
             set_cork(&c.stream, true);
             c.corked = true;
         }
-        if c.pipe.as_ref().is_some_and(|p| p.filled > 0) {
-            self.submit_splice_out(slot);
-            return;
-        }
         if c.files.next_at() == Some(0) {
-            if c.pipe.is_none() {
-                match Pipe::new() {
-                    Ok(p) => c.pipe = Some(Box::new(p)),
-                    Err(e) => {
-                        // Out of descriptors or memory: this body cannot be sent.
-                        self.stats.error(classify(Site::Configure, &e));
-                        self.begin_close(slot, CloseWhy::Abort, dispatch);
-                        return;
-                    }
-                }
-            }
-            self.submit_splice_in(slot);
+            self.send_file(slot, dispatch);
             return;
         }
         if c.pending.is_empty() {
@@ -152,78 +141,78 @@ impl UringDriver {
         }
     }
 
-    /// Splice the next chunk of the first file range into the connection's pipe.
-    pub(super) fn submit_splice_in(&mut self, slot: u32) {
+    /// Send the file ranges at the head of the output with `sendfile` until the socket is
+    /// full (then wait for `POLLOUT`), `FILE_TURN` bytes went this turn, or the ranges are
+    /// out (then the bytes behind them follow).
+    pub(super) fn send_file<D: Dispatch>(&mut self, slot: u32, dispatch: &mut D) {
         let Some(c) = self.slots[slot as usize].conn.as_mut() else {
             return;
         };
-        let (Some(f), Some(pipe)) = (c.files.front(), c.pipe.as_ref()) else {
-            return;
+        if !c.nonblocking {
+            if let Err(e) = c.stream.set_nonblocking(true) {
+                self.stats.error(classify(Site::Configure, &e));
+                self.begin_close(slot, CloseWhy::Abort, dispatch);
+                return;
+            }
+            c.nonblocking = true;
+        }
+        let mut budget = FILE_TURN;
+        let failed = loop {
+            let Some(f) = c.files.front().filter(|_| c.files.next_at() == Some(0)) else {
+                break None;
+            };
+            let want = usize::try_from(f.range.len).unwrap_or(usize::MAX).min(budget);
+            let mut offset = f.range.offset;
+            match rustix::fs::sendfile(&c.stream, &*f.range.file, Some(&mut offset), want) {
+                Ok(0) => {
+                    // The file ended before the promised length: the peer cannot be given
+                    // what it was told to expect.
+                    break Some(io::Error::from(io::ErrorKind::UnexpectedEof));
+                }
+                Ok(n) => {
+                    c.files.advance(n as u64);
+                    c.last_write = self.now;
+                    Stats::add(&self.stats.bytes_out, n as u64);
+                    Stats::add(&self.stats.file_bytes, n as u64);
+                    budget -= n;
+                    if n < want || budget == 0 {
+                        // The socket is full (or this turn's share is spent): go on when
+                        // it has room.
+                        self.submit_file_wait(slot);
+                        return;
+                    }
+                }
+                Err(e) => break Some(io::Error::from(e)),
+            }
         };
-        let len = f.range.len.min(pipe.capacity as u64) as u32;
-        let offset = i64::try_from(f.range.offset).unwrap_or(i64::MAX);
-        let entry = opcode::Splice::new(
-            Fd(f.range.file.as_raw_fd()),
-            offset,
-            Fd(pipe.write_fd()),
-            -1,
-            len,
-        )
-        .build()
-        .user_data(user_data(Op::SpliceIn, c.id.generation(), slot));
-        c.splice_in_busy = true;
-        self.push(entry);
+        match failed {
+            // Would block: wait for room. Interrupted: the same call again once writable
+            // (at once). Anything else aborts.
+            Some(e) => self.output_failed(slot, &e, "sendfile", Self::submit_file_wait, dispatch),
+            None => {
+                if c.corked && c.files.is_empty() {
+                    // The body is out: what is held back goes now.
+                    set_cork(&c.stream, false);
+                    c.corked = false;
+                }
+                self.mark_dirty(slot);
+            }
+        }
     }
 
-    /// Splice what the pipe holds to the socket.
-    pub(super) fn submit_splice_out(&mut self, slot: u32) {
+    /// Wait (one-shot poll) until the socket has room for more of a file range.
+    pub(super) fn submit_file_wait(&mut self, slot: u32) {
         let Some(c) = self.slots[slot as usize].conn.as_mut() else {
             return;
         };
-        let Some(pipe) = c.pipe.as_ref() else {
-            return;
-        };
-        let entry = opcode::Splice::new(Fd(pipe.read_fd()), -1, Fd(c.fd), -1, pipe.filled as u32)
+        let entry = opcode::PollAdd::new(Fd(c.fd), libc::POLLOUT as u32)
             .build()
-            .user_data(user_data(Op::SpliceOut, c.id.generation(), slot));
+            .user_data(user_data(Op::FileReady, c.id.generation(), slot));
         c.send_busy = true;
         self.push(entry);
     }
 
-    pub(super) fn on_splice_in<D: Dispatch>(
-        &mut self,
-        slot: u32,
-        generation: u32,
-        res: i32,
-        dispatch: &mut D,
-    ) {
-        let Some(c) = live(&mut self.slots, slot, generation) else {
-            return;
-        };
-        c.splice_in_busy = false;
-        if c.dying.is_some() {
-            self.maybe_finalize(slot, dispatch);
-            return;
-        }
-        let e = match res {
-            n if n > 0 => {
-                let n = n as u64;
-                if let Some(pipe) = c.pipe.as_mut() {
-                    pipe.filled += n as usize;
-                    c.files.advance(n);
-                }
-                self.submit_splice_out(slot);
-                return;
-            }
-            // The file ended before the promised length: the peer cannot be given what it
-            // was told to expect.
-            0 => io::Error::from(io::ErrorKind::UnexpectedEof),
-            n => from_completion(n),
-        };
-        self.output_failed(slot, &e, "splice", Self::submit_splice_in, dispatch);
-    }
-
-    pub(super) fn on_splice_out<D: Dispatch>(
+    pub(super) fn on_file_ready<D: Dispatch>(
         &mut self,
         slot: u32,
         generation: u32,
@@ -238,31 +227,13 @@ impl UringDriver {
             self.maybe_finalize(slot, dispatch);
             return;
         }
-        let e = match res {
-            n if n > 0 => {
-                let n = n as usize;
-                if let Some(pipe) = c.pipe.as_mut() {
-                    pipe.filled -= n;
-                }
-                c.last_write = self.now;
-                Stats::add(&self.stats.bytes_out, n as u64);
-                Stats::add(&self.stats.file_bytes, n as u64);
-                if c.pipe.as_ref().is_some_and(|p| p.filled > 0) {
-                    self.submit_splice_out(slot);
-                } else {
-                    if c.corked && c.files.is_empty() {
-                        // The body is out: what is held back goes now.
-                        set_cork(&c.stream, false);
-                        c.corked = false;
-                    }
-                    self.mark_dirty(slot);
-                }
-                return;
-            }
-            0 => io::Error::from(io::ErrorKind::WriteZero),
-            n => from_completion(n),
-        };
-        self.output_failed(slot, &e, "splice", Self::submit_splice_out, dispatch);
+        if res < 0 {
+            let e = from_completion(res);
+            self.output_failed(slot, &e, "poll", Self::submit_file_wait, dispatch);
+            return;
+        }
+        // Writable, or an error or hangup that the next call reports.
+        self.send_file(slot, dispatch);
     }
 
     /// An output request of `slot` failed with `e`: the same request again when nothing was
