@@ -28,12 +28,13 @@
 //! - Writes (`send`): one output request in flight per connection. Output that arrives
 //!   meanwhile is coalesced into a second buffer; a short send resubmits the rest. The
 //!   in-flight buffer is never touched until its completion. A file range goes out in its
-//!   place among the bytes by `sendfile(2)` on the (then non-blocking) socket, at most
-//!   `FILE_TURN` per turn, and a one-shot `POLL_ADD` for `POLLOUT` waits while the socket
-//!   is full: io_uring has no sendfile, and its splice always runs on io-wq worker threads,
-//!   which cost far more CPU per byte than the direct call. When queued output crosses `output_high` or falls back to
-//!   `output_low`, [`Dispatch::backlog`] says so; a connection that asked for it gets
-//!   [`Dispatch::drained`] once at or below `output_low`.
+//!   place among the bytes by `sendfile(2)` on the (then non-blocking) socket, 1 MiB per
+//!   connection and turn at most, and a one-shot `POLL_ADD` for `POLLOUT` waits while the
+//!   socket is full: io_uring has no sendfile, and its splice always runs on io-wq worker
+//!   threads, which cost more CPU per byte than the direct call (a 1 MiB file body went
+//!   from 330 to 290 µs of server CPU). When queued output crosses `output_high` or falls
+//!   back to `output_low`, [`Dispatch::backlog`] says so; a connection that asked for it
+//!   gets [`Dispatch::drained`] once at or below `output_low`.
 //! - Orderly close (the service's `Close` once its output is written, and every connection
 //!   at shutdown): the write side is shut down, then the connection lingers: input is read
 //!   and discarded (never handed to the dispatch) until the peer's EOF, an error, or

@@ -10,8 +10,8 @@ use ringport_fallback::net::set_cork;
 const FILE_TURN: usize = 1 << 20;
 
 impl UringDriver {
-    /// Start the next output request, if none is in flight: the pipe's bytes to the socket,
-    /// a file range into the pipe, or the coalesced bytes queued before the next file range.
+    /// Start the next output request, if none is in flight: the file range at the head of
+    /// the output, or the coalesced bytes queued before the next file range.
     pub(super) fn start_send<D: Dispatch>(&mut self, slot: u32, dispatch: &mut D) {
         let Some(c) = self.slots[slot as usize].conn.as_mut() else {
             return;
