@@ -125,9 +125,25 @@ pub(crate) struct Commands {
     pub(crate) bytes: Vec<u8>,
     pub(crate) files: Vec<FileRange>,
     deadlines: Vec<(Option<Instant>, u32)>,
+    /// The clock, read once per batch of events ([`Commands::now`]); forgotten with the
+    /// commands when they were applied.
+    now: std::cell::Cell<Option<Instant>>,
 }
 
 impl Commands {
+    /// The time this batch of events is handled at: read at the first call after the
+    /// commands were last cleared (once per turn inline, once per batch in a worker).
+    pub(crate) fn now(&self) -> Instant {
+        match self.now.get() {
+            Some(t) => t,
+            None => {
+                let t = Instant::now();
+                self.now.set(Some(t));
+                t
+            }
+        }
+    }
+
     pub(crate) fn push_item(&mut self, conn: ConnId, kind: CommandKind) {
         let at = self.bytes.len();
         self.push_range(conn, kind, at, at);
@@ -173,6 +189,7 @@ impl Commands {
         self.bytes.clear();
         self.files.clear();
         self.deadlines.clear();
+        self.now.set(None);
     }
 
     /// Hand every command to the driver, in order; deadlines go to `timers` instead.
@@ -939,6 +956,16 @@ impl Dispatch for PoolLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clock_is_read_once_per_batch() {
+        let mut cmds = Commands::default();
+        let first = cmds.now();
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(cmds.now(), first, "the same batch sees one time");
+        cmds.clear();
+        assert!(cmds.now() > first, "a new batch reads the clock again");
+    }
     use crate::service::Echo;
     use std::sync::atomic::AtomicUsize;
 

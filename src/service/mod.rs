@@ -242,6 +242,14 @@ impl<'a> Conn<'a> {
         }
     }
 
+    /// The time now, as far as deadlines and latencies need it: the clock is read once for a
+    /// batch of events (an I/O turn inline, a batch of events in a worker) and shared by
+    /// every callback of that batch, so a service answering many requests pays for one
+    /// clock read. Later than the events' arrival by at most the batch's own run time.
+    pub fn now(&self) -> Instant {
+        self.cmds.now()
+    }
+
     /// The deadline now set, if any (to the millisecond).
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline.armed.then(|| {

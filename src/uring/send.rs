@@ -161,7 +161,9 @@ impl UringDriver {
             let Some(f) = c.files.front().filter(|_| c.files.next_at() == Some(0)) else {
                 break None;
             };
-            let want = usize::try_from(f.range.len).unwrap_or(usize::MAX).min(budget);
+            let want = usize::try_from(f.range.len)
+                .unwrap_or(usize::MAX)
+                .min(budget);
             let mut offset = f.range.offset;
             match rustix::fs::sendfile(&c.stream, &*f.range.file, Some(&mut offset), want) {
                 Ok(0) => {

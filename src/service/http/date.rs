@@ -2,8 +2,8 @@
 //! combined log format writes them (`06/Nov/1994:08:49:37 +0000`), in UTC, without a
 //! calendar library: the proleptic Gregorian calendar from days since 1970-01-01.
 
-use std::cell::Cell;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::cell::RefCell;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
 const MONTHS: [&[u8; 3]; 12] = [
@@ -143,28 +143,62 @@ pub(crate) fn unix_secs(t: SystemTime) -> i64 {
     }
 }
 
-thread_local! {
-    /// The `Date` value of this thread, formatted at most once a second.
-    static NOW: Cell<(i64, [u8; HTTP_DATE_LEN])> = const { Cell::new((i64::MIN, [0; HTTP_DATE_LEN])) };
+/// The `Date` value of a thread and the instant until which it holds.
+struct DateCache {
+    until: Option<Instant>,
+    text: [u8; HTTP_DATE_LEN],
 }
 
-/// The current time as an IMF-fixdate, formatted at most once a second per thread.
-pub(crate) fn now_http() -> [u8; HTTP_DATE_LEN] {
-    let secs = unix_secs(SystemTime::now());
+thread_local! {
+    /// The `Date` value of this thread, formatted at most once a second.
+    static NOW: RefCell<DateCache> = const {
+        RefCell::new(DateCache { until: None, text: [0; HTTP_DATE_LEN] })
+    };
+}
+
+/// The time at `now` (a monotonic instant from [`Conn::now`](crate::service::Conn::now))
+/// as an IMF-fixdate, written to `out`. The wall clock is read and formatted at most once a
+/// second per thread (when `now` reaches the next whole second of the wall clock).
+pub(crate) fn write_now_http(now: Instant, out: impl FnOnce(&[u8])) {
     NOW.with(|c| {
-        let (at, text) = c.get();
-        if at == secs {
-            return text;
+        let mut c = c.borrow_mut();
+        if c.until.is_none_or(|until| now >= until) {
+            let wall = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let into_second = Duration::from_nanos(u64::from(wall.subsec_nanos()));
+            c.text = http_date(wall.as_secs() as i64);
+            c.until = Some(now + (Duration::from_secs(1) - into_second));
         }
-        let text = http_date(secs);
-        c.set((secs, text));
-        text
+        out(&c.text);
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn date_now_is_the_wall_clock_second() {
+        let before = unix_secs(SystemTime::now());
+        let now = Instant::now();
+        let mut first = Vec::new();
+        write_now_http(now, |d| first = d.to_vec());
+        let after = unix_secs(SystemTime::now());
+        assert!(first == http_date(before) || first == http_date(after));
+        // The same instant gives the same text; an instant past the second that text
+        // stands for reads the wall clock again.
+        let mut again = Vec::new();
+        write_now_http(now, |d| again = d.to_vec());
+        assert_eq!(again, first);
+        let mut later = Vec::new();
+        write_now_http(now + Duration::from_millis(1001), |d| later = d.to_vec());
+        assert!(
+            later == http_date(after) || later == http_date(after + 1),
+            "{:?}",
+            String::from_utf8_lossy(&later)
+        );
+    }
 
     #[test]
     fn known_dates_format() {

@@ -21,12 +21,18 @@ pub(super) struct HttpMetrics {
 impl HttpMetrics {
     /// A request of method class `method` (an index into the classes: GET, HEAD, other, or
     /// a request whose head could not be read) was answered with `status`; its first byte
-    /// arrived at `started`.
-    pub(super) fn record(&self, method: usize, status: u16, started: Option<Instant>) {
+    /// arrived at `started`, and it was answered at `now`.
+    pub(super) fn record(
+        &self,
+        method: usize,
+        status: u16,
+        started: Option<Instant>,
+        now: Instant,
+    ) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[method.min(METHODS.len() - 1)][class].fetch_add(1, Ordering::Relaxed);
         if let Some(t) = started {
-            self.latency.observe(t.elapsed());
+            self.latency.observe(now.saturating_duration_since(t));
         }
     }
 

@@ -243,13 +243,21 @@ fn persist_of(req: &Request<'_>) -> Persist {
 }
 
 impl Http {
-    fn log_request(&self, s: &mut HttpSession, req: &Request<'_>, status: Status, bytes: u64) {
+    fn log_request(
+        &self,
+        s: &mut HttpSession,
+        req: &Request<'_>,
+        status: Status,
+        bytes: u64,
+        now: Instant,
+    ) {
         let method = match req.method {
             "GET" => 0,
             "HEAD" => 1,
             _ => 2,
         };
-        self.metrics.record(method, status.code(), s.started.take());
+        self.metrics
+            .record(method, status.code(), s.started.take(), now);
         if let Some(log) = &self.log {
             let line = log::Line {
                 method: req.method,
@@ -262,8 +270,8 @@ impl Http {
         }
     }
 
-    fn log_unread(&self, s: &mut HttpSession, status: Status, bytes: u64) {
-        self.metrics.record(3, status.code(), s.started.take());
+    fn log_unread(&self, s: &mut HttpSession, status: Status, bytes: u64, now: Instant) {
+        self.metrics.record(3, status.code(), s.started.take(), now);
         if let Some(log) = &self.log {
             log.record(s.peer.ip(), None, status.code(), bytes);
         }
@@ -272,7 +280,7 @@ impl Http {
     /// Answer an unreadable request and close.
     fn refuse(&self, s: &mut HttpSession, status: Status, conn: &mut Conn<'_>) {
         let bytes = short(conn, status, Persist::Close, false, &[]);
-        self.log_unread(s, status, bytes);
+        self.log_unread(s, status, bytes, conn.now());
         s.body = None;
         conn.close();
     }
@@ -286,7 +294,7 @@ impl Http {
         conn: &mut Conn<'_>,
     ) {
         let bytes = short(conn, status, Persist::Close, req.method == "HEAD", &[]);
-        self.log_request(s, req, status, bytes);
+        self.log_request(s, req, status, bytes, conn.now());
         s.body = None;
         conn.close();
     }
@@ -297,7 +305,7 @@ impl Http {
             conn.clear_deadline();
             return;
         };
-        let at = Instant::now() + t;
+        let at = conn.now() + t;
         match conn.deadline() {
             Some(d) if d <= at && at - d < DEADLINE_SLACK => {}
             _ => conn.set_deadline(at),
@@ -306,7 +314,7 @@ impl Http {
 
     fn header_deadline(&self, conn: &mut Conn<'_>) {
         match self.header_timeout {
-            Some(t) => conn.set_deadline(Instant::now() + t),
+            Some(t) => conn.set_deadline(conn.now() + t),
             None => conn.clear_deadline(),
         }
     }
@@ -406,7 +414,7 @@ impl Http {
                 },
             }
         };
-        self.log_request(s, req, status, bytes);
+        self.log_request(s, req, status, bytes, conn.now());
         if persist == Persist::Close {
             conn.close();
         } else if !s.drain_asked {
@@ -608,7 +616,7 @@ impl Service for Http {
             return self.body(s, input, conn);
         }
         if s.started.is_none() {
-            s.started = Some(Instant::now());
+            s.started = Some(conn.now());
         }
         match parse::parse_head(input, self.max_header) {
             Head::Partial => {

@@ -131,7 +131,8 @@ impl<'w, 'c> HeadWriter<'w, 'c> {
     pub(crate) fn start(conn: &'w mut Conn<'c>, status: Status) -> HeadWriter<'w, 'c> {
         conn.write(status.line());
         conn.write(b"Server: ringport\r\nDate: ");
-        conn.write(&date::now_http());
+        let now = conn.now();
+        date::write_now_http(now, |d| conn.write(d));
         conn.write(b"\r\n");
         HeadWriter { conn }
     }
