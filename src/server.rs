@@ -203,6 +203,15 @@ impl ServerBuilder {
         self
     }
 
+    /// io_uring: how long a wait may hold out for a fuller batch while completions keep
+    /// arriving together (zero: never; see [`DriverConfig::batch_wait`]).
+    ///
+    /// [`DriverConfig::batch_wait`]: ringport_fallback::event::DriverConfig::batch_wait
+    pub fn batch_wait(&mut self, t: Duration) -> &mut Self {
+        self.driver.batch_wait = t;
+        self
+    }
+
     /// Scripted syscall failures at the drivers' choke points (tests only).
     #[cfg(feature = "fault-injection")]
     pub fn faults(&mut self, plan: Arc<ringport_fallback::fault::FaultPlan>) -> &mut Self {

@@ -22,7 +22,8 @@ const SIZE_UNITS: [(&str, &[&str], u64); 4] = [
 ];
 
 /// The duration units: the spellings accepted and nanoseconds per unit.
-const DURATION_UNITS: [(&str, u64); 5] = [
+const DURATION_UNITS: [(&str, u64); 6] = [
+    ("us", 1_000),
     ("ms", 1_000_000),
     ("s", 1_000_000_000),
     ("", 1_000_000_000),
@@ -33,7 +34,7 @@ const DURATION_UNITS: [(&str, u64); 5] = [
 /// What the size errors name as accepted units.
 const SIZE_UNITS_TEXT: &str = "B, KiB, MiB or GiB (K, M, G for short)";
 /// What the duration errors name as accepted units.
-const DURATION_UNITS_TEXT: &str = "ms, s, m or h (a bare number is seconds)";
+const DURATION_UNITS_TEXT: &str = "us, ms, s, m or h (a bare number is seconds)";
 
 /// `1 KiB`, `1.5 MiB`, `64 B`: the largest unit that keeps the number at 1 or more, with one
 /// decimal where it is not whole.

@@ -359,6 +359,11 @@ pub struct DriverConfig {
     pub buffer_size: u32,
     /// io_uring: submission queue entries.
     pub ring_entries: u32,
+    /// io_uring: while completions keep arriving together (the last wait returned more
+    /// than one), a wait holds out this long for a fuller batch before it returns with what
+    /// it has (`min_wait`, Linux 6.12 and later; zero: return at the first completion). A
+    /// lone completion after an idle spell is never held back.
+    pub batch_wait: Duration,
     /// Scripted failures at the drivers' choke points (tests only).
     #[cfg(feature = "fault-injection")]
     pub faults: Option<Arc<crate::fault::FaultPlan>>,
@@ -412,6 +417,7 @@ impl Default for DriverConfig {
             ring_buffers: 256,
             buffer_size: 16 * 1024,
             ring_entries: 1024,
+            batch_wait: Duration::from_micros(30),
             #[cfg(feature = "fault-injection")]
             faults: None,
         }

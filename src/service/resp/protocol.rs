@@ -440,7 +440,7 @@ pub mod reply {
 
     /// An integer as a bulk string.
     pub fn bulk_int(out: &mut Vec<u8>, n: i64) {
-        let mut buf = [0u8; 20];
+        let mut buf = itoa::Buffer::new();
         bulk(out, itoa(n, &mut buf));
     }
 
@@ -468,27 +468,13 @@ pub mod reply {
 
     /// Append `n` in decimal.
     pub fn decimal(out: &mut Vec<u8>, n: i64) {
-        let mut buf = [0u8; 20];
+        let mut buf = itoa::Buffer::new();
         out.extend_from_slice(itoa(n, &mut buf));
     }
 
-    /// `n` in decimal, written at the end of `buf`.
-    pub fn itoa(n: i64, buf: &mut [u8; 20]) -> &[u8] {
-        let mut i = buf.len();
-        let mut v = n.unsigned_abs();
-        loop {
-            i -= 1;
-            buf[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        if n < 0 {
-            i -= 1;
-            buf[i] = b'-';
-        }
-        &buf[i..]
+    /// `n` in decimal, formatted in `buf`.
+    pub fn itoa(n: i64, buf: &mut itoa::Buffer) -> &[u8] {
+        buf.format(n).as_bytes()
     }
 }
 

@@ -136,7 +136,7 @@ pub fn hincrby(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
         let n = cur
             .checked_add(by)
             .ok_or(Error::from("ERR increment or decrement would overflow"))?;
-        let mut buf = [0u8; 20];
+        let mut buf = itoa::Buffer::new();
         h.set(field, reply::itoa(n, &mut buf));
         Ok::<_, Error>(n)
     })?;

@@ -208,7 +208,7 @@ fn add(ctx: &mut Ctx<'_, '_>, key: &[u8], by: i64) -> Res {
         let n = cur
             .checked_add(by)
             .ok_or(Error::from("ERR increment or decrement would overflow"))?;
-        let mut buf = [0u8; 20];
+        let mut buf = itoa::Buffer::new();
         store_str(v, reply::itoa(n, &mut buf));
         Ok(n)
     })?;
