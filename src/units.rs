@@ -304,6 +304,7 @@ mod tests {
         assert_eq!(any("2"), Ok(Duration::from_secs(2)));
         assert_eq!(any("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(any("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(any("20000us"), Ok(Duration::from_millis(20)));
         assert_eq!(any("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(any("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(any("1h"), Ok(Duration::from_secs(3600)));
@@ -315,7 +316,7 @@ mod tests {
             ("-1", format!("'-1' is out of range: {range}")),
             (
                 "1ns",
-                "unknown unit 'ns' (use ms, s, m or h (a bare number is seconds))".into(),
+                "unknown unit 'ns' (use us, ms, s, m or h (a bare number is seconds))".into(),
             ),
             ("5ms", format!("'5ms' is out of range: {range}")),
             ("2h", format!("'2h' is out of range: {range}")),

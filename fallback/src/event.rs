@@ -295,7 +295,7 @@ pub struct Stats {
     /// Times reading from a connection was paused (output over the high-water mark or
     /// its worker behind).
     pub read_pauses: AtomicU64,
-    /// File-range bytes sent without a copy through user space (`sendfile`, splice);
+    /// File-range bytes sent without a copy through user space (`sendfile`);
     /// included in `bytes_out`.
     pub file_bytes: AtomicU64,
     /// Service callbacks that panicked (each closed its connection).

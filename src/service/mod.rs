@@ -183,7 +183,7 @@ impl<'a> Conn<'a> {
 
     /// Queue `len` bytes of `file` from `offset`, after everything queued before. The
     /// driver sends it without copying it through user space where the OS allows it
-    /// (`sendfile`, splice through the ring) and never reads it whole into memory. If the
+    /// (`sendfile` where the OS has it) and never reads it whole into memory. If the
     /// file is shorter than promised, the connection closes after what there is.
     pub fn send_file(&mut self, file: Arc<File>, offset: u64, len: u64) {
         if len == 0 {
