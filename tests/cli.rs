@@ -234,7 +234,11 @@ fn out_of_range_values_name_their_range() {
         ),
         (
             &["serve", "--idle-timeout", "1ns"],
-            "unknown unit 'ns' (use ms, s, m or h (a bare number is seconds))",
+            "unknown unit 'ns' (use us, ms, s, m or h (a bare number is seconds))",
+        ),
+        (
+            &["serve", "--batch-wait", "20ms"],
+            "'20ms' is out of range: give 0 (off) or a duration from 0ms to 10ms",
         ),
         (
             &["serve", "--send-timeout", "5ms"],
