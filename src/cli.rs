@@ -103,9 +103,9 @@ struct ServeArgs {
     #[arg(long, default_value = "16KiB", value_name = "BYTES", allow_hyphen_values = true,
           value_parser = |s: &str| units::size_in(s, 64, 1 << 20).map(|n| n as usize))]
     buffer_size: usize,
-    /// io_uring: while completions arrive together, how long a wait may hold out for a
-    /// fuller batch (fewer wake-ups per request; Linux 6.12+). 0 returns at the first
-    /// completion; a lone request after an idle spell is never held back.
+    /// io_uring: how long a busy I/O thread (over 60% on the CPU) may wait for a fuller
+    /// batch of completions (fewer wake-ups per request; Linux 6.12+). 0: never; a
+    /// request after an idle spell is never held back.
     #[arg(long, default_value = "30us", value_name = "DURATION", allow_hyphen_values = true,
           value_parser = |s: &str| units::duration_in(s, Duration::ZERO, Duration::from_millis(10), true))]
     batch_wait: Duration,

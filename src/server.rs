@@ -203,8 +203,8 @@ impl ServerBuilder {
         self
     }
 
-    /// io_uring: how long a wait may hold out for a fuller batch while completions keep
-    /// arriving together (zero: never; see [`DriverConfig::batch_wait`]).
+    /// io_uring: how long a busy I/O thread's wait may hold out for a fuller batch (zero:
+    /// never; see [`DriverConfig::batch_wait`]).
     ///
     /// [`DriverConfig::batch_wait`]: ringport_fallback::event::DriverConfig::batch_wait
     pub fn batch_wait(&mut self, t: Duration) -> &mut Self {
@@ -481,6 +481,10 @@ fn spawn_driver<D: Dispatch + Send + 'static>(
 /// One line saying why io_uring cannot run and what to do about it. Refused memory says how
 /// much the ring asked for.
 fn uring_unavailable_reason(e: &io::Error, cfg: &DriverConfig) -> String {
+    if cfg!(not(target_os = "linux")) {
+        // The probe's error says it all ("io_uring exists only on Linux"); no kernel hint.
+        return format!("io_uring unavailable: {e}");
+    }
     if e.kind() == io::ErrorKind::OutOfMemory {
         let buffers = u64::from(cfg.ring_buffers) * u64::from(cfg.buffer_size);
         return format!(

@@ -6,13 +6,28 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// A process killed (and reaped) when dropped.
+/// A process stopped (and reaped) when dropped.
 pub struct Proc {
     pub child: Child,
 }
 
 impl Drop for Proc {
+    /// SIGTERM first, so that a master process (nginx) stops its workers: a SIGKILL would
+    /// leave them running, orphaned, taking CPU from every later measurement. SIGKILL if
+    /// the process is still there after 5 s.
     fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill takes no pointers; `pid` is our own child, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

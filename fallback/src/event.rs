@@ -359,10 +359,10 @@ pub struct DriverConfig {
     pub buffer_size: u32,
     /// io_uring: submission queue entries.
     pub ring_entries: u32,
-    /// io_uring: while completions keep arriving together (the last wait returned more
-    /// than one), a wait holds out this long for a fuller batch before it returns with what
-    /// it has (`min_wait`, Linux 6.12 and later; zero: return at the first completion). A
-    /// lone completion after an idle spell is never held back.
+    /// io_uring: while an I/O thread is busy (over 60% of the last 10 ms on the CPU), its
+    /// waits hold out this long for a fuller batch of completions before returning with
+    /// what they have (`min_wait`, Linux 6.12 and later; zero: return at the first
+    /// completion). A request after an idle spell is never held back.
     pub batch_wait: Duration,
     /// Scripted failures at the drivers' choke points (tests only).
     #[cfg(feature = "fault-injection")]

@@ -335,6 +335,57 @@ pub struct UringDriver {
     batch_wait: u32,
     /// Receive and accept completions the last reap handled.
     last_reaped: usize,
+    /// How busy this thread has been lately (whether waits batch).
+    load: Load,
+}
+
+/// Share of a load window a thread must spend on the CPU for its waits to batch.
+const BUSY_SHARE: f64 = 0.6;
+/// Length of a load window.
+const LOAD_WINDOW: Duration = Duration::from_millis(10);
+
+/// The CPU time a thread used over the last load window, against the wall clock.
+struct Load {
+    since: Instant,
+    cpu_since: Duration,
+    /// The last full window was over `BUSY_SHARE`.
+    busy: bool,
+}
+
+impl Load {
+    fn new(now: Instant) -> Load {
+        Load {
+            since: now,
+            cpu_since: thread_cpu(),
+            busy: false,
+        }
+    }
+
+    /// Close the window once it is `LOAD_WINDOW` long (one clock read per window).
+    fn update(&mut self, now: Instant) {
+        let wall = now.saturating_duration_since(self.since);
+        if wall < LOAD_WINDOW {
+            return;
+        }
+        let cpu = thread_cpu();
+        self.busy =
+            cpu.saturating_sub(self.cpu_since).as_secs_f64() >= BUSY_SHARE * wall.as_secs_f64();
+        self.since = now;
+        self.cpu_since = cpu;
+    }
+}
+
+/// CPU time of the calling thread (user and system).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `ts` is.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 impl UringDriver {
@@ -404,6 +455,7 @@ impl UringDriver {
             now: Instant::now(),
             batch_wait,
             last_reaped: 0,
+            load: Load::new(Instant::now()),
         };
         d.arm_wake();
         d.arm_accept();
@@ -467,6 +519,7 @@ impl UringDriver {
             let waited = self.wait(timeout);
             self.waker.awake();
             self.now = Instant::now();
+            self.load.update(self.now);
             if let Err(e) = waited {
                 self.fail(&e, dispatch);
                 return Err(e);
@@ -481,12 +534,17 @@ impl UringDriver {
     /// Submit what is queued and wait for one completion or `timeout`.
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.flush_backlog();
-        // Requests arriving together (the last wait brought more than one): wait up to
-        // `batch_wait` for a fuller batch, then return with whatever came (at once if the
-        // batch fills). Each wake-up costs more than the requests it brings in, so fewer,
-        // fuller turns serve the same load with less CPU. A lone completion after an idle
-        // spell ends the wait at once, as without it.
-        let batch = self.batch_wait > 0 && self.last_reaped > 1 && timeout != Some(Duration::ZERO);
+        // A busy thread (over `BUSY_SHARE` of the last load window on the CPU) that just
+        // handled new requests waits up to `batch_wait` for a fuller batch, then returns
+        // with whatever came (at once if the batch fills): a wake-up costs more than the
+        // requests it brings in, so fewer, fuller turns serve the same load with less CPU.
+        // A thread with time to spare returns at the first completion. Either way a
+        // request that comes after an idle spell is not held back: the wait began more
+        // than `batch_wait` before it.
+        let batch = self.batch_wait > 0
+            && self.load.busy
+            && self.last_reaped > 0
+            && timeout != Some(Duration::ZERO);
         let (want, min_wait) = if batch {
             (WAIT_BATCH, self.batch_wait)
         } else {
