@@ -803,6 +803,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn refused_ring_memory_says_how_much_was_asked() {
         let cfg = DriverConfig {
             ring_buffers: 32768,
@@ -821,5 +822,15 @@ mod tests {
         assert!(!reason.contains("MEMLOCK"), "{reason}");
         assert_eq!(binary_size(3 << 19), "1.5 MiB");
         assert_eq!(binary_size(64), "64 B");
+    }
+
+    #[test]
+    #[cfg(not(target_os = "linux"))]
+    fn without_io_uring_the_reason_is_one_line() {
+        let e = probe_uring(&DriverConfig::default()).unwrap_err();
+        assert_eq!(
+            uring_unavailable_reason(&e, &DriverConfig::default()),
+            "io_uring unavailable: io_uring exists only on Linux"
+        );
     }
 }

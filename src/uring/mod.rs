@@ -363,11 +363,14 @@ impl Load {
 
     /// Close the window once it is `LOAD_WINDOW` long (one clock read per window).
     fn update(&mut self, now: Instant) {
-        let wall = now.saturating_duration_since(self.since);
-        if wall < LOAD_WINDOW {
-            return;
+        if now.saturating_duration_since(self.since) >= LOAD_WINDOW {
+            self.close_window(now, thread_cpu());
         }
-        let cpu = thread_cpu();
+    }
+
+    /// Judge the window that ends at `now`, when the thread's CPU time is `cpu`.
+    fn close_window(&mut self, now: Instant, cpu: Duration) {
+        let wall = now.saturating_duration_since(self.since);
         self.busy =
             cpu.saturating_sub(self.cpu_since).as_secs_f64() >= BUSY_SHARE * wall.as_secs_f64();
         self.since = now;
@@ -971,6 +974,31 @@ fn live(slots: &mut [Slot], slot: u32, generation: u32) -> Option<&mut Conn> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_is_busy_over_the_cpu_share() {
+        let t0 = Instant::now();
+        let mut load = Load {
+            since: t0,
+            cpu_since: Duration::from_secs(5),
+            busy: false,
+        };
+        // 7 ms on the CPU in a 10 ms window: busy.
+        load.close_window(
+            t0 + LOAD_WINDOW,
+            Duration::from_secs(5) + Duration::from_millis(7),
+        );
+        assert!(load.busy);
+        // 5 ms of the next 10: not.
+        load.close_window(
+            t0 + LOAD_WINDOW * 2,
+            Duration::from_secs(5) + Duration::from_millis(12),
+        );
+        assert!(!load.busy);
+        // A window not over yet changes nothing.
+        load.update(t0 + LOAD_WINDOW * 2);
+        assert!(!load.busy);
+    }
 
     #[test]
     fn user_data_round_trips() {
