@@ -1042,10 +1042,7 @@ fn send_file_part(
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         let _ = (out, at);
-        let mut offset = range.offset;
-        rustix::fs::sendfile(&*stream, &*range.file, Some(&mut offset), want)
-            .map(FileStep::Sent)
-            .map_err(io::Error::from)
+        crate::net::sendfile(stream, range, want).map(FileStep::Sent)
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {

@@ -115,3 +115,16 @@ pub fn set_cork(stream: &TcpStream, cork: bool) {
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = (stream, cork);
 }
+
+/// Send up to `max` bytes of `range`, from its start, with `sendfile(2)` (the bytes never
+/// pass through user space). Returns the bytes sent; 0 means the file ended before the
+/// range did. On a non-blocking socket a full send buffer gives `WouldBlock`.
+///
+/// # Errors
+/// The call's errors, for the caller to classify at `Site::Send`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn sendfile(stream: &TcpStream, range: &crate::FileRange, max: usize) -> io::Result<usize> {
+    let want = usize::try_from(range.len).unwrap_or(usize::MAX).min(max);
+    let mut offset = range.offset;
+    rustix::fs::sendfile(stream, &*range.file, Some(&mut offset), want).map_err(io::Error::from)
+}

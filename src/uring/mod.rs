@@ -31,10 +31,10 @@
 //!   place among the bytes by `sendfile(2)` on the (then non-blocking) socket, 1 MiB per
 //!   connection and turn at most, and a one-shot `POLL_ADD` for `POLLOUT` waits while the
 //!   socket is full: io_uring has no sendfile, and its splice always runs on io-wq worker
-//!   threads, which cost more CPU per byte than the direct call (a 1 MiB file body went
-//!   from 330 to 290 µs of server CPU). When queued output crosses `output_high` or falls
-//!   back to `output_low`, [`Dispatch::backlog`] says so; a connection that asked for it
-//!   gets [`Dispatch::drained`] once at or below `output_low`.
+//!   threads, which cost more CPU per byte than the direct call. When queued output
+//!   crosses `output_high` or falls back to `output_low`, [`Dispatch::backlog`] says so; a
+//!   connection that asked for it gets [`Dispatch::drained`] once at or below
+//!   `output_low`.
 //! - Orderly close (the service's `Close` once its output is written, and every connection
 //!   at shutdown): the write side is shut down, then the connection lingers: input is read
 //!   and discarded (never handed to the dispatch) until the peer's EOF, an error, or
@@ -123,8 +123,6 @@ const HELD_CHUNK: usize = 64 * 1024;
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// First and longest pause before the wake read is re-armed after it failed for lack of a
 /// resource (meanwhile the wait times out at the retry, so nothing waits on a lost wake).
-/// Completions a batched wait ([`DriverConfig::batch_wait`]) returns at once for.
-const WAIT_BATCH: usize = 64;
 const WAKE_RETRY_MIN: Duration = Duration::from_millis(5);
 const WAKE_RETRY_MAX: Duration = Duration::from_millis(100);
 
@@ -339,6 +337,8 @@ pub struct UringDriver {
     load: Load,
 }
 
+/// Completions a batched wait ([`DriverConfig::batch_wait`]) returns at once for.
+const WAIT_BATCH: usize = 64;
 /// Share of a load window a thread must spend on the CPU for its waits to batch.
 const BUSY_SHARE: f64 = 0.6;
 /// Length of a load window.
@@ -658,16 +658,14 @@ impl UringDriver {
         );
         // New work only: received bytes and accepted connections (the completions of our own
         // sends say nothing about load).
-        self.last_reaped = cqes
-            .iter()
-            .filter(|&&(ud, _, _)| matches!(decode(ud).0, Some(Op::Recv | Op::Accept)))
-            .count();
+        self.last_reaped = 0;
         for &(ud, res, flags) in &cqes {
             let more = cqueue::more(flags);
             if !more {
                 self.inflight = self.inflight.saturating_sub(1);
             }
             let (op, generation, slot) = decode(ud);
+            self.last_reaped += usize::from(matches!(op, Some(Op::Recv | Op::Accept)));
             match op {
                 Some(Op::Accept) => self.on_accept(res, more, dispatch),
                 Some(Op::Wake) => self.on_wake(res),

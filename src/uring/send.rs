@@ -3,7 +3,7 @@
 //! the order they were queued; short sends are resubmitted.
 
 use super::*;
-use ringport_fallback::net::set_cork;
+use ringport_fallback::net::{self, set_cork};
 
 /// Most bytes of file ranges one connection sends in a turn before the others get theirs
 /// (it goes on as soon as the ring says the socket is writable again).
@@ -164,8 +164,7 @@ impl UringDriver {
             let want = usize::try_from(f.range.len)
                 .unwrap_or(usize::MAX)
                 .min(budget);
-            let mut offset = f.range.offset;
-            match rustix::fs::sendfile(&c.stream, &*f.range.file, Some(&mut offset), want) {
+            match net::sendfile(&c.stream, &f.range, want) {
                 Ok(0) => {
                     // The file ended before the promised length: the peer cannot be given
                     // what it was told to expect.
@@ -184,7 +183,7 @@ impl UringDriver {
                         return;
                     }
                 }
-                Err(e) => break Some(io::Error::from(e)),
+                Err(e) => break Some(e),
             }
         };
         match failed {
