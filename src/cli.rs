@@ -95,6 +95,12 @@ struct ServeArgs {
     #[arg(long, default_value = "5s", value_name = "DURATION", allow_hyphen_values = true,
           value_parser = |s: &str| units::duration_in(s, MIN_TIMEOUT, MAX_GRACE, true))]
     shutdown_grace: Duration,
+    /// After the server closes a connection, how long it still reads (and drops) input
+    /// waiting for the peer's EOF before closing anyway, so that late input does not reset
+    /// the connection before the peer read the output (0 to 1h; 0: close at once).
+    #[arg(long, default_value = "2s", value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| units::duration_in(s, MIN_TIMEOUT, MAX_GRACE, true))]
+    linger: Duration,
     /// io_uring: provided receive buffers per I/O thread (a power of two, 1 to 32768).
     #[arg(long, default_value = "256", value_name = "N", allow_hyphen_values = true,
           value_parser = parse_ring_buffers)]
@@ -308,6 +314,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         .send_timeout(Some(args.send_timeout))
         .output_limit(args.output_limit)
         .shutdown_grace(args.shutdown_grace)
+        .linger(args.linger)
         .ring_buffers(args.ring_buffers)
         .buffer_size(u32::try_from(args.buffer_size).unwrap_or(u32::MAX))
         .batch_wait(args.batch_wait)

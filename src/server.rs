@@ -191,6 +191,15 @@ impl ServerBuilder {
         self
     }
 
+    /// After an orderly close (output written, write side shut down), how long input is
+    /// still read and discarded while waiting for the peer's EOF, so that unread input at
+    /// close does not reset the connection and destroy output the peer has not read yet.
+    /// The connection closes as soon as the EOF arrives. Default 2 s; zero: close at once.
+    pub fn linger(&mut self, t: Duration) -> &mut Self {
+        self.driver.linger = t;
+        self
+    }
+
     /// io_uring: provided buffers per ring (rounded up to a power of two).
     pub fn ring_buffers(&mut self, n: u16) -> &mut Self {
         self.driver.ring_buffers = n.max(1).checked_next_power_of_two().unwrap_or(1 << 15);

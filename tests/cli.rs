@@ -283,6 +283,8 @@ fn decimal_sizes_and_bare_seconds_are_taken() {
         "2.5",
         "--shutdown-grace",
         "0.5",
+        "--linger",
+        "0.25",
     ])
     .unwrap();
     let mut c = connect(p.addr);

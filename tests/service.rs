@@ -28,6 +28,7 @@ every_backend!(
     panic_on_a_handle_driven_call_closes_only_its_connection,
     chat_example_broadcasts_to_every_other_client,
     line_example_answers_pipelined_lines,
+    closed_connection_ends_at_the_peers_eof,
 );
 
 /// Read one `\n`-terminated line.
@@ -433,4 +434,44 @@ fn line_example_answers_pipelined_lines(setup: Setup) {
     c.write_all(&msg).unwrap();
     c.shutdown(Shutdown::Write).unwrap();
     assert_eq!(read_to_eof(&mut c), want);
+}
+
+/// Answers the first input with `bye\n` and closes.
+struct Bye;
+
+impl Service for Bye {
+    type Session = ();
+    fn open(&self, _: &ConnInfo, _: &mut Conn<'_>) {}
+    fn data(&self, _: &mut (), input: &[u8], conn: &mut Conn<'_>) -> usize {
+        conn.write(b"bye\n");
+        conn.close();
+        input.len()
+    }
+}
+
+/// A connection the service closes lingers only until the peer's EOF, however long the
+/// linger allows: with a linger of an hour, every server-side socket is gone once its
+/// clients read the answer and closed. Rounds of several connections at once, so that
+/// closes queued in the same turn are covered too.
+fn closed_connection_ends_at_the_peers_eof(setup: Setup) {
+    let mut b = setup.builder();
+    b.linger(Duration::from_secs(3600));
+    let server = b.build(Bye).unwrap();
+    for round in 0..5 {
+        let mut clients: Vec<TcpStream> =
+            (0..=round).map(|_| connect(server.local_addr())).collect();
+        for c in &mut clients {
+            c.write_all(b"hello\n").unwrap();
+        }
+        for c in &mut clients {
+            assert_eq!(read_to_eof(c), b"bye\n", "round {round}");
+        }
+        drop(clients);
+        wait_until("every closed connection to end at its peer's EOF", || {
+            server.stats().open == 0
+        });
+    }
+    let st = server.stats();
+    assert_eq!(st.closed, 15, "{st}");
+    assert_eq!(st.timed_out, 0, "{st}");
 }

@@ -857,6 +857,11 @@ impl PollDriver {
                 None => continue,
             };
             if pending_write && !self.write_queued(slot) {
+                // Queued for closing. An orderly close lingers, and `start_linger` marks the
+                // connection again for its read interest: it must not still be marked.
+                if let Some(c) = self.slots[slot as usize].conn.as_mut() {
+                    c.dirty = false;
+                }
                 continue;
             }
             let Some(c) = self.slots[slot as usize].conn.as_mut() else {
@@ -912,17 +917,18 @@ impl PollDriver {
         if c.linger_until.is_some() {
             return true;
         }
-        if c.read_eof {
-            // The peer already finished sending: nothing can arrive to cause a reset.
+        let mut until = self.now + self.cfg.linger;
+        if let Some(since) = self.stopping_since {
+            until = until.min(since + self.cfg.shutdown_grace);
+        }
+        if c.read_eof || until <= self.now {
+            // The peer already finished sending: nothing can arrive to cause a reset (or
+            // there is no time left to wait for it).
             return false;
         }
         if let Err(e) = c.stream.shutdown(std::net::Shutdown::Write) {
             self.stats.error(classify(Site::Configure, &e));
             return false;
-        }
-        let mut until = self.now + self.cfg.linger;
-        if let Some(since) = self.stopping_since {
-            until = until.min(since + self.cfg.shutdown_grace);
         }
         c.linger_until = Some(until);
         self.lingering.push(slot);
