@@ -168,6 +168,9 @@ pub struct Machine {
     pub cpu: String,
     pub cores: usize,
     pub kernel: String,
+    /// The kernel's default TCP congestion control (`bbr` paces every sender: where its
+    /// pacing timers run shapes the big-body figures).
+    pub congestion: String,
     pub date: String,
 }
 
@@ -185,6 +188,9 @@ pub fn machine_info() -> Machine {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| std::env::consts::OS.to_string());
+    let congestion = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".to_string());
     let date = Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
@@ -196,15 +202,16 @@ pub fn machine_info() -> Machine {
         cpu,
         cores,
         kernel,
+        congestion,
         date,
     }
 }
 
-/// CPU model, core count, kernel and date, for the table's caption.
+/// CPU model, core count, kernel, TCP congestion control and date, for the table's caption.
 pub fn machine() -> String {
     let m = machine_info();
     format!(
-        "{} · {} cores · Linux {} · {}",
-        m.cpu, m.cores, m.kernel, m.date
+        "{} · {} cores · Linux {} · TCP {} · {}",
+        m.cpu, m.cores, m.kernel, m.congestion, m.date
     )
 }
