@@ -176,9 +176,11 @@ impl UringDriver {
                     Stats::add(&self.stats.bytes_out, n as u64);
                     Stats::add(&self.stats.file_bytes, n as u64);
                     budget -= n;
-                    if n < want || budget == 0 {
-                        // The socket is full (or this turn's share is spent): go on when
-                        // it has room.
+                    if n < want || (budget == 0 && c.files.next_at() == Some(0)) {
+                        // The socket is full, or this turn's share is spent with more of a
+                        // file to send: go on when it has room. (A share spent on the last
+                        // bytes of the files is not a reason to wait: the uncork below would
+                        // wait with it, holding the body's last segment back a turn.)
                         self.submit_file_wait(slot);
                         return;
                     }
