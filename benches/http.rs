@@ -4,7 +4,8 @@
 //! Every measurement starts the server as its own process, pinned to core 0 (when the
 //! machine has 2+ cores and `taskset` exists), warms it up with wrk, then runs wrk pinned
 //! to core 1 (`-t1 -c100`) for the measured window. Contenders take turns for every
-//! scenario and round; each figure is the median over the rounds. Server CPU is read from
+//! scenario and round; each figure is the median over the rounds, and each ratio to nginx
+//! the median of the rounds' ratios (each round's figure over nginx's in that round). Server CPU is read from
 //! `/proc/PID/stat` of the server's processes (nginx: master and worker) over the window.
 //!
 //! Contenders: nginx from the distribution (one worker, `access_log off`, `sendfile on`,
@@ -177,7 +178,7 @@ fn run() -> Result<(), String> {
     let _ = writeln!(out, "{}\n", support::machine());
     let _ = writeln!(
         out,
-        "{} connections, wrk -t1 for {} s per run after a 1 s warm-up; server pinned to core 0{}, wrk to core 1; median of {} rounds, contenders alternating. ×nginx: ratio to nginx (higher is better for every column but p99).\n",
+        "{} connections, wrk -t1 for {} s per run after a 1 s warm-up; server pinned to core 0{}, wrk to core 1; median of {} rounds, contenders alternating. ×nginx: the median over the rounds of the ratio to nginx in the same round (higher is better for every column but p99).\n",
         CONNECTIONS,
         bench.secs,
         if bench.pin { "" } else { " (not pinned: needs 2+ cores and taskset)" },
@@ -200,8 +201,17 @@ fn run() -> Result<(), String> {
         for (ci, c) in contenders.iter().enumerate() {
             let rps = med(ci, |x| x.rps);
             let per_cpu = med(ci, Sample::per_cpu);
-            let ratio = |v: f64, f: fn(&Sample) -> f64| match reference {
-                Some(r) => format!("{:.2}", v / med(r, f)),
+            // Paired by round: each round's figure over nginx's in the same round, then the
+            // median, so that drift of the machine between rounds cancels out.
+            let ratio = |f: fn(&Sample) -> f64| match reference {
+                Some(r) => {
+                    let paired = samples[si][ci]
+                        .iter()
+                        .zip(&samples[si][r])
+                        .map(|(a, b)| f(a) / f(b))
+                        .collect();
+                    format!("{:.2}", median(paired).unwrap_or(f64::NAN))
+                }
                 None => "–".into(),
             };
             let errors: u64 = samples[si][ci].iter().map(|x| x.errors).sum();
@@ -210,11 +220,11 @@ fn run() -> Result<(), String> {
                 "| {} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.0} | {:.2} | {} |",
                 c.name(),
                 rps,
-                ratio(rps, |x| x.rps),
+                ratio(|x| x.rps),
                 med(ci, |x| x.bytes_per_sec) / 1e6,
                 med(ci, |x| x.server_cpu) * 100.0,
                 per_cpu,
-                ratio(per_cpu, Sample::per_cpu),
+                ratio(Sample::per_cpu),
                 1e6 / per_cpu,
                 med(ci, |x| x.load_cpu) * 100.0,
                 med(ci, |x| x.p99_ms),
