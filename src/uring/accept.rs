@@ -164,6 +164,6 @@ impl UringDriver {
         self.open += 1;
         Stats::add(&self.stats.accepted, 1);
         dispatch.open(id, &info);
-        self.update_recv(slot, false);
+        self.update_recv(slot);
     }
 }

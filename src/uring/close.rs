@@ -85,7 +85,7 @@ impl UringDriver {
         c.held_pos = 0;
         c.held_eof = false;
         self.lingering.push((slot, c.id.generation()));
-        self.update_recv(slot, false);
+        self.update_recv(slot);
     }
 
     /// The earliest deadline of a lingering connection.

@@ -23,9 +23,8 @@
 //!   after this turn's completions gave their buffers back. A result of 0 is EOF.
 //! - Reading stops (the receive is cancelled; bytes that still arrive before the cancel
 //!   completes are delivered) while the connection's worker is congested, while queued output
-//!   is over `output_high` (until it drains below `output_low`; here the cancel waits for
-//!   input to arrive, so a peer that waits for its answer costs no cancel and re-arm), once
-//!   the service asked to close, and at shutdown.
+//!   is over `output_high` (until it drains below `output_low`), once the service asked to
+//!   close, and at shutdown.
 //! - Writes (`send`): one output request in flight per connection. Output that arrives
 //!   meanwhile is coalesced into a second buffer; a short send resubmits the rest. The
 //!   in-flight buffer is never touched until its completion. A file range goes out in its
@@ -253,20 +252,6 @@ impl Conn {
 
     fn busy(&self) -> bool {
         self.recv_armed || self.send_busy || self.cancel_busy
-    }
-
-    /// Reading is paused only because queued output is over `output_high`. The receive
-    /// then stays armed until input actually arrives: most peers wait for their answer
-    /// before they send more, and a cancel now would mean a new receive once it drains.
-    fn paused_for_output_only(&self, stopping: bool) -> bool {
-        self.out_paused
-            && self.linger_until.is_none()
-            && !self.read_eof
-            && !self.closing
-            && self.dying.is_none()
-            && !self.stalled
-            && !self.starved
-            && !stopping
     }
 
     fn wants_recv(&self, stopping: bool) -> bool {
@@ -826,7 +811,7 @@ impl UringDriver {
             }
             let queued = c.queued();
             if c.linger_until.is_some() {
-                self.update_recv(slot, false);
+                self.update_recv(slot);
                 continue;
             }
             if queued == 0 && c.closing {
@@ -849,7 +834,7 @@ impl UringDriver {
                 dispatch.drained(c.id);
                 self.handed_late = true;
             }
-            self.update_recv(slot, false);
+            self.update_recv(slot);
         }
         self.dirty.clear();
     }

@@ -5,9 +5,8 @@
 use super::*;
 
 impl UringDriver {
-    /// Arm or cancel the connection's receive as its state wants; `arrived`: input just
-    /// came in (a receive paused only for output is cancelled then, not before).
-    pub(super) fn update_recv(&mut self, slot: u32, arrived: bool) {
+    /// Arm or cancel the connection's receive to match what it wants now.
+    pub(super) fn update_recv(&mut self, slot: u32) {
         let stopping = self.stopping_since.is_some();
         let bgid = self.bufs.bgid();
         let Some(c) = self.slots[slot as usize].conn.as_mut() else {
@@ -25,8 +24,7 @@ impl UringDriver {
                 let entry = opcode::RecvMulti::new(Fd(c.fd), bgid).build().user_data(ud);
                 self.push(entry);
             }
-        } else if c.recv_armed && !c.recv_cancel && (arrived || !c.paused_for_output_only(stopping))
-        {
+        } else if c.recv_armed && !c.recv_cancel {
             c.recv_cancel = true;
             let entry = opcode::AsyncCancel::new(ud).build().user_data(user_data(
                 Op::CancelRecv,
@@ -165,7 +163,7 @@ impl UringDriver {
         } else if c.dying.is_some() {
             self.maybe_finalize(slot, dispatch);
         } else {
-            self.update_recv(slot, res > 0);
+            self.update_recv(slot);
         }
     }
 
