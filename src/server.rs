@@ -16,6 +16,9 @@ use crate::metrics;
 use crate::pool::{DriverLink, Inline, Pool};
 use crate::service::{Mailbox, Service};
 
+/// The longest linger and shutdown grace a builder takes (deadlines are `Instant`s).
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
 /// Which I/O driver a server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -185,18 +188,20 @@ impl ServerBuilder {
         self
     }
 
-    /// How long shutdown waits for owed output before closing anyway.
+    /// How long shutdown waits for owed output before closing anyway (at most an hour: a
+    /// longer value is taken as an hour).
     pub fn shutdown_grace(&mut self, t: Duration) -> &mut Self {
-        self.driver.shutdown_grace = t;
+        self.driver.shutdown_grace = t.min(MAX_WAIT);
         self
     }
 
     /// After an orderly close (output written, write side shut down), how long input is
     /// still read and discarded while waiting for the peer's EOF, so that unread input at
     /// close does not reset the connection and destroy output the peer has not read yet.
-    /// The connection closes as soon as the EOF arrives. Default 2 s; zero: close at once.
+    /// The connection closes as soon as the EOF arrives. Default 2 s; zero: close at once; at
+    /// most an hour (a longer value is taken as an hour).
     pub fn linger(&mut self, t: Duration) -> &mut Self {
-        self.driver.linger = t;
+        self.driver.linger = t.min(MAX_WAIT);
         self
     }
 

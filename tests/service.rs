@@ -29,6 +29,7 @@ every_backend!(
     chat_example_broadcasts_to_every_other_client,
     line_example_answers_pipelined_lines,
     closed_connection_ends_at_the_peers_eof,
+    zero_linger_closes_without_waiting_for_the_peer,
 );
 
 /// Read one `\n`-terminated line.
@@ -474,4 +475,20 @@ fn closed_connection_ends_at_the_peers_eof(setup: Setup) {
     let st = server.stats();
     assert_eq!(st.closed, 15, "{st}");
     assert_eq!(st.timed_out, 0, "{st}");
+}
+
+/// With no linger a connection the service closes is closed as soon as its answer is
+/// written, without waiting for the peer's EOF: the server's count is back to 0 while the
+/// client still holds its end, and the client reads the whole answer, then EOF.
+fn zero_linger_closes_without_waiting_for_the_peer(setup: Setup) {
+    let mut b = setup.builder();
+    b.linger(Duration::ZERO);
+    let server = b.build(Bye).unwrap();
+    let mut c = connect(server.local_addr());
+    c.write_all(b"hello\n").unwrap();
+    wait_until("the server to close without the client's EOF", || {
+        server.stats().open == 0
+    });
+    assert_eq!(read_to_eof(&mut c), b"bye\n");
+    assert_eq!(server.stats().closed, 1);
 }
