@@ -5,8 +5,9 @@
 //! machine has 2+ cores and `taskset` exists), warms it up with wrk, then runs wrk pinned
 //! to core 1 (`-t1 -c100`) for the measured window. Contenders take turns for every
 //! scenario and round; each figure is the median over the rounds, and each ratio to nginx
-//! the median of the rounds' ratios (each round's figure over nginx's in that round). Server CPU is read from
-//! `/proc/PID/stat` of the server's processes (nginx: master and worker) over the window.
+//! the median of the rounds' ratios (each round's figure over nginx's in that round).
+//! Server CPU is read from `/proc/PID/stat` of the server's processes (nginx: master and
+//! worker) over the window.
 //!
 //! Contenders: nginx from the distribution (one worker, `access_log off`, `sendfile on`,
 //! the same root, `/plaintext` as a fixed-body `return 200`), and ringport

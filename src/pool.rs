@@ -956,6 +956,8 @@ impl Dispatch for PoolLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::Echo;
+    use std::sync::atomic::AtomicUsize;
 
     #[test]
     fn the_clock_is_read_once_per_batch() {
@@ -966,8 +968,6 @@ mod tests {
         cmds.clear();
         assert!(cmds.now() > first, "a new batch reads the clock again");
     }
-    use crate::service::Echo;
-    use std::sync::atomic::AtomicUsize;
 
     fn collect(d: &mut dyn Dispatch) -> Vec<(ConnId, Option<Vec<u8>>)> {
         let mut out = Vec::new();

@@ -195,9 +195,9 @@ impl Meta {
     /// `fstat` of the opened file on Linux (std's `metadata` is a `statx` of an empty path,
     /// several times the cost, paid once per request); elsewhere std's.
     fn of(file: &File) -> io::Result<Meta> {
+        // `time_t` is narrower than i64 on some targets, hence the conversion.
         #[cfg(target_os = "linux")]
         #[allow(clippy::useless_conversion)]
-        // `time_t` is narrower than i64 on some targets
         {
             use rustix::fs::FileType;
             let st = rustix::fs::fstat(file)?;
