@@ -22,9 +22,12 @@
 //!   the multishot without losing data (it stays in the socket): it is counted and re-armed
 //!   after this turn's completions gave their buffers back. A result of 0 is EOF.
 //! - Reading stops (the receive is cancelled; bytes that still arrive before the cancel
-//!   completes are delivered) while the connection's worker is congested, while queued output
-//!   is over `output_high` (until it drains below `output_low`), once the service asked to
-//!   close, and at shutdown.
+//!   completes are delivered) while the connection's worker is congested, once the service
+//!   asked to close, and at shutdown. While queued output is over `output_high` (until it
+//!   drains below `output_low`) the receive stays armed until input arrives: most peers wait
+//!   for their answer before they send more, and a cancel at once would cost a new receive
+//!   once the output drains. Input that does arrive then is held, as for a congested worker,
+//!   the receive is cancelled, and the held bytes are handed over once the output drained.
 //! - Writes (`send`): one output request in flight per connection. Output that arrives
 //!   meanwhile is coalesced into a second buffer; a short send resubmits the rest. The
 //!   in-flight buffer is never touched until its completion. A file range goes out in its
@@ -220,12 +223,13 @@ struct Conn {
     closing: bool,
     /// Reading paused because queued output is over the high-water mark.
     out_paused: bool,
-    /// Reading paused because the connection's worker is behind.
+    /// Reading paused, with input held: the connection's worker is behind, or input arrived
+    /// while reading was paused for output.
     stalled: bool,
     /// The buffer ring ran dry under its receive: waiting in `starved` for a re-arm.
     starved: bool,
-    /// Bytes received while the worker was congested (between the decision to stop reading
-    /// and the cancel taking effect): `held[held_pos..]`, handed over when it catches up.
+    /// Bytes received while the worker was congested or output over the limit (before the
+    /// cancel took effect): `held[held_pos..]`, handed over once neither holds.
     held: Vec<u8>,
     held_pos: usize,
     /// EOF arrived behind held bytes.
@@ -259,10 +263,10 @@ impl Conn {
             // Lingering: read (and discard) until EOF, whatever paused reading before.
             return !self.read_eof && self.dying.is_none() && !self.starved;
         }
+        // Paused for output, a receive that is armed stays armed (see `update_recv`).
         !self.read_eof
             && !self.closing
             && self.dying.is_none()
-            && !self.out_paused
             && !self.stalled
             && !self.starved
             && !stopping
@@ -322,6 +326,9 @@ pub struct UringDriver {
     exiting: bool,
     /// Events were handed to the dispatch after this turn's first flush.
     handed_late: bool,
+    /// A connection holding input came out of its pause for output this turn: the next
+    /// turn (which then does not wait) hands the input over.
+    resume_due: bool,
     backoff: Backoff,
     accept_paused_until: Option<Instant>,
     accept_log: LogLimit,
@@ -450,6 +457,7 @@ impl UringDriver {
             lingering: Vec::new(),
             exiting: false,
             handed_late: false,
+            resume_due: false,
             accept_paused_until: None,
             accept_log: LogLimit::new(Duration::from_secs(1)),
             fatal_log: LogLimit::new(Duration::from_secs(1)),
@@ -514,7 +522,7 @@ impl UringDriver {
 
             let timeout = self.timeout(dispatch.next_deadline());
             self.waker.prepare_sleep();
-            let timeout = if dispatch.ready() {
+            let timeout = if dispatch.ready() || std::mem::take(&mut self.resume_due) {
                 Some(Duration::ZERO)
             } else {
                 timeout
@@ -828,6 +836,8 @@ impl UringDriver {
                 c.out_paused = false;
                 dispatch.backlog(c.id, false);
                 self.handed_late = true;
+                // Input held while paused is handed over next turn, which comes at once.
+                self.resume_due |= c.stalled;
             }
             if c.want_drained && queued <= self.cfg.output_low {
                 c.want_drained = false;
@@ -874,7 +884,7 @@ impl UringDriver {
                         // is paused by the driver itself (output over the limit, worker
                         // behind, buffer ring empty, close asked, shutdown) the clock does
                         // not run.
-                        let reading = c.wants_recv(stopping);
+                        let reading = c.wants_recv(stopping) && !c.out_paused;
                         if !reading {
                             c.last_read = now;
                         }

@@ -18,7 +18,9 @@ impl UringDriver {
         }
         let ud = user_data(Op::Recv, c.id.generation(), slot);
         if c.wants_recv(stopping) {
-            if !c.recv_armed {
+            // Paused for output, an armed receive is cancelled only when input arrives (then
+            // held: see `on_recv`), and none is armed.
+            if !c.recv_armed && !c.out_paused {
                 c.recv_armed = true;
                 c.recv_cancel = false;
                 let entry = opcode::RecvMulti::new(Fd(c.fd), bgid).build().user_data(ud);
@@ -66,14 +68,18 @@ impl UringDriver {
                     c.last_read = self.now;
                     if deliver {
                         for piece in bytes.chunks(scripted.piece.unwrap_or(n)) {
-                            if c.stalled || dispatch.congested(c.id) {
-                                // The worker is behind: stop reading (the receive is
-                                // cancelled at the end of the turn) and hold what still
-                                // arrives until it catches up, in order, so the hand-off
-                                // stays bounded as with the readiness driver.
+                            if c.stalled || c.out_paused || dispatch.congested(c.id) {
+                                // The worker is behind, or the output over its limit: stop
+                                // reading (the receive is cancelled at the end of the turn)
+                                // and hold what still arrives until both are past, in order,
+                                // so the hand-off and the output stay bounded as with the
+                                // readiness driver.
                                 if !c.stalled {
                                     c.stalled = true;
-                                    Stats::add(&self.stats.read_pauses, 1);
+                                    if !c.out_paused {
+                                        // A pause for output was counted when it began.
+                                        Stats::add(&self.stats.read_pauses, 1);
+                                    }
                                     self.stalled.push(slot);
                                 }
                                 c.held.extend_from_slice(piece);
@@ -194,15 +200,16 @@ impl UringDriver {
                 // Once closing (the service asked to, or shutdown), held input is dropped like
                 // input that arrives then: an answer to it could no longer be sent.
                 Some(c) if c.stalled && c.dying.is_none() && !c.closing => {
-                    // Hand over what was held, a chunk at a time, while the worker keeps up.
-                    while c.held.len() > c.held_pos && !dispatch.congested(c.id) {
+                    // Hand over what was held, a chunk at a time, while the worker keeps up
+                    // and the output is under its limit.
+                    while c.held.len() > c.held_pos && !c.out_paused && !dispatch.congested(c.id) {
                         let end = c.held.len().min(c.held_pos + HELD_CHUNK);
                         Stats::add(&self.stats.bytes_in, (end - c.held_pos) as u64);
                         dispatch.data(c.id, &c.held[c.held_pos..end]);
                         c.held_pos = end;
                         self.handed_late = true;
                     }
-                    if c.held.len() > c.held_pos || dispatch.congested(c.id) {
+                    if c.held.len() > c.held_pos || c.out_paused || dispatch.congested(c.id) {
                         false
                     } else {
                         c.held = Vec::new();

@@ -70,9 +70,11 @@ pub(crate) enum Head<'a> {
 
 /// Parse the head at the start of `input`; `max` bounds the head's size in bytes.
 pub(crate) fn parse_head(input: &[u8], max: usize) -> Head<'_> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
-    let len = match req.parse(input) {
+    // Left uninitialised: httparse writes the fields it finds (2 KiB not zeroed per request).
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(input, &mut fields) {
         Ok(httparse::Status::Partial) => {
             if input.len() > max {
                 return Head::Reject(over_limit(input, max));
@@ -300,8 +302,18 @@ pub(crate) fn split_target(target: &str) -> Result<(&str, &str), PathError> {
             _ => "/",
         }
     };
-    let end = rest.find(['?', '#']).unwrap_or(rest.len());
-    let query_end = rest.find('#').unwrap_or(rest.len()).max(end);
+    let bytes = rest.as_bytes();
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(bytes.len());
+    let query_end = match bytes.get(end) {
+        Some(b'?') => bytes[end..]
+            .iter()
+            .position(|&b| b == b'#')
+            .map_or(bytes.len(), |i| end + i),
+        _ => end,
+    };
     Ok((&rest[..end], &rest[end..query_end]))
 }
 
