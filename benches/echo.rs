@@ -3,9 +3,11 @@
 //!
 //! Every measurement starts the server as its own process (pinned to core 0 when the
 //! machine has 2+ cores and `taskset` exists) and runs `ringport bench` against it (pinned
-//! to core 1). Contenders take turns (A B C .. A B C ..) for every scenario and each figure
-//! is the median over the rounds. Server CPU is read by `ringport bench --server-pid` from
-//! `/proc/PID/stat` over the measured window.
+//! to core 1). Contenders take turns for every scenario, the order rotated each round (A B C,
+//! B C A, ..), and each figure is the median over the rounds; each ratio to tokio
+//! current_thread the median of the rounds' ratios (a round's figure over tokio's in it).
+//! Server CPU is read by `ringport bench --server-pid` from `/proc/PID/stat` over the
+//! measured window.
 //!
 //! The peers are built into this program: run with `RINGPORT_PEER=tokio-ct|tokio-mt|mio-et`
 //! it serves echo on 127.0.0.1:0 and prints `ringport-peer: listening on ADDR, ...`.
@@ -392,21 +394,31 @@ fn compare() -> Result<(), String> {
     while i < scenarios.len() {
         let s = scenarios[i].clone();
         eprintln!("echo bench: {}", s.title);
-        let mut samples: Vec<Vec<Value>> = vec![Vec::new(); running.len()];
+        // One entry per contender and round (None: that run failed), so rounds pair up.
+        let mut rounds: Vec<Vec<Option<Value>>> = vec![Vec::new(); running.len()];
         let mut failures: Vec<Vec<String>> = vec![Vec::new(); running.len()];
-        for _round in 0..setup.rounds {
-            for (k, c) in running.iter().enumerate() {
-                match measure(&setup, c, &s) {
-                    Ok(v) => samples[k].push(v),
+        for round in 0..setup.rounds {
+            for k in support::turn_order(round, running.len()) {
+                match measure(&setup, &running[k], &s) {
+                    Ok(v) => rounds[k].push(Some(v)),
                     Err(e) => {
                         eprintln!("echo bench:   {e}");
                         failures[k].push(e);
+                        rounds[k].push(None);
                     }
                 }
             }
         }
+        let samples: Vec<Vec<Value>> = rounds
+            .iter()
+            .map(|r| r.iter().flatten().cloned().collect())
+            .collect();
         let figures: Vec<Figures> = samples.iter().map(|v| Figures::of(v)).collect();
-        tables.push_str(&table(&s, &running, &figures));
+        let reference = running.iter().position(|c| c.name == REFERENCE);
+        let paired: Vec<Paired> = (0..running.len())
+            .map(|k| Paired::of(&rounds, k, reference))
+            .collect();
+        tables.push_str(&table(&s, &running, &figures, &paired));
         results.push(json!({
             "scenario": s.key,
             "title": s.title,
@@ -459,8 +471,9 @@ fn compare() -> Result<(), String> {
     );
     println!(
         "{} connections, `--io-threads 1` for ringport; {}; median of {} rounds of {} s \
-         (after {} s warm-up), contenders alternating. ×ct = ratio to tokio current_thread \
-         (msgs/s: higher is better; ns/msg: lower is better). † = load generator at ≥{CLIENT_CEILING:.0}% \
+         (after {} s warm-up), contenders taking turns (order rotated each round). ×ct = ratio \
+         to tokio current_thread in the same round, median over the rounds (msgs/s: higher \
+         is better; ns/msg: lower is better). † = load generator at ≥{CLIENT_CEILING:.0}% \
          CPU: a closed-loop figure is the client's ceiling, not the server's; an open-loop row \
          may have slipped its schedule (see send lag, which counts in the latency).\n",
         CONNECTIONS,
@@ -508,26 +521,42 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "–".to_string(), |v| format!("{v:.digits$}"))
 }
 
-fn ratio(v: Option<f64>, reference: Option<f64>) -> String {
-    match (v, reference) {
-        (Some(v), Some(r)) if r > 0.0 => format!("{:.2}", v / r),
-        _ => "–".to_string(),
+/// A contender's ratios to the reference: per round, then the median over the rounds.
+struct Paired {
+    msgs_per_s: Option<f64>,
+    server_ns: Option<f64>,
+}
+
+impl Paired {
+    fn of(rounds: &[Vec<Option<Value>>], k: usize, reference: Option<usize>) -> Paired {
+        let Some(r) = reference else {
+            return Paired {
+                msgs_per_s: None,
+                server_ns: None,
+            };
+        };
+        let field = |i: usize, name: &str| -> Vec<Option<f64>> {
+            rounds[i]
+                .iter()
+                .map(|v| v.as_ref().and_then(|v| v[name].as_f64()))
+                .collect()
+        };
+        let ratio = |name: &str| support::paired_ratio(&field(k, name), &field(r, name));
+        Paired {
+            msgs_per_s: ratio("msgs_per_s"),
+            server_ns: ratio("server_cpu_ns_per_msg"),
+        }
     }
 }
 
-fn table(s: &Scenario, running: &[Contender], figures: &[Figures]) -> String {
-    let reference = running
-        .iter()
-        .position(|c| c.name == REFERENCE)
-        .map(|k| figures[k].clone())
-        .unwrap_or_default();
+fn table(s: &Scenario, running: &[Contender], figures: &[Figures], paired: &[Paired]) -> String {
     let mut t = format!("### {}\n\n", s.title);
     let open = s.rate.is_some();
     t.push_str("| contender | msgs/s | ×ct | load CPU % | server CPU % | server ns/msg | ×ct | p50 µs | p99 µs |");
     t.push_str(if open { " send lag p99 µs |\n" } else { "\n" });
     t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     t.push_str(if open { "---:|\n" } else { "\n" });
-    for (c, f) in running.iter().zip(figures) {
+    for ((c, f), x) in running.iter().zip(figures).zip(paired) {
         let ceiling = if f.load_cpu.is_some_and(|l| l >= CLIENT_CEILING) {
             " †"
         } else {
@@ -537,11 +566,11 @@ fn table(s: &Scenario, running: &[Contender], figures: &[Figures]) -> String {
             "| {} | {}{ceiling} | {} | {} | {} | {} | {} | {} | {} |",
             c.name,
             fmt(f.msgs_per_s, 0),
-            ratio(f.msgs_per_s, reference.msgs_per_s),
+            fmt(x.msgs_per_s, 2),
             fmt(f.load_cpu, 0),
             fmt(f.server_cpu, 0),
             fmt(f.server_ns, 0),
-            ratio(f.server_ns, reference.server_ns),
+            fmt(x.server_ns, 2),
             fmt(f.p50, 1),
             fmt(f.p99, 1),
         ));

@@ -4,8 +4,9 @@
 //! Every measurement starts the server as its own process, pinned to core 0 (when the
 //! machine has 2+ cores and `taskset` exists), warms it up with wrk, then runs wrk pinned
 //! to core 1 (`-t1 -c100`) for the measured window. Contenders take turns for every
-//! scenario and round; each figure is the median over the rounds, and each ratio to nginx
-//! the median of the rounds' ratios (each round's figure over nginx's in that round).
+//! scenario and round, in an order rotated each round; each figure is the median over the
+//! rounds, and each ratio to nginx the median of the rounds' ratios (each round's figure
+//! over nginx's in that round).
 //! Server CPU is read from `/proc/PID/stat` of the server's processes (nginx: master and
 //! worker) over the window.
 //!
@@ -158,7 +159,8 @@ fn run() -> Result<(), String> {
         vec![vec![Vec::new(); contenders.len()]; SCENARIOS.len()];
     for round in 0..bench.rounds {
         for (si, s) in SCENARIOS.iter().enumerate() {
-            for (ci, &c) in contenders.iter().enumerate() {
+            for ci in support::turn_order(round, contenders.len()) {
+                let c = contenders[ci];
                 let sample = measure(&bench, c, s.path)?;
                 eprintln!(
                     "round {} {:<28} {:<16} {:>9.0} req/s  server {:>3.0}%  wrk {:>3.0}%  p99 {:.2} ms",
@@ -179,7 +181,7 @@ fn run() -> Result<(), String> {
     let _ = writeln!(out, "{}\n", support::machine());
     let _ = writeln!(
         out,
-        "{} connections, wrk -t1 for {} s per run after a 1 s warm-up; server pinned to core 0{}, wrk to core 1; median of {} rounds, contenders alternating. ×nginx: the median over the rounds of the ratio to nginx in the same round (higher is better for every column but p99).\n",
+        "{} connections, wrk -t1 for {} s per run after a 1 s warm-up; server pinned to core 0{}, wrk to core 1; median of {} rounds, contenders taking turns (the order rotated each round). ×nginx: the median over the rounds of the ratio to nginx in the same round (higher is better for every column but p99).\n",
         CONNECTIONS,
         bench.secs,
         if bench.pin { "" } else { " (not pinned: needs 2+ cores and taskset)" },
@@ -206,12 +208,11 @@ fn run() -> Result<(), String> {
             // median, so that drift of the machine between rounds cancels out.
             let ratio = |f: fn(&Sample) -> f64| match reference {
                 Some(r) => {
-                    let paired = samples[si][ci]
-                        .iter()
-                        .zip(&samples[si][r])
-                        .map(|(a, b)| f(a) / f(b))
-                        .collect();
-                    format!("{:.2}", median(paired).unwrap_or(f64::NAN))
+                    let of = |k: usize| -> Vec<Option<f64>> {
+                        samples[si][k].iter().map(|x| Some(f(x))).collect()
+                    };
+                    let paired = support::paired_ratio(&of(ci), &of(r));
+                    format!("{:.2}", paired.unwrap_or(f64::NAN))
                 }
                 None => "–".into(),
             };

@@ -4,8 +4,9 @@
 //! Each measurement starts the server as its own process pinned to core 0
 //! (`redis-server --save '' --appendonly no`, or `ringport serve --service resp
 //! --io-threads 1`), and runs `redis-benchmark -c 50 -P N -t TEST` pinned to core 1. The
-//! servers take turns (redis, ringport uring, ringport poll, redis, ...) for every test and
-//! each figure is the median over the rounds. Server CPU is the run time the scheduler
+//! servers take turns (redis, ringport uring, ringport poll; the order rotated each round)
+//! for every test and each figure is the median over the rounds; each ratio to redis the
+//! median of the rounds' ratios (each round's figure over redis-server's in that round). Server CPU is the run time the scheduler
 //! gave the server's threads over the redis-benchmark run (`/proc/PID/task/*/schedstat`).
 //!
 //! Knobs (environment):
@@ -24,6 +25,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+
+mod support;
 
 const CONNECTIONS: &str = "50";
 const TESTS: &[&str] = &["set", "get", "incr", "lpush", "hset"];
@@ -262,15 +265,23 @@ fn run() -> Result<(), String> {
     contenders.push(Contender::Ringport("uring"));
     contenders.push(Contender::Ringport("poll"));
     let mut results = Vec::new();
-    println!(
-        "| test | -P | {} |",
-        contenders
-            .iter()
-            .map(|c| format!("{} req/s | {} µs CPU/req", c.name(), c.name()))
-            .collect::<Vec<_>>()
-            .join(" | ")
-    );
-    println!("|---|---|{}", "---|---|".repeat(contenders.len()));
+    let reference = contenders.iter().position(|&c| c == Contender::Redis);
+    // Per contender: req/s and µs CPU/req; against redis-server (when it runs) also the
+    // paired ratios of both.
+    let columns = |c: Contender| -> Vec<String> {
+        let mut v = vec![
+            format!("{} req/s", c.name()),
+            format!("{} µs CPU/req", c.name()),
+        ];
+        if reference.is_some() && c != Contender::Redis {
+            v.push(format!("{} req/s ×redis", c.name()));
+            v.push(format!("{} req per CPU-s ×redis", c.name()));
+        }
+        v
+    };
+    let heads: Vec<String> = contenders.iter().flat_map(|&c| columns(c)).collect();
+    println!("| test | -P | {} |", heads.join(" | "));
+    println!("|---|---|{}", "---|".repeat(heads.len()));
     let only = |var: &str| -> Option<Vec<String>> {
         std::env::var(var).ok().map(|v| {
             v.split(',')
@@ -285,26 +296,51 @@ fn run() -> Result<(), String> {
         .unwrap_or_else(|| PIPELINES.to_vec());
     for &pipeline in &pipelines {
         for test in &tests {
-            let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); contenders.len()];
-            for _ in 0..setup.rounds {
-                for (i, &c) in contenders.iter().enumerate() {
+            // One entry per contender and round (None: that run failed), so rounds pair up.
+            let mut samples: Vec<Vec<Option<(f64, f64)>>> = vec![Vec::new(); contenders.len()];
+            for round in 0..setup.rounds {
+                for i in support::turn_order(round, contenders.len()) {
+                    let c = contenders[i];
                     match measure(&setup, c, test, pipeline) {
-                        Ok(s) => samples[i].push(s),
-                        Err(e) => eprintln!("{} {test} -P {pipeline}: {e}", c.name()),
+                        Ok(s) => samples[i].push(Some(s)),
+                        Err(e) => {
+                            eprintln!("{} {test} -P {pipeline}: {e}", c.name());
+                            samples[i].push(None);
+                        }
                     }
                 }
             }
+            let rps_of = |i: usize| -> Vec<Option<f64>> {
+                samples[i].iter().map(|s| s.map(|s| s.0)).collect()
+            };
+            // Requests per CPU-second: the inverse of µs per request.
+            let per_cpu_of = |i: usize| -> Vec<Option<f64>> {
+                samples[i]
+                    .iter()
+                    .map(|s| s.and_then(|s| (s.1 > 0.0).then(|| 1.0 / s.1)))
+                    .collect()
+            };
             let mut row = format!("| {} | {pipeline} |", test.to_uppercase());
             let mut entry = json!({"test": test, "pipeline": pipeline});
-            for (i, c) in contenders.iter().enumerate() {
-                let rps = median(samples[i].iter().map(|s| s.0).collect());
-                let us = median(samples[i].iter().map(|s| s.1).collect());
+            for (i, &c) in contenders.iter().enumerate() {
+                let ok: Vec<(f64, f64)> = samples[i].iter().flatten().copied().collect();
+                let rps = median(ok.iter().map(|s| s.0).collect());
+                let us = median(ok.iter().map(|s| s.1).collect());
                 row.push_str(&format!(" {rps:.0} | {us:.3} |"));
                 entry[c.name()] = json!({
                     "rps_median": rps,
                     "cpu_us_per_request_median": us,
-                    "samples": samples[i].iter().map(|s| json!({"rps": s.0, "cpu_us": s.1})).collect::<Vec<_>>(),
+                    "samples": ok.iter().map(|s| json!({"rps": s.0, "cpu_us": s.1})).collect::<Vec<_>>(),
                 });
+                if let Some(r) = reference.filter(|&r| r != i) {
+                    let fmt =
+                        |v: Option<f64>| v.map_or_else(|| "–".to_string(), |v| format!("{v:.2}"));
+                    let x_rps = support::paired_ratio(&rps_of(i), &rps_of(r));
+                    let x_cpu = support::paired_ratio(&per_cpu_of(i), &per_cpu_of(r));
+                    row.push_str(&format!(" {} | {} |", fmt(x_rps), fmt(x_cpu)));
+                    entry[c.name()]["x_redis_rps_paired"] = json!(x_rps);
+                    entry[c.name()]["x_redis_per_cpu_paired"] = json!(x_cpu);
+                }
             }
             println!("{row}");
             results.push(entry);

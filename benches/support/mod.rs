@@ -159,6 +159,26 @@ pub fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
+/// The order in which `n` contenders take their turns in round `round`: rotated by one
+/// each round, so that none always runs first, or always right after the same one.
+pub fn turn_order(round: usize, n: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |k| (k + round) % n.max(1))
+}
+
+/// The median over rounds of `a`'s figure over `b`'s in the same round (rounds where either
+/// is missing or not positive left out): drift of the machine between rounds cancels out.
+pub fn paired_ratio(a: &[Option<f64>], b: &[Option<f64>]) -> Option<f64> {
+    median(
+        a.iter()
+            .zip(b)
+            .filter_map(|(x, y)| match (x, y) {
+                (Some(x), Some(y)) if *y > 0.0 => Some(x / y),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
 pub fn env_f64(name: &str) -> Option<f64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
