@@ -1,10 +1,8 @@
 //! The options of `ringport bench`, their parsers, and the checks made before a run.
 
-use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use super::process_cpu;
 use crate::units;
 
 /// Smallest and largest `--size`.
@@ -135,6 +133,9 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 /// Check that `--server-pid` names a process whose CPU time can be read.
 #[cfg(target_os = "linux")]
 fn check_server_pid(pid: u32) -> Result<(), String> {
+    use super::process_cpu;
+    use std::io;
+
     let path = format!("/proc/{pid}/stat");
     match std::fs::read_to_string(&path) {
         Ok(_) if process_cpu(Some(pid)).is_some() => Ok(()),

@@ -157,13 +157,14 @@ pub fn server(setup: Setup, io_threads: usize, f: impl FnOnce(&mut RespBuilder))
     (server, resp)
 }
 
-/// The path of a Redis client program, or `None` (with a note) when it is not installed.
-/// On Linux with `RINGPORT_REQUIRE_REDIS_CLIENTS=1` (CI) a missing program fails the test
-/// instead.
+/// The path of a Redis client program (`name`, `name.exe` on Windows), or `None` (with a
+/// note) when it is not installed. On Linux with `RINGPORT_REQUIRE_REDIS_CLIENTS=1` (CI) a
+/// missing program fails the test instead.
 pub fn tool(name: &str) -> Option<PathBuf> {
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
-            .map(|p| p.join(name))
+            .map(|p| p.join(&file))
             .find(|p| p.is_file())
     });
     if found.is_none() {
