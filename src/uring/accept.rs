@@ -133,7 +133,6 @@ impl UringDriver {
         let id = ConnId::new(self.cfg.index, slot, generation);
         self.slots[slot as usize].conn = Some(Conn {
             id,
-            fd: stream.as_raw_fd(),
             stream,
             sending: Vec::new(),
             send_pos: 0,
@@ -152,9 +151,7 @@ impl UringDriver {
             out_paused: false,
             stalled: false,
             starved: false,
-            held: Vec::new(),
-            held_pos: 0,
-            held_eof: false,
+            held: None,
             dirty: false,
             dying: None,
             linger_until: None,

@@ -81,9 +81,7 @@ impl UringDriver {
         // (the stalled list drops the connection at its next pass).
         c.stalled = false;
         c.out_paused = false;
-        c.held = Vec::new();
-        c.held_pos = 0;
-        c.held_eof = false;
+        c.held = None;
         self.lingering.push((slot, c.id.generation()));
         self.update_recv(slot);
     }
@@ -146,11 +144,10 @@ impl UringDriver {
             (c.pending.len() + unsent).saturating_add(file_owed) as u64,
         );
         c.pending = Vec::new();
-        c.held = Vec::new();
-        c.held_pos = 0;
+        c.held = None;
         if c.recv_armed || c.send_busy {
             c.cancel_busy = true;
-            let entry = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(c.fd)).all())
+            let entry = opcode::AsyncCancel2::new(CancelBuilder::fd(c.fd()).all())
                 .build()
                 .user_data(user_data(Op::CancelConn, c.id.generation(), slot));
             self.push(entry);

@@ -98,7 +98,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -193,7 +193,6 @@ enum CloseWhy {
 struct Conn {
     id: ConnId,
     stream: TcpStream,
-    fd: RawFd,
     /// The buffer of the send in flight: `sending[send_pos..]` is not yet written. Never
     /// touched while `send_busy`.
     sending: Vec<u8>,
@@ -228,12 +227,10 @@ struct Conn {
     stalled: bool,
     /// The buffer ring ran dry under its receive: waiting in `starved` for a re-arm.
     starved: bool,
-    /// Bytes received while the worker was congested or output over the limit (before the
-    /// cancel took effect): `held[held_pos..]`, handed over once neither holds.
-    held: Vec<u8>,
-    held_pos: usize,
-    /// EOF arrived behind held bytes.
-    held_eof: bool,
+    /// Input received while the worker was congested or output over the limit (before the
+    /// cancel took effect), handed over once neither holds. Boxed: most connections never
+    /// hold any, and every open connection carries this field.
+    held: Option<Box<Held>>,
     /// Queued for the end-of-turn pass.
     dirty: bool,
     /// Being closed: waiting for its requests to complete.
@@ -248,7 +245,27 @@ struct Conn {
     last_write: Instant,
 }
 
+/// Input held while reading is paused: `bytes[pos..]` is not handed over yet.
+#[derive(Default)]
+struct Held {
+    bytes: Vec<u8>,
+    pos: usize,
+    /// EOF arrived behind the held bytes.
+    eof: bool,
+}
+
+impl Held {
+    fn pending(&self) -> bool {
+        self.bytes.len() > self.pos
+    }
+}
+
 impl Conn {
+    /// The connection's descriptor (owned by `stream`).
+    fn fd(&self) -> Fd {
+        Fd(self.stream.as_raw_fd())
+    }
+
     fn queued(&self) -> usize {
         let file = usize::try_from(self.files.bytes()).unwrap_or(usize::MAX);
         ((self.sending.len() - self.send_pos) + self.pending.len()).saturating_add(file)

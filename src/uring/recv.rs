@@ -23,7 +23,7 @@ impl UringDriver {
             if !c.recv_armed && !c.out_paused {
                 c.recv_armed = true;
                 c.recv_cancel = false;
-                let entry = opcode::RecvMulti::new(Fd(c.fd), bgid).build().user_data(ud);
+                let entry = opcode::RecvMulti::new(c.fd(), bgid).build().user_data(ud);
                 self.push(entry);
             }
         } else if c.recv_armed && !c.recv_cancel {
@@ -82,7 +82,10 @@ impl UringDriver {
                                     }
                                     self.stalled.push(slot);
                                 }
-                                c.held.extend_from_slice(piece);
+                                c.held
+                                    .get_or_insert_with(Box::default)
+                                    .bytes
+                                    .extend_from_slice(piece);
                             } else {
                                 // `bytes_in` counts what the service is handed (see
                                 // `Stats`): held bytes when they are handed over, input read
@@ -108,10 +111,9 @@ impl UringDriver {
                 if c.linger_until.is_some() {
                     linger_done = true;
                 } else if deliver {
-                    if c.held.len() > c.held_pos {
-                        c.held_eof = true;
-                    } else {
-                        dispatch.eof(c.id);
+                    match c.held.as_deref_mut() {
+                        Some(h) if h.pending() => h.eof = true,
+                        _ => dispatch.eof(c.id),
                     }
                 }
             }
@@ -202,20 +204,20 @@ impl UringDriver {
                 Some(c) if c.stalled && c.dying.is_none() && !c.closing => {
                     // Hand over what was held, a chunk at a time, while the worker keeps up
                     // and the output is under its limit.
-                    while c.held.len() > c.held_pos && !c.out_paused && !dispatch.congested(c.id) {
-                        let end = c.held.len().min(c.held_pos + HELD_CHUNK);
-                        Stats::add(&self.stats.bytes_in, (end - c.held_pos) as u64);
-                        dispatch.data(c.id, &c.held[c.held_pos..end]);
-                        c.held_pos = end;
-                        self.handed_late = true;
+                    if let Some(h) = c.held.as_deref_mut() {
+                        while h.pending() && !c.out_paused && !dispatch.congested(c.id) {
+                            let end = h.bytes.len().min(h.pos + HELD_CHUNK);
+                            Stats::add(&self.stats.bytes_in, (end - h.pos) as u64);
+                            dispatch.data(c.id, &h.bytes[h.pos..end]);
+                            h.pos = end;
+                            self.handed_late = true;
+                        }
                     }
-                    if c.held.len() > c.held_pos || c.out_paused || dispatch.congested(c.id) {
+                    let pending = c.held.as_ref().is_some_and(|h| h.pending());
+                    if pending || c.out_paused || dispatch.congested(c.id) {
                         false
                     } else {
-                        c.held = Vec::new();
-                        c.held_pos = 0;
-                        if c.held_eof {
-                            c.held_eof = false;
+                        if c.held.take().is_some_and(|h| h.eof) {
                             dispatch.eof(c.id);
                             self.handed_late = true;
                         }

@@ -68,7 +68,7 @@ impl UringDriver {
                 if let Some(Injected::Short(n)) = scripted {
                     len = len.min(n);
                 }
-                opcode::Send::new(Fd(c.fd), rest.as_ptr(), len as u32)
+                opcode::Send::new(c.fd(), rest.as_ptr(), len as u32)
                     .flags(libc::MSG_NOSIGNAL)
                     .build()
                     .user_data(ud)
@@ -208,7 +208,7 @@ impl UringDriver {
         let Some(c) = self.slots[slot as usize].conn.as_mut() else {
             return;
         };
-        let entry = opcode::PollAdd::new(Fd(c.fd), libc::POLLOUT as u32)
+        let entry = opcode::PollAdd::new(c.fd(), libc::POLLOUT as u32)
             .build()
             .user_data(user_data(Op::FileReady, c.id.generation(), slot));
         c.send_busy = true;
