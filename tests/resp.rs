@@ -3,9 +3,9 @@
 //! across I/O threads, protocol errors and garbage, expiry, memory limits, pub/sub, and
 //! snapshots across restarts.
 //!
-//! On Windows (under Wine in CI) the tests that drive the store over raw sockets run as
-//! everywhere; those that need the Redis clients skip where they are not installed (they
-//! are looked up as `NAME.exe`), and those that stop the server with SIGTERM are Unix only.
+//! On Windows (under Wine in CI) the tests run as everywhere, the server stopped by Ctrl+C
+//! in its console where Unix sends SIGTERM; those that need the Redis clients skip where
+//! they are not installed (they are looked up as `NAME.exe`).
 
 mod common;
 
@@ -749,8 +749,7 @@ fn subscriber_that_stops_reading_is_dropped_and_closed(setup: Setup) {
     drop(sub);
 }
 
-/// Tests that stop the server with SIGTERM: Unix only.
-#[cfg(unix)]
+/// Tests that stop the server with SIGTERM (Ctrl+C in its console on Windows).
 mod signals {
     use super::*;
     use common::resp::read_reply;
@@ -913,18 +912,7 @@ mod signals {
     }
 }
 
-#[cfg(unix)]
 use signals::{
     sigterm_under_write_load_loses_no_acknowledged_write,
     snapshot_round_trip_and_corrupt_file_refused,
 };
-
-#[cfg(not(unix))]
-fn snapshot_round_trip_and_corrupt_file_refused(_setup: Setup) {
-    eprintln!("skipped: stops the server with SIGTERM (Unix only)");
-}
-
-#[cfg(not(unix))]
-fn sigterm_under_write_load_loses_no_acknowledged_write(_setup: Setup) {
-    eprintln!("skipped: stops the server with SIGTERM (Unix only)");
-}
