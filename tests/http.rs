@@ -71,6 +71,7 @@ fn site() -> Site {
     std::fs::write(root.join("sub/a b.txt"), b"spaced\n").unwrap();
     std::fs::write(root.join("style.css"), b"body{}\n").unwrap();
     std::fs::write(root.join("data"), b"\x00\x01").unwrap();
+    std::fs::write(root.join("zero.txt"), b"").unwrap();
     let medium = Rng::new(99).bytes(300 * 1024 + 7);
     std::fs::write(root.join("medium.bin"), &medium).unwrap();
     std::fs::write(dir.0.join("outside.txt"), SECRET).unwrap();
@@ -425,6 +426,13 @@ fn curl_head_conditional_range_and_errors(setup: Setup) {
         &["-H", "If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT"],
     );
     assert_eq!(r.status, 200);
+    // A date later than the server's clock is invalid, so ignored.
+    let r = curl(
+        addr,
+        "/small.html",
+        &["-H", "If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT"],
+    );
+    assert_eq!((r.status, r.body.len()), (200, 612));
     // Ranges.
     let r = curl(addr, "/medium.bin", &["-r", "1000-1999"]);
     assert_eq!(r.status, 206);
@@ -442,6 +450,12 @@ fn curl_head_conditional_range_and_errors(setup: Setup) {
     let r = curl(addr, "/small.html", &["-r", "5000-6000"]);
     assert_eq!(r.status, 416);
     assert_eq!(r.header("content-range"), Some("bytes */612"));
+    // An empty file has no range to send: the whole, empty body (as nginx answers).
+    for range in ["-5", "0-"] {
+        let r = curl(addr, "/zero.txt", &["-r", range]);
+        assert_eq!((r.status, r.body.len()), (200, 0), "range {range}");
+        assert_eq!(r.header("content-length"), Some("0"));
+    }
     let r = curl(
         addr,
         "/small.html",
@@ -910,6 +924,23 @@ fn directories_index_redirect_and_autoindex(setup: Setup) {
     assert_eq!(r.header("location"), Some("/sub/?x=1"));
     assert_eq!(curl(addr, "/sub/", &[]).body, b"<h1>sub</h1>\n");
     assert_eq!(curl(addr, "/empty/", &[]).status, 404);
+    // A file is not a directory: a trailing `/` (or a last `.` segment) finds nothing;
+    // on a directory the last `.` names it, as its trailing `/` does.
+    for (path, status) in [
+        ("/small.html/", 404),
+        ("/small.html/.", 404),
+        ("/small.html/%2e", 404),
+        ("/sub/index.html/", 404),
+        ("/sub/.", 200),
+    ] {
+        let mut c = Client::new(addr);
+        c.send(&get(path));
+        assert_eq!(c.response(false).status, status, "{path}");
+    }
+    // A name longer than the file system allows names nothing: 404, not 403.
+    let mut c = Client::new(addr);
+    c.send(&get(&format!("/{}", "a".repeat(300))));
+    assert_eq!(c.response(false).status, 404);
     let listing = server_with_autoindex(setup, &site);
     let r = curl(listing.local_addr(), "/empty/", &[]);
     assert_eq!(r.status, 200);

@@ -30,6 +30,7 @@ every_backend!(
     line_example_answers_pipelined_lines,
     closed_connection_ends_at_the_peers_eof,
     zero_linger_closes_without_waiting_for_the_peer,
+    file_shorter_than_promised_closes_after_what_there_is,
 );
 
 /// Read one `\n`-terminated line.
@@ -491,4 +492,46 @@ fn zero_linger_closes_without_waiting_for_the_peer(setup: Setup) {
         st.closed == 1 && st.open == 0
     });
     assert_eq!(read_to_eof(&mut c), b"bye\n");
+}
+
+/// Answers any input with a head and a file range that promises more than the file holds.
+struct ShortFile {
+    file: Arc<std::fs::File>,
+}
+
+impl Service for ShortFile {
+    type Session = ();
+
+    fn open(&self, _info: &ConnInfo, _conn: &mut Conn<'_>) {}
+
+    fn data(&self, _s: &mut (), input: &[u8], conn: &mut Conn<'_>) -> usize {
+        conn.write(b"head\n");
+        conn.send_file(self.file.clone(), 0, 1 << 20);
+        input.len()
+    }
+}
+
+/// A file shorter than its promised range (it shrank on disk, say): the connection closes
+/// after what there is, and that is not counted as a failed call.
+fn file_shorter_than_promised_closes_after_what_there_is(setup: Setup) {
+    let dir = common::TempDir::new("short-file");
+    let path = dir.0.join("short.bin");
+    let body = common::Rng::new(5).bytes(10_000);
+    std::fs::write(&path, &body).unwrap();
+    let file = Arc::new(std::fs::File::open(&path).unwrap());
+    let server = setup.builder().build(ShortFile { file }).unwrap();
+    let mut c = connect(server.local_addr());
+    c.write_all(b"x").unwrap();
+    let got = read_to_eof(&mut c);
+    let mut want = b"head\n".to_vec();
+    want.extend_from_slice(&body);
+    assert!(got == want, "got {} bytes, want {}", got.len(), want.len());
+    wait_until("closed", || server.stats().open == 0);
+    let st = server.stats();
+    assert_eq!(
+        st.errors_of(ringport::fallback::Disposition::Fatal),
+        0,
+        "{st}"
+    );
+    assert_eq!(st.service_panics, 0);
 }

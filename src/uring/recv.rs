@@ -70,10 +70,10 @@ impl UringDriver {
                         for piece in bytes.chunks(scripted.piece.unwrap_or(n)) {
                             if c.stalled || c.out_paused || dispatch.congested(c.id) {
                                 // The worker is behind, or the output over its limit: stop
-                                // reading (the receive is cancelled at the end of the turn)
-                                // and hold what still arrives until both are past, in order,
-                                // so the hand-off and the output stay bounded as with the
-                                // readiness driver.
+                                // reading (the receive is cancelled once this completion is
+                                // handled) and hold what still arrives until both are past,
+                                // in order, so the hand-off and the output stay bounded as
+                                // with the readiness driver.
                                 if !c.stalled {
                                     c.stalled = true;
                                     if !c.out_paused {
@@ -113,6 +113,15 @@ impl UringDriver {
                 } else if deliver {
                     match c.held.as_deref_mut() {
                         Some(h) if h.pending() => h.eof = true,
+                        // Paused for output, the EOF waits like input would, as it does in
+                        // the socket for the readiness driver, until the output drained.
+                        _ if c.out_paused => {
+                            c.held.get_or_insert_with(Box::default).eof = true;
+                            if !c.stalled {
+                                c.stalled = true;
+                                self.stalled.push(slot);
+                            }
+                        }
                         _ => dispatch.eof(c.id),
                     }
                 }
@@ -250,7 +259,11 @@ impl UringDriver {
             if let Some(c) = live(&mut self.slots, slot, generation) {
                 if c.starved {
                     c.starved = false;
-                    budget -= 1;
+                    // One paused for output is not re-armed until it drains: it takes no
+                    // buffer now.
+                    if !c.out_paused {
+                        budget -= 1;
+                    }
                     self.mark_dirty(slot);
                 }
             }

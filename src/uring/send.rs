@@ -157,6 +157,7 @@ impl UringDriver {
             c.nonblocking = true;
         }
         let mut budget = FILE_TURN;
+        let mut file_ended = false;
         let failed = loop {
             let Some(f) = c.files.front().filter(|_| c.files.next_at() == Some(0)) else {
                 break None;
@@ -166,9 +167,10 @@ impl UringDriver {
                 .min(budget);
             match net::sendfile(&c.stream, &f.range, want) {
                 Ok(0) => {
-                    // The file ended before the promised length: the peer cannot be given
-                    // what it was told to expect.
-                    break Some(io::Error::from(io::ErrorKind::UnexpectedEof));
+                    // The file ended before the promised length (it shrank on disk): the
+                    // peer cannot be given what it was told to expect. Not a failed call.
+                    file_ended = true;
+                    break None;
                 }
                 Ok(n) => {
                     c.files.advance(n as u64);
@@ -188,6 +190,10 @@ impl UringDriver {
                 Err(e) => break Some(e),
             }
         };
+        if file_ended {
+            self.begin_close(slot, CloseWhy::Abort, dispatch);
+            return;
+        }
         match failed {
             // Would block: wait for room. Interrupted: the same call again once writable
             // (at once). Anything else aborts.

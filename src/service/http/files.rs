@@ -88,6 +88,10 @@ impl Root {
             Err(e) => return refused(&e),
         };
         if meta.is_file {
+            // `a.txt/` names a directory, which a file is not (404, as nginx answers).
+            if slash {
+                return Lookup::NotFound;
+            }
             return Lookup::File(open_file(file, &meta, rel));
         }
         if !meta.is_dir {
@@ -234,12 +238,13 @@ fn open_file(file: File, meta: &Meta, rel: &[u8]) -> OpenFile {
 fn is_missing(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+        // A name longer than the file system allows names nothing there either.
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidFilename
     )
 }
 
-/// A failed lookup: missing is 404, anything else (outside the root, a loop, no
-/// permission) is 403.
+/// A failed lookup: missing (or a name no file can have) is 404, anything else (outside
+/// the root, a loop, no permission) is 403.
 fn refused(e: &io::Error) -> Lookup {
     if is_missing(e) {
         Lookup::NotFound
@@ -392,9 +397,11 @@ pub(crate) fn none_match_hits(header: &[u8], etag: &[u8]) -> bool {
     })
 }
 
-/// True when the file is unchanged since an `If-Modified-Since` date (ignored if unreadable).
-pub(crate) fn not_modified_since(header: &[u8], mtime: i64) -> bool {
-    date::parse_http_date(header).is_some_and(|since| mtime <= since)
+/// True when the file is unchanged since an `If-Modified-Since` date. The date is ignored
+/// when unreadable, or later than `now` (Unix seconds): a date in the future is invalid
+/// (RFC 9110, section 13.1.3).
+pub(crate) fn not_modified_since(header: &[u8], mtime: i64, now: i64) -> bool {
+    date::parse_http_date(header).is_some_and(|since| since <= now && mtime <= since)
 }
 
 /// True when an `If-Range` validator still holds: a strong `ETag` equal to the file's, or
@@ -510,9 +517,19 @@ mod tests {
         assert!(none_match_hits(b"\"0-0\", W/\"1-2\"", e));
         assert!(none_match_hits(b"*", e));
         assert!(!none_match_hits(b"\"1-3\"", e));
-        assert!(not_modified_since(b"Thu, 01 Jan 1970 00:00:10 GMT", 10));
-        assert!(!not_modified_since(b"Thu, 01 Jan 1970 00:00:09 GMT", 10));
-        assert!(!not_modified_since(b"garbage", 10));
+        assert!(not_modified_since(b"Thu, 01 Jan 1970 00:00:10 GMT", 10, 20));
+        assert!(!not_modified_since(
+            b"Thu, 01 Jan 1970 00:00:09 GMT",
+            10,
+            20
+        ));
+        assert!(!not_modified_since(b"garbage", 10, 20));
+        // A date after the server's clock is ignored.
+        assert!(!not_modified_since(
+            b"Thu, 01 Jan 1970 00:00:30 GMT",
+            10,
+            20
+        ));
         assert!(if_range_holds(b"\"1-2\"", e, 5));
         assert!(!if_range_holds(b"W/\"1-2\"", e, 5));
         assert!(if_range_holds(b"Thu, 01 Jan 1970 00:00:05 GMT", e, 5));

@@ -42,7 +42,7 @@ use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use files::{Lookup, OpenFile, RangeAsk, Root};
 use log::AccessLog;
@@ -485,9 +485,9 @@ impl Http {
         let modified = date::http_date(f.mtime);
         let not_modified = match req.if_none_match {
             Some(h) => files::none_match_hits(h, etag),
-            None => req
-                .if_modified_since
-                .is_some_and(|h| files::not_modified_since(h, f.mtime)),
+            None => req.if_modified_since.is_some_and(|h| {
+                files::not_modified_since(h, f.mtime, date::unix_secs(SystemTime::now()))
+            }),
         };
         if not_modified {
             let mut w = HeadWriter::start(conn, Status::NotModified);
@@ -496,8 +496,10 @@ impl Http {
             return (Status::NotModified, 0);
         }
         let ask = match req.range {
+            // An empty file has no range to send: the whole (empty) body, as nginx does.
             Some(h)
                 if !head_only
+                    && f.len > 0
                     && req
                         .if_range
                         .is_none_or(|ir| files::if_range_holds(ir, etag, f.mtime)) =>

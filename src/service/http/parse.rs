@@ -329,13 +329,15 @@ fn hex(d: u8) -> Option<u8> {
 /// Decode a target's path into `out` as a path relative to the root: segments joined by
 /// `/`, no leading `/`, empty and `.` segments dropped. Refused (403): `..` (however it is
 /// spelled), a percent-encoded `/` or `\`, a backslash, a NUL byte, and on Windows a `:`.
-/// Returns whether the path ended with `/`.
+/// Returns whether the path names a directory: it ends with `/` (or a last segment of `.`,
+/// however it is spelled), and is not `/` itself.
 pub(crate) fn decode_path(path: &str, out: &mut Vec<u8>) -> Result<bool, PathError> {
     out.clear();
     let bytes = path.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::Malformed);
     }
+    let mut dir = false;
     for raw in path[1..].split('/') {
         let start = out.len();
         if start > 0 {
@@ -365,13 +367,16 @@ pub(crate) fn decode_path(path: &str, out: &mut Vec<u8>) -> Result<bool, PathErr
             }
             out.push(b);
         }
-        match &out[seg_start..] {
-            b"" | b"." => out.truncate(start),
+        dir = match &out[seg_start..] {
+            b"" | b"." => {
+                out.truncate(start);
+                true
+            }
             b".." => return Err(PathError::Forbidden),
-            _ => {}
-        }
+            _ => false,
+        };
     }
-    Ok(bytes.len() > 1 && bytes.ends_with(b"/"))
+    Ok(bytes.len() > 1 && dir)
 }
 
 /// Progress through a body being discarded.
