@@ -104,8 +104,9 @@ impl Exposition {
 }
 
 /// Upper bounds of the latency buckets, in seconds (plus `+Inf`).
-pub const LATENCY_BUCKETS: [f64; 14] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 /// A latency histogram with fixed buckets ([`LATENCY_BUCKETS`]): relaxed atomic counters,

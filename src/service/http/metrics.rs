@@ -56,7 +56,7 @@ impl HttpMetrics {
         out.family(
             name,
             Kind::Histogram,
-            "Time from a request's first byte to its response being queued.",
+            "Time from a request's first byte to its response being queued (clock read once per batch).",
         );
         self.latency.render(out, name, &[]);
     }
