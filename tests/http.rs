@@ -433,6 +433,32 @@ fn curl_head_conditional_range_and_errors(setup: Setup) {
         &["-H", "If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT"],
     );
     assert_eq!((r.status, r.body.len()), (200, 612));
+    // Preconditions: If-Match (strong comparison), else If-Unmodified-Since.
+    for (field, status) in [
+        (format!("If-Match: {etag}"), 200),
+        ("If-Match: \"other\", *".to_string(), 200),
+        ("If-Match: \"other\"".to_string(), 412),
+        (format!("If-Match: W/{etag}"), 412),
+        (format!("If-Unmodified-Since: {modified}"), 200),
+        (
+            "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT".to_string(),
+            412,
+        ),
+    ] {
+        let r = curl(addr, "/small.html", &["-H", &field]);
+        assert_eq!(r.status, status, "{field}");
+        if status == 412 {
+            assert_eq!(r.body, b"412 Precondition Failed\n");
+        }
+    }
+    // With If-Match, If-Unmodified-Since is not looked at.
+    let old = "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT";
+    let r = curl(
+        addr,
+        "/small.html",
+        &["-H", &format!("If-Match: {etag}"), "-H", old],
+    );
+    assert_eq!((r.status, r.body.len()), (200, 612));
     // Ranges.
     let r = curl(addr, "/medium.bin", &["-r", "1000-1999"]);
     assert_eq!(r.status, 206);

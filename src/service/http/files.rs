@@ -397,6 +397,20 @@ pub(crate) fn none_match_hits(header: &[u8], etag: &[u8]) -> bool {
     })
 }
 
+/// True when an `If-Match` list matches `etag` (strong comparison: a weak tag never
+/// matches), or is `*` (the file exists).
+pub(crate) fn match_hits(header: &[u8], etag: &[u8]) -> bool {
+    header.split(|&b| b == b',').any(|tag| {
+        let tag = tag.trim_ascii();
+        tag == b"*" || tag == etag
+    })
+}
+
+/// True when the file changed after an `If-Unmodified-Since` date (ignored if unreadable).
+pub(crate) fn modified_since(header: &[u8], mtime: i64) -> bool {
+    date::parse_http_date(header).is_some_and(|since| mtime > since)
+}
+
 /// True when the file is unchanged since an `If-Modified-Since` date. The date is ignored
 /// when unreadable, or later than `now` (Unix seconds): a date in the future is invalid
 /// (RFC 9110, section 13.1.3).
@@ -524,6 +538,12 @@ mod tests {
             20
         ));
         assert!(!not_modified_since(b"garbage", 10, 20));
+        assert!(modified_since(b"Thu, 01 Jan 1970 00:00:09 GMT", 10));
+        assert!(!modified_since(b"Thu, 01 Jan 1970 00:00:10 GMT", 10));
+        assert!(!modified_since(b"garbage", 10));
+        assert!(match_hits(b"\"a\", \"b\"", b"\"b\""));
+        assert!(match_hits(b"*", b"\"b\""));
+        assert!(!match_hits(b"W/\"b\"", b"\"b\""));
         // A date after the server's clock is ignored.
         assert!(!not_modified_since(
             b"Thu, 01 Jan 1970 00:00:30 GMT",

@@ -483,6 +483,18 @@ impl Http {
         let etag = files::ETag::new(f.mtime, f.len);
         let etag = etag.as_bytes();
         let modified = date::http_date(f.mtime);
+        // Preconditions in RFC 9110's order (section 13.2.2): If-Match, else
+        // If-Unmodified-Since, can fail the request (412) before the cache validators below.
+        let failed = match req.if_match {
+            Some(h) => !files::match_hits(h, etag),
+            None => req
+                .if_unmodified_since
+                .is_some_and(|h| files::modified_since(h, f.mtime)),
+        };
+        if failed {
+            let status = Status::PreconditionFailed;
+            return (status, short(conn, status, persist, head_only, &[]));
+        }
         let not_modified = match req.if_none_match {
             Some(h) => files::none_match_hits(h, etag),
             None => req.if_modified_since.is_some_and(|h| {

@@ -50,6 +50,8 @@ pub(crate) struct Request<'a> {
     pub(crate) keep_alive: bool,
     pub(crate) body: BodyLen,
     pub(crate) expect: Expect,
+    pub(crate) if_match: Option<&'a [u8]>,
+    pub(crate) if_unmodified_since: Option<&'a [u8]>,
     pub(crate) if_none_match: Option<&'a [u8]>,
     pub(crate) if_modified_since: Option<&'a [u8]>,
     pub(crate) range: Option<&'a [u8]>,
@@ -101,6 +103,8 @@ pub(crate) fn parse_head(input: &[u8], max: usize) -> Head<'_> {
                 keep_alive: f.keep_alive,
                 body: f.body,
                 expect: f.expect,
+                if_match: f.if_match,
+                if_unmodified_since: f.if_unmodified_since,
                 if_none_match: f.if_none_match,
                 if_modified_since: f.if_modified_since,
                 range: f.range,
@@ -155,6 +159,8 @@ struct Fields<'a> {
     keep_alive: bool,
     body: Option<BodyLen>,
     expect: Option<Expect>,
+    if_match: Option<&'a [u8]>,
+    if_unmodified_since: Option<&'a [u8]>,
     if_none_match: Option<&'a [u8]>,
     if_modified_since: Option<&'a [u8]>,
     range: Option<&'a [u8]>,
@@ -167,6 +173,8 @@ struct Checked<'a> {
     keep_alive: bool,
     body: BodyLen,
     expect: Expect,
+    if_match: Option<&'a [u8]>,
+    if_unmodified_since: Option<&'a [u8]>,
     if_none_match: Option<&'a [u8]>,
     if_modified_since: Option<&'a [u8]>,
     range: Option<&'a [u8]>,
@@ -223,6 +231,10 @@ fn fields_of<'a>(headers: &[httparse::Header<'a>], minor: u8) -> Result<Checked<
             } else {
                 f.expect = Some(e);
             }
+        } else if name.eq_ignore_ascii_case(b"if-match") {
+            f.if_match = Some(value);
+        } else if name.eq_ignore_ascii_case(b"if-unmodified-since") {
+            f.if_unmodified_since = Some(value);
         } else if name.eq_ignore_ascii_case(b"if-none-match") {
             f.if_none_match = Some(value);
         } else if name.eq_ignore_ascii_case(b"if-modified-since") {
@@ -257,6 +269,8 @@ fn fields_of<'a>(headers: &[httparse::Header<'a>], minor: u8) -> Result<Checked<
         keep_alive: f.keep_alive,
         body: f.body.unwrap_or(BodyLen::None),
         expect: f.expect.unwrap_or(Expect::None),
+        if_match: f.if_match,
+        if_unmodified_since: f.if_unmodified_since,
         if_none_match: f.if_none_match,
         if_modified_since: f.if_modified_since,
         range: f.range,
