@@ -1006,8 +1006,12 @@ fn access_log_has_one_line_per_request(setup: Setup) {
     let mut c = Client::new(addr);
     c.send(b"BAD\r\n\r\n");
     assert_eq!(c.response(false).status, 400);
-    wait_until("three log lines", || {
-        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 3)
+    // Refused for its framing after the request line parsed: logged with that line.
+    let mut c = Client::new(addr);
+    c.send(b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n");
+    assert_eq!(c.response(false).status, 501);
+    wait_until("four log lines", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 4)
     });
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -1026,6 +1030,11 @@ fn access_log_has_one_line_per_request(setup: Setup) {
         lines[2].contains("\"-\" 400 16 \"-\" \"-\""),
         "{}",
         lines[2]
+    );
+    assert!(
+        lines[3].contains("\"POST /up HTTP/1.1\" 501 20 \"-\" \"-\""),
+        "{}",
+        lines[3]
     );
 }
 

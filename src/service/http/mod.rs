@@ -251,13 +251,12 @@ impl Http {
         bytes: u64,
         now: Instant,
     ) {
-        let method = match req.method {
-            "GET" => 0,
-            "HEAD" => 1,
-            _ => 2,
-        };
-        self.metrics
-            .record(method, status.code(), s.started.take(), now);
+        self.metrics.record(
+            method_class(req.method),
+            status.code(),
+            s.started.take(),
+            now,
+        );
         if let Some(log) = &self.log {
             let line = log::Line {
                 method: req.method,
@@ -281,6 +280,29 @@ impl Http {
     fn refuse(&self, s: &mut HttpSession, status: Status, conn: &mut Conn<'_>) {
         let bytes = short(conn, status, Persist::Close, false, &[]);
         self.log_unread(s, status, bytes, conn.now());
+        s.body = None;
+        conn.close();
+    }
+
+    /// Answer a request whose head was refused after its request line parsed, logged with
+    /// that line, and close.
+    fn refuse_line(
+        &self,
+        s: &mut HttpSession,
+        status: Status,
+        line: &log::Line<'_>,
+        conn: &mut Conn<'_>,
+    ) {
+        let bytes = short(conn, status, Persist::Close, line.method == "HEAD", &[]);
+        self.metrics.record(
+            method_class(line.method),
+            status.code(),
+            s.started.take(),
+            conn.now(),
+        );
+        if let Some(log) = &self.log {
+            log.record(s.peer.ip(), Some(line), status.code(), bytes);
+        }
         s.body = None;
         conn.close();
     }
@@ -580,6 +602,15 @@ impl Http {
     }
 }
 
+/// A method's class in the request metrics: GET, HEAD, other.
+fn method_class(method: &str) -> usize {
+    match method {
+        "GET" => 0,
+        "HEAD" => 1,
+        _ => 2,
+    }
+}
+
 /// The built-in page, `/plaintext`, or 404.
 fn built_in(path: &str, head_only: bool, persist: Persist, conn: &mut Conn<'_>) -> (Status, u64) {
     let (ty, body): (&[u8], &[u8]) = match path {
@@ -648,7 +679,19 @@ impl Service for Http {
                     Reject::NotImplemented => Status::NotImplemented,
                     Reject::VersionNotSupported => Status::VersionNotSupported,
                 };
-                self.refuse(s, status, conn);
+                match parse::request_line(input) {
+                    Some((method, target, minor)) => {
+                        let line = log::Line {
+                            method,
+                            target,
+                            minor,
+                            referer: None,
+                            user_agent: None,
+                        };
+                        self.refuse_line(s, status, &line, conn);
+                    }
+                    None => self.refuse(s, status, conn),
+                }
                 input.len()
             }
             Head::Complete(req, n) => {

@@ -118,6 +118,15 @@ pub(crate) fn parse_head(input: &[u8], max: usize) -> Head<'_> {
     }
 }
 
+/// The request line of a head refused after that line parsed (its framing, say): method,
+/// target and minor version, for the access log.
+pub(crate) fn request_line(input: &[u8]) -> Option<(&str, &str, u8)> {
+    // No header slots: httparse fills the request line, then stops at the first field.
+    let mut req = httparse::Request::new(&mut []);
+    let _ = req.parse(input);
+    Some((req.method?, req.path?, req.version?))
+}
+
 /// A head over `max` bytes: 414 when even the request line does not end within it.
 fn over_limit(input: &[u8], max: usize) -> Reject {
     // Empty lines before the request line do not count against it.
@@ -756,7 +765,12 @@ mod props {
                 }
             }
             Head::Partial => assert!(input.len() <= max),
-            Head::Reject(_) => {}
+            Head::Reject(_) => {
+                // The line logged for a refused head, when it has one, lies in the input.
+                if let Some((method, target, minor)) = request_line(input) {
+                    assert!(minor <= 9 && method.len() + target.len() < input.len());
+                }
+            }
         }
     }
 
