@@ -28,6 +28,7 @@ every_backend!(
     keep_alive_rules,
     slowloris_is_closed_by_header_timeout,
     idle_keep_alive_is_closed,
+    busy_keep_alive_is_not_closed,
     traversal_attempts_are_refused,
     directories_index_redirect_and_autoindex,
     access_log_has_one_line_per_request,
@@ -880,6 +881,22 @@ fn idle_keep_alive_is_closed(setup: Setup) {
     assert!(c.closed());
     assert!(idle_from.elapsed() >= Duration::from_millis(400));
     wait_until("closed", || server.stats().open == 0);
+}
+
+/// A connection that keeps sending requests is never idle, however short the keep-alive
+/// timeout: 25 requests 100 ms apart on one connection, with a 1 s timeout.
+fn busy_keep_alive_is_not_closed(setup: Setup) {
+    let server = server(setup, |h| {
+        h.keepalive_timeout(Duration::from_secs(1));
+    });
+    let mut c = Client::new(server.local_addr());
+    for i in 0..25 {
+        c.send(&get("/plaintext"));
+        assert_eq!(c.response(false).status, 200, "request {i}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(server.stats().accepted, 1);
+    assert_eq!(server.stats().open, 1);
 }
 
 fn traversal_attempts_are_refused(setup: Setup) {

@@ -67,8 +67,9 @@ const COPY_MAX: u64 = 16 * 1024;
 const FILES_IN_FLIGHT: u32 = 8;
 /// File body bytes a connection may have queued before it stops reading requests.
 const FILE_BYTES_IN_FLIGHT: u64 = 8 << 20;
-/// A keep-alive deadline within this much of the wanted one is left as it is, so a busy
-/// connection does not move its deadline on every request.
+/// A keep-alive deadline within this much of the wanted one (and within an eighth of the
+/// timeout) is left as it is, so a busy connection does not move its deadline on every
+/// request; an idle one is closed after at least 7/8 of the timeout.
 const DEADLINE_SLACK: Duration = Duration::from_secs(1);
 
 /// Settings of the HTTP service; [`HttpBuilder::build`] checks them.
@@ -328,8 +329,11 @@ impl Http {
             return;
         };
         let at = conn.now() + t;
+        // A slack as long as the timeout would let the deadline fall due while the
+        // connection is busy.
+        let slack = DEADLINE_SLACK.min(t / 8);
         match conn.deadline() {
-            Some(d) if d <= at && at - d < DEADLINE_SLACK => {}
+            Some(d) if d <= at && at - d < slack => {}
             _ => conn.set_deadline(at),
         }
     }
