@@ -23,12 +23,12 @@
 //!   after this turn's completions gave their buffers back. A result of 0 is EOF.
 //! - Reading stops (the receive is cancelled) while the connection's worker is congested
 //!   (bytes that still arrive before the cancel completes are held and handed over, in
-//!   order, once it caught up), once the service asked to close, and at shutdown. While queued output is over `output_high` (until it
-//!   drains below `output_low`) the receive stays armed until input arrives: most peers wait
-//!   for their answer before they send more, and a cancel at once would cost a new receive
-//!   once the output drains. Input (or EOF) that does arrive then is held, as for a
-//!   congested worker, the receive is cancelled, and what is held is handed over once the
-//!   output drained.
+//!   order, once it caught up), once the service asked to close, and at shutdown. While
+//!   queued output is over `output_high` (until it drains below `output_low`) the receive
+//!   stays armed until input arrives: most peers wait for their answer before they send
+//!   more, and a cancel at once would cost a new receive once the output drains. Input (or
+//!   EOF) that does arrive then is held, as for a congested worker, the receive is
+//!   cancelled, and what is held is handed over once the output drained.
 //! - Writes (`send`): one output request in flight per connection. Output that arrives
 //!   meanwhile is coalesced into a second buffer; a short send resubmits the rest. The
 //!   in-flight buffer is never touched until its completion. A file range goes out in its

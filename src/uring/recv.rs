@@ -74,16 +74,11 @@ impl UringDriver {
                                 // handled) and hold what still arrives until both are past,
                                 // in order, so the hand-off and the output stay bounded as
                                 // with the readiness driver.
-                                if !c.stalled {
-                                    c.stalled = true;
-                                    if !c.out_paused {
-                                        // A pause for output was counted when it began.
-                                        Stats::add(&self.stats.read_pauses, 1);
-                                    }
-                                    self.stalled.push(slot);
+                                if !c.stalled && !c.out_paused {
+                                    // A pause for output was counted when it began.
+                                    Stats::add(&self.stats.read_pauses, 1);
                                 }
-                                c.held
-                                    .get_or_insert_with(Box::default)
+                                hold(c, &mut self.stalled, slot)
                                     .bytes
                                     .extend_from_slice(piece);
                             } else {
@@ -115,13 +110,7 @@ impl UringDriver {
                         Some(h) if h.pending() => h.eof = true,
                         // Paused for output, the EOF waits like input would, as it does in
                         // the socket for the readiness driver, until the output drained.
-                        _ if c.out_paused => {
-                            c.held.get_or_insert_with(Box::default).eof = true;
-                            if !c.stalled {
-                                c.stalled = true;
-                                self.stalled.push(slot);
-                            }
-                        }
+                        _ if c.out_paused => hold(c, &mut self.stalled, slot).eof = true,
                         _ => dispatch.eof(c.id),
                     }
                 }
@@ -269,6 +258,16 @@ impl UringDriver {
             }
         }
     }
+}
+
+/// Stop handing `c`'s input over (it is held from here on, and the receive cancelled)
+/// until `resume_stalled` finds the pause over; the held input.
+fn hold<'c>(c: &'c mut Conn, stalled: &mut Vec<u32>, slot: u32) -> &'c mut Held {
+    if !c.stalled {
+        c.stalled = true;
+        stalled.push(slot);
+    }
+    c.held.get_or_insert_with(Box::default)
 }
 
 /// A receive of `c` failed with `e` at `site`. `ended`: the receive is over because of it,

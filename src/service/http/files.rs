@@ -389,21 +389,20 @@ impl ETag {
     }
 }
 
+/// The entity tags of an `If-None-Match` or `If-Match` list.
+fn tags(header: &[u8]) -> impl Iterator<Item = &[u8]> {
+    header.split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
 /// True when an `If-None-Match` list matches `etag` (weak comparison), or is `*`.
 pub(crate) fn none_match_hits(header: &[u8], etag: &[u8]) -> bool {
-    header.split(|&b| b == b',').any(|tag| {
-        let tag = tag.trim_ascii();
-        tag == b"*" || tag.strip_prefix(b"W/").unwrap_or(tag) == etag
-    })
+    tags(header).any(|tag| tag == b"*" || tag.strip_prefix(b"W/").unwrap_or(tag) == etag)
 }
 
 /// True when an `If-Match` list matches `etag` (strong comparison: a weak tag never
 /// matches), or is `*` (the file exists).
 pub(crate) fn match_hits(header: &[u8], etag: &[u8]) -> bool {
-    header.split(|&b| b == b',').any(|tag| {
-        let tag = tag.trim_ascii();
-        tag == b"*" || tag == etag
-    })
+    tags(header).any(|tag| tag == b"*" || tag == etag)
 }
 
 /// True when the file changed after an `If-Unmodified-Since` date (ignored if unreadable).

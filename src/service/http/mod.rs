@@ -252,58 +252,39 @@ impl Http {
         bytes: u64,
         now: Instant,
     ) {
-        self.metrics.record(
-            method_class(req.method),
-            status.code(),
-            s.started.take(),
-            now,
-        );
+        self.log_line(s, Some(&line_of(req)), status, bytes, now);
+    }
+
+    /// Count an answered request and log it: with its request line, or (`None`) as one
+    /// whose request line could not be read.
+    fn log_line(
+        &self,
+        s: &mut HttpSession,
+        line: Option<&log::Line<'_>>,
+        status: Status,
+        bytes: u64,
+        now: Instant,
+    ) {
+        let class = line.map_or(3, |l| method_class(l.method));
+        self.metrics
+            .record(class, status.code(), s.started.take(), now);
         if let Some(log) = &self.log {
-            let line = log::Line {
-                method: req.method,
-                target: req.target,
-                minor: req.minor,
-                referer: req.referer,
-                user_agent: req.user_agent,
-            };
-            log.record(s.peer.ip(), Some(&line), status.code(), bytes);
+            log.record(s.peer.ip(), line, status.code(), bytes);
         }
     }
 
-    fn log_unread(&self, s: &mut HttpSession, status: Status, bytes: u64, now: Instant) {
-        self.metrics.record(3, status.code(), s.started.take(), now);
-        if let Some(log) = &self.log {
-            log.record(s.peer.ip(), None, status.code(), bytes);
-        }
-    }
-
-    /// Answer an unreadable request and close.
-    fn refuse(&self, s: &mut HttpSession, status: Status, conn: &mut Conn<'_>) {
-        let bytes = short(conn, status, Persist::Close, false, &[]);
-        self.log_unread(s, status, bytes, conn.now());
-        s.body = None;
-        conn.close();
-    }
-
-    /// Answer a request whose head was refused after its request line parsed, logged with
-    /// that line, and close.
-    fn refuse_line(
+    /// Answer a refused request with an error that closes the connection, logged with its
+    /// request line where one was read.
+    fn refuse(
         &self,
         s: &mut HttpSession,
         status: Status,
-        line: &log::Line<'_>,
+        line: Option<&log::Line<'_>>,
         conn: &mut Conn<'_>,
     ) {
-        let bytes = short(conn, status, Persist::Close, line.method == "HEAD", &[]);
-        self.metrics.record(
-            method_class(line.method),
-            status.code(),
-            s.started.take(),
-            conn.now(),
-        );
-        if let Some(log) = &self.log {
-            log.record(s.peer.ip(), Some(line), status.code(), bytes);
-        }
+        let head_only = line.is_some_and(|l| l.method == "HEAD");
+        let bytes = short(conn, status, Persist::Close, head_only, &[]);
+        self.log_line(s, line, status, bytes, conn.now());
         s.body = None;
         conn.close();
     }
@@ -316,10 +297,7 @@ impl Http {
         status: Status,
         conn: &mut Conn<'_>,
     ) {
-        let bytes = short(conn, status, Persist::Close, req.method == "HEAD", &[]);
-        self.log_request(s, req, status, bytes, conn.now());
-        s.body = None;
-        conn.close();
+        self.refuse(s, status, Some(&line_of(req)), conn);
     }
 
     /// Arm the keep-alive deadline (unless one close enough is armed).
@@ -388,7 +366,7 @@ impl Http {
                     Head::Complete(req, _) => self.answer(s, &req, conn),
                     // The head parsed once; it parses the same way again.
                     Head::Partial | Head::Reject(_) => {
-                        self.refuse(s, Status::InternalError, conn);
+                        self.refuse(s, Status::InternalError, None, conn);
                     }
                 }
                 used
@@ -402,7 +380,7 @@ impl Http {
                 let pending = s.body.take().expect("a body is pending");
                 match parse::parse_head(&pending.head, usize::MAX) {
                     Head::Complete(req, _) => self.refuse_request(s, &req, status, conn),
-                    Head::Partial | Head::Reject(_) => self.refuse(s, status, conn),
+                    Head::Partial | Head::Reject(_) => self.refuse(s, status, None, conn),
                 }
                 input.len()
             }
@@ -606,6 +584,17 @@ impl Http {
     }
 }
 
+/// The access log's view of a request.
+fn line_of<'a>(req: &Request<'a>) -> log::Line<'a> {
+    log::Line {
+        method: req.method,
+        target: req.target,
+        minor: req.minor,
+        referer: req.referer,
+        user_agent: req.user_agent,
+    }
+}
+
 /// A method's class in the request metrics: GET, HEAD, other.
 fn method_class(method: &str) -> usize {
     match method {
@@ -683,19 +672,15 @@ impl Service for Http {
                     Reject::NotImplemented => Status::NotImplemented,
                     Reject::VersionNotSupported => Status::VersionNotSupported,
                 };
-                match parse::request_line(input) {
-                    Some((method, target, minor)) => {
-                        let line = log::Line {
-                            method,
-                            target,
-                            minor,
-                            referer: None,
-                            user_agent: None,
-                        };
-                        self.refuse_line(s, status, &line, conn);
-                    }
-                    None => self.refuse(s, status, conn),
-                }
+                // Refused for its framing, say, after its request line parsed: logged with it.
+                let line = parse::request_line(input).map(|(method, target, minor)| log::Line {
+                    method,
+                    target,
+                    minor,
+                    referer: None,
+                    user_agent: None,
+                });
+                self.refuse(s, status, line.as_ref(), conn);
                 input.len()
             }
             Head::Complete(req, n) => {
@@ -722,7 +707,7 @@ impl Service for Http {
 
     fn input_full(&self, s: &mut HttpSession, _input: &[u8], conn: &mut Conn<'_>) {
         if !s.paused && s.body.is_none() {
-            self.refuse(s, Status::HeadersTooLarge, conn);
+            self.refuse(s, Status::HeadersTooLarge, None, conn);
         }
     }
 
@@ -738,7 +723,7 @@ impl Service for Http {
 
     fn deadline(&self, s: &mut HttpSession, conn: &mut Conn<'_>) {
         if s.head_timer || s.body.is_some() {
-            self.refuse(s, Status::RequestTimeout, conn);
+            self.refuse(s, Status::RequestTimeout, None, conn);
         }
         conn.close();
     }
