@@ -3,7 +3,9 @@
 //!
 //! Every measurement starts the server as its own process, pinned to core 0 (when the
 //! machine has 2+ cores and `taskset` exists), warms it up with wrk, then runs wrk pinned
-//! to core 1 (`-t1 -c100`) for the measured window. Contenders take turns for every
+//! to core 1 (`-t1 -c100`) for the measured window. For a multi-core run, the server gets
+//! the first N cores (nginx N workers, ringport N I/O threads) and wrk M threads on the M
+//! cores after them. Contenders take turns for every
 //! scenario and round, in an order rotated each round; each figure is the median over the
 //! rounds, and each ratio to nginx the median of the rounds' ratios (each round's figure
 //! over nginx's in that round).
@@ -19,7 +21,9 @@
 //!
 //! Knobs (environment): `RINGPORT_BENCH_SECS` (measured seconds per run, default 3),
 //! `RINGPORT_BENCH_ROUNDS` (default 3), `RINGPORT_BENCH_IDLE` (idle connections, default
-//! 10000; 0 skips that part).
+//! 10000; 0 skips that part), `RINGPORT_BENCH_THREADS` (N, the server's cores, default 1),
+//! `RINGPORT_BENCH_WRK_THREADS` (M, default N), `RINGPORT_BENCH_CONNECTIONS` (default 100 ×
+//! N).
 
 mod support;
 
@@ -34,7 +38,6 @@ use std::time::{Duration, Instant};
 use support::{family, family_ticks, median, pinned, rss_bytes, ticks_per_second, Proc};
 
 const START_DEADLINE: Duration = Duration::from_secs(30);
-const CONNECTIONS: u32 = 100;
 
 fn main() {
     if let Err(e) = run() {
@@ -83,6 +86,11 @@ struct Bench {
     work: PathBuf,
     root: PathBuf,
     pin: bool,
+    /// The server's cores (from core 0), nginx workers and ringport I/O threads.
+    threads: usize,
+    /// wrk's threads and cores (after the server's).
+    load_threads: usize,
+    connections: usize,
     secs: u32,
     rounds: usize,
     tck: f64,
@@ -129,11 +137,28 @@ fn run() -> Result<(), String> {
         .collect();
     std::fs::write(root.join("small.html"), &small).map_err(|e| e.to_string())?;
     std::fs::write(root.join("big.bin"), &big).map_err(|e| e.to_string())?;
+    let threads = support::env_f64("RINGPORT_BENCH_THREADS").map_or(1, |n| n.max(1.0) as usize);
+    let load_threads =
+        support::env_f64("RINGPORT_BENCH_WRK_THREADS").map_or(threads, |n| n.max(1.0) as usize);
+    let connections = support::env_f64("RINGPORT_BENCH_CONNECTIONS")
+        .map_or(100 * threads, |n| n as usize)
+        .max(load_threads);
+    let pin = support::can_pin();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if pin && threads + load_threads > cores {
+        return Err(format!(
+            "{threads} server and {load_threads} wrk threads need {} cores; this machine has {cores}",
+            threads + load_threads
+        ));
+    }
     let bench = Bench {
         ringport: support::ringport_binary()?,
         root,
         work,
-        pin: support::can_pin(),
+        pin,
+        threads,
+        load_threads,
+        connections,
         secs: support::env_f64("RINGPORT_BENCH_SECS").map_or(3, |s| s.max(1.0) as u32),
         rounds: support::env_f64("RINGPORT_BENCH_ROUNDS").map_or(3, |r| r.max(1.0) as usize),
         tck: ticks_per_second(),
@@ -179,12 +204,23 @@ fn run() -> Result<(), String> {
 
     let mut out = String::new();
     let _ = writeln!(out, "{}\n", support::machine());
+    let cores = |first: usize, n: usize| match n {
+        1 => format!("core {first}"),
+        _ => format!("cores {first}–{}", first + n - 1),
+    };
     let _ = writeln!(
         out,
-        "{} connections, wrk -t1 for {} s per run after a 1 s warm-up; server pinned to core 0{}, wrk to core 1; median of {} rounds, contenders taking turns (the order rotated each round). ×nginx: the median over the rounds of the ratio to nginx in the same round (higher is better for every column but p99).\n",
-        CONNECTIONS,
+        "{} connections, wrk -t{} for {} s per run after a 1 s warm-up; server ({}) pinned to {}{}, wrk to {}; median of {} rounds, contenders taking turns (the order rotated each round). ×nginx: the median over the rounds of the ratio to nginx in the same round (higher is better for every column but p99).\n",
+        bench.connections,
+        bench.load_threads,
         bench.secs,
+        match bench.threads {
+            1 => "nginx 1 worker, ringport 1 I/O thread".to_string(),
+            n => format!("nginx {n} workers, ringport {n} I/O threads"),
+        },
+        cores(0, bench.threads),
         if bench.pin { "" } else { " (not pinned: needs 2+ cores and taskset)" },
+        cores(bench.threads, bench.load_threads),
         bench.rounds
     );
     for (si, s) in SCENARIOS.iter().enumerate() {
@@ -276,14 +312,14 @@ fn nginx_conf(bench: &Bench, port: u16) -> String {
     format!(
         r#"daemon off;
 master_process on;
-worker_processes 1;
+worker_processes {workers};
 user root;
 pid {dir}/nginx.pid;
 error_log {dir}/nginx-error.log warn;
 worker_rlimit_nofile 20000;
 events {{ worker_connections 19000; }}
 http {{
-    include /etc/nginx/mime.types;
+    types {{ text/html html; application/octet-stream bin; }}
     default_type application/octet-stream;
     access_log off;
     sendfile on;
@@ -305,11 +341,12 @@ http {{
     }}
 }}
 "#,
-        root = bench.root.display()
+        root = bench.root.display(),
+        workers = bench.threads
     )
 }
 
-/// Start a server pinned to core 0 and wait until it accepts. ringport serves `path`
+/// Start a server pinned to its cores and wait until it accepts. ringport serves `path`
 /// from the root, except `/plaintext`, which it answers itself when it has no root.
 fn start(bench: &Bench, c: Contender, path: &str) -> Result<Running, String> {
     match c {
@@ -317,7 +354,7 @@ fn start(bench: &Bench, c: Contender, path: &str) -> Result<Running, String> {
             let port = free_port()?;
             let conf = bench.work.join("nginx.conf");
             std::fs::write(&conf, nginx_conf(bench, port)).map_err(|e| e.to_string())?;
-            let child = pinned(bench.pin, 0, Path::new("nginx"))
+            let child = pinned(bench.pin, 0, bench.threads, Path::new("nginx"))
                 .arg("-c")
                 .arg(&conf)
                 .arg("-e")
@@ -341,10 +378,10 @@ fn start(bench: &Bench, c: Contender, path: &str) -> Result<Running, String> {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            // The worker is forked by the master: wait for it to show up.
+            // The workers are forked by the master: wait for them to show up.
             let master = proc.child.id();
             let mut pids = family(master);
-            while pids.len() < 2 && began.elapsed() < START_DEADLINE {
+            while pids.len() <= bench.threads && began.elapsed() < START_DEADLINE {
                 std::thread::sleep(Duration::from_millis(20));
                 pids = family(master);
             }
@@ -355,9 +392,11 @@ fn start(bench: &Bench, c: Contender, path: &str) -> Result<Running, String> {
             })
         }
         Contender::Ringport(backend) => {
-            let mut cmd = pinned(bench.pin, 0, &bench.ringport);
+            let mut cmd = pinned(bench.pin, 0, bench.threads, &bench.ringport);
             cmd.args(["serve", "--service", "http", "--listen", "127.0.0.1:0"])
-                .args(["--io-threads", "1", "--backend", backend]);
+                .arg("--io-threads")
+                .arg(bench.threads.to_string())
+                .args(["--backend", backend]);
             if path != "/plaintext" {
                 cmd.arg("--root").arg(&bench.root);
             }
@@ -400,14 +439,21 @@ fn start(bench: &Bench, c: Contender, path: &str) -> Result<Running, String> {
 
 /// Run wrk for `secs` against `url`; its report and its CPU ticks.
 fn wrk(bench: &Bench, url: &str, secs: u32) -> Result<(String, u64), String> {
-    let child = pinned(bench.pin, 1, Path::new("wrk"))
-        .args(["-t1", &format!("-c{CONNECTIONS}"), &format!("-d{secs}s")])
-        .args(["--timeout", "10s", "--latency", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run wrk: {e}"))?;
+    let child = pinned(
+        bench.pin,
+        bench.threads,
+        bench.load_threads,
+        Path::new("wrk"),
+    )
+    .arg(format!("-t{}", bench.load_threads))
+    .arg(format!("-c{}", bench.connections))
+    .arg(format!("-d{secs}s"))
+    .args(["--timeout", "10s", "--latency", url])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .map_err(|e| format!("cannot run wrk: {e}"))?;
     let mut proc = Proc { child };
     let mut report = String::new();
     proc.child

@@ -45,11 +45,13 @@ pub fn can_pin() -> bool {
             .is_ok_and(|s| s.success())
 }
 
-/// `program` run on `core` (through `taskset`) when `pin`, else as is.
-pub fn pinned(pin: bool, core: u32, program: &Path) -> Command {
+/// `program` run on cores `first..first + count` (through `taskset`) when `pin`, else as
+/// is.
+pub fn pinned(pin: bool, first: usize, count: usize, program: &Path) -> Command {
     if pin {
+        let last = first + count.max(1) - 1;
         let mut c = Command::new("taskset");
-        c.arg("-c").arg(core.to_string()).arg(program);
+        c.arg("-c").arg(format!("{first}-{last}")).arg(program);
         c
     } else {
         Command::new(program)
