@@ -1025,10 +1025,14 @@ fn access_log_has_one_line_per_request(setup: Setup) {
     assert_eq!(c.response(false).status, 400);
     // Refused for its framing after the request line parsed: logged with that line.
     let mut c = Client::new(addr);
-    c.send(b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n");
+    c.send(b"POST /up HTTP/1.1\r\nHost: t\r\nUser-Agent: up/2\r\nTransfer-Encoding: gzip\r\n\r\n");
     assert_eq!(c.response(false).status, 501);
-    wait_until("four log lines", || {
-        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 4)
+    // A version not served: logged as sent.
+    let mut c = Client::new(addr);
+    c.send(b"GET /v2 HTTP/2.0\r\nHost: t\r\n\r\n");
+    assert_eq!(c.response(false).status, 505);
+    wait_until("five log lines", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 5)
     });
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -1049,9 +1053,14 @@ fn access_log_has_one_line_per_request(setup: Setup) {
         lines[2]
     );
     assert!(
-        lines[3].contains("\"POST /up HTTP/1.1\" 501 20 \"-\" \"-\""),
+        lines[3].contains("\"POST /up HTTP/1.1\" 501 20 \"-\" \"up/2\""),
         "{}",
         lines[3]
+    );
+    assert!(
+        lines[4].contains("\"GET /v2 HTTP/2.0\" 505 "),
+        "{}",
+        lines[4]
     );
 }
 

@@ -26,6 +26,7 @@ pub(crate) struct AccessLog {
 pub(crate) struct Line<'a> {
     pub(crate) method: &'a str,
     pub(crate) target: &'a str,
+    pub(crate) major: u8,
     pub(crate) minor: u8,
     pub(crate) referer: Option<&'a [u8]>,
     pub(crate) user_agent: Option<&'a [u8]>,
@@ -90,7 +91,7 @@ fn format_line(
             escaped(out, r.method.as_bytes());
             out.push(b' ');
             escaped(out, r.target.as_bytes());
-            let _ = write!(out, " HTTP/1.{}", r.minor);
+            let _ = write!(out, " HTTP/{}.{}", r.major, r.minor);
         }
         None => out.push(b'-'),
     }
@@ -122,6 +123,7 @@ mod tests {
         let line = Line {
             method: "GET",
             target: "/a\"b",
+            major: 1,
             minor: 1,
             referer: None,
             user_agent: Some(b"curl/8"),

@@ -589,6 +589,7 @@ fn line_of<'a>(req: &Request<'a>) -> log::Line<'a> {
     log::Line {
         method: req.method,
         target: req.target,
+        major: 1,
         minor: req.minor,
         referer: req.referer,
         user_agent: req.user_agent,
@@ -673,13 +674,7 @@ impl Service for Http {
                     Reject::VersionNotSupported => Status::VersionNotSupported,
                 };
                 // Refused for its framing, say, after its request line parsed: logged with it.
-                let line = parse::request_line(input).map(|(method, target, minor)| log::Line {
-                    method,
-                    target,
-                    minor,
-                    referer: None,
-                    user_agent: None,
-                });
+                let line = parse::request_line(input);
                 self.refuse(s, status, line.as_ref(), conn);
                 input.len()
             }

@@ -1,6 +1,8 @@
 //! Request heads (parsed by `httparse`), their size limits, the request target, and the
 //! framing of request bodies (which are read and discarded).
 
+use super::log::Line;
+
 /// Most header fields one request may carry; more is answered like a head over the size
 /// limit (431).
 pub(crate) const MAX_HEADERS: usize = 64;
@@ -118,13 +120,36 @@ pub(crate) fn parse_head(input: &[u8], max: usize) -> Head<'_> {
     }
 }
 
-/// The request line of a head refused after that line parsed (its framing, say): method,
-/// target and minor version, for the access log.
-pub(crate) fn request_line(input: &[u8]) -> Option<(&str, &str, u8)> {
-    // No header slots: httparse fills the request line, then stops at the first field.
+/// What the access log shows of a refused head: its request line where one was read (a
+/// head refused for its framing, its size, or an HTTP version not served), with Referer and
+/// User-Agent where the whole head parsed.
+pub(crate) fn request_line(input: &[u8]) -> Option<Line<'_>> {
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
-    let _ = req.parse(input);
-    Some((req.method?, req.path?, req.version?))
+    let (mut referer, mut user_agent) = (None, None);
+    match req.parse_with_uninit_headers(input, &mut fields) {
+        Ok(httparse::Status::Complete(_)) => {
+            for h in req.headers.iter() {
+                if h.name.eq_ignore_ascii_case("referer") {
+                    referer = Some(h.value);
+                } else if h.name.eq_ignore_ascii_case("user-agent") {
+                    user_agent = Some(h.value);
+                }
+            }
+        }
+        Err(httparse::Error::Version) => return version_line(input),
+        // Partial, or refused after the request line: that line, if it was read.
+        _ => {}
+    }
+    Some(Line {
+        method: req.method?,
+        target: req.path?,
+        major: 1,
+        minor: req.version?,
+        referer,
+        user_agent,
+    })
 }
 
 /// A head over `max` bytes: 414 when even the request line does not end within it.
@@ -145,22 +170,44 @@ fn over_limit(input: &[u8], max: usize) -> Reject {
 /// httparse says "version": `HTTP/2.0` or `HTTP/1.2` is well formed but not served (505);
 /// anything else in its place is malformed (400).
 fn version_error(input: &[u8]) -> Reject {
+    match version_line(input) {
+        Some(_) => Reject::VersionNotSupported,
+        None => Reject::BadRequest,
+    }
+}
+
+/// A request line `METHOD SP target SP HTTP/d.d` (the first line that is not empty) whose
+/// version httparse does not read: method, target and version for the 505 and its log.
+fn version_line(input: &[u8]) -> Option<Line<'_>> {
     let line = input
         .split(|&b| b == b'\n')
-        .find(|l| !l.trim_ascii().is_empty());
-    let version = line
-        .and_then(|l| l.trim_ascii_end().rsplit(|&b| b == b' ').next())
-        .unwrap_or_default();
-    let well_formed = version.len() == 8
+        .find(|l| !l.trim_ascii().is_empty())?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    let visible = |b: &u8| (0x21..0x7f).contains(b);
+    let well_formed = !method.is_empty()
+        && method.iter().all(tchar)
+        && !target.is_empty()
+        && target.iter().all(visible)
+        && version.len() == 8
         && version.starts_with(b"HTTP/")
         && version[5].is_ascii_digit()
         && version[6] == b'.'
         && version[7].is_ascii_digit();
-    if well_formed {
-        Reject::VersionNotSupported
-    } else {
-        Reject::BadRequest
+    if !well_formed {
+        return None;
     }
+    Some(Line {
+        // ASCII, checked above.
+        method: std::str::from_utf8(method).ok()?,
+        target: std::str::from_utf8(target).ok()?,
+        major: version[5] - b'0',
+        minor: version[7] - b'0',
+        referer: None,
+        user_agent: None,
+    })
 }
 
 #[derive(Default)]
@@ -637,6 +684,31 @@ mod tests {
             Reject::VersionNotSupported
         );
         assert_eq!(reject(b"GET / FTP/1.1\r\n\r\n", 8192), Reject::BadRequest);
+        assert_eq!(
+            reject(b"GET /a b HTTP/2.0\r\n\r\n", 8192),
+            Reject::BadRequest
+        );
+        // The line logged for a version not served, as the client sent it.
+        let l = request_line(b"\r\nPUT /x?y HTTP/2.0\r\nUser-Agent: u\r\n\r\n").unwrap();
+        assert_eq!(
+            (l.method, l.target, l.major, l.minor),
+            ("PUT", "/x?y", 2, 0)
+        );
+        assert_eq!(l.user_agent, None);
+        // A head refused for its framing: its line, Referer and User-Agent.
+        let raw =
+            b"POST /u HTTP/1.1\r\nHost: h\r\nReferer: r\r\nUser-Agent: a\r\nTransfer-Encoding: gzip\r\n\r\n";
+        assert_eq!(reject(raw, 8192), Reject::NotImplemented);
+        let l = request_line(raw).unwrap();
+        assert_eq!((l.method, l.target, l.major, l.minor), ("POST", "/u", 1, 1));
+        assert_eq!(
+            (l.referer, l.user_agent),
+            (Some(&b"r"[..]), Some(&b"a"[..]))
+        );
+        // Too big to read whole: the line alone.
+        let l = request_line(long_head.as_bytes()).unwrap();
+        assert_eq!((l.method, l.target, l.referer), ("GET", "/", None));
+        assert!(request_line(&long_line.as_bytes()[..100]).is_none());
         assert_eq!(reject(b"GET  / HTTP/1.1\r\n\r\n", 8192), Reject::BadRequest);
         assert!(matches!(
             parse_head(b"GET / HTTP/1.1\r\nHo", 8192),
@@ -767,8 +839,9 @@ mod props {
             Head::Partial => assert!(input.len() <= max),
             Head::Reject(_) => {
                 // The line logged for a refused head, when it has one, lies in the input.
-                if let Some((method, target, minor)) = request_line(input) {
-                    assert!(minor <= 9 && method.len() + target.len() < input.len());
+                if let Some(l) = request_line(input) {
+                    assert!(l.major <= 9 && l.minor <= 9);
+                    assert!(l.method.len() + l.target.len() < input.len());
                 }
             }
         }
