@@ -6,16 +6,19 @@
 //! [`Service::metrics`](crate::Service::metrics), which writes into an [`Exposition`]: a
 //! service keeps relaxed atomic counters (and a [`Histogram`]) and renders them on demand.
 //!
-//! The listener is served by one thread with a blocking `std` listener: one scrape at a
-//! time, each answered and closed (`GET /metrics`; any other path is 404).
+//! The listener is served by a thread with a blocking `std` listener that hands each
+//! connection to a short-lived thread of its own (at most [`MAX_SCRAPES`] at once; more are
+//! closed at once), so a connection that sends nothing holds up no scrape. Each answers one
+//! request and closes: `GET` or `HEAD /metrics`; any other path is 404, any other method 405,
+//! a request line that is not HTTP/1.x 400, a head not in within [`HEAD_TIMEOUT`] closes.
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringport_fallback::errno::Disposition;
 use ringport_fallback::event::Stats;
@@ -204,7 +207,7 @@ pub(crate) fn render_engine(out: &mut Exposition, backend: &str, all: &[Arc<Stat
         ),
         (
             "ringport_connections_timed_out_total",
-            "Connections closed by the idle timeout.",
+            "Connections closed by the idle or the send timeout.",
             |s| &s.timed_out,
         ),
         (
@@ -293,16 +296,13 @@ impl MetricsServer {
         let thread = std::thread::Builder::new()
             .name("ringport-metrics".into())
             .spawn(move || {
+                let active = Arc::new(AtomicUsize::new(0));
                 for conn in listener.incoming() {
                     if stopping.load(Ordering::SeqCst) {
                         return;
                     }
                     match conn {
-                        Ok(c) => {
-                            if let Err(e) = answer(c, &render) {
-                                tracing::debug!("metrics scrape failed: {e}");
-                            }
-                        }
+                        Ok(c) => scrape(c, &active, &render),
                         // Out of descriptors and the like: do not spin.
                         Err(_) => std::thread::sleep(Duration::from_millis(10)),
                     }
@@ -344,13 +344,66 @@ impl Drop for MetricsServer {
 /// Longest request head a scrape may send.
 const MAX_REQUEST: usize = 8 * 1024;
 
+/// Scrape connections served at once; more are closed as they come.
+pub const MAX_SCRAPES: usize = 64;
+
+/// How long a scrape connection may take to send its request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One of the [`MAX_SCRAPES`] places, given back when dropped.
+struct Place(Arc<AtomicUsize>);
+
+impl Place {
+    fn take(active: &Arc<AtomicUsize>) -> Option<Place> {
+        active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_SCRAPES).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Place(active.clone()))
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Answer `c` on a thread of its own, or close it when [`MAX_SCRAPES`] are being answered
+/// (or no thread can be started).
+fn scrape(c: TcpStream, active: &Arc<AtomicUsize>, render: &Render) {
+    let Some(place) = Place::take(active) else {
+        tracing::debug!("metrics connection closed: {MAX_SCRAPES} scrapes in progress");
+        return;
+    };
+    let render = render.clone();
+    let started = std::thread::Builder::new()
+        .name("ringport-scrape".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let _place = place;
+            if let Err(e) = answer(c, &render) {
+                tracing::debug!("metrics scrape failed: {e}");
+            }
+        });
+    if let Err(e) = started {
+        tracing::debug!("metrics connection closed: no thread for it: {e}");
+    }
+}
+
 /// Read one request head and answer it; the connection then closes.
 fn answer(mut c: TcpStream, render: &Render) -> io::Result<()> {
-    c.set_read_timeout(Some(Duration::from_secs(5)))?;
     c.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let deadline = Instant::now() + HEAD_TIMEOUT;
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        c.set_read_timeout(Some(left))?;
         let n = c.read(&mut buf)?;
         if n == 0 {
             return Ok(());
@@ -361,15 +414,30 @@ fn answer(mut c: TcpStream, render: &Render) -> io::Result<()> {
                 &mut c,
                 "431 Request Header Fields Too Large",
                 "text/plain",
+                "",
                 "too large\n",
                 false,
             );
         }
     }
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let method = parts.next().unwrap_or_default();
-    let target = parts.next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let (method, target, version) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    if method.is_empty() || target.is_empty() || !version.starts_with(b"HTTP/1.") {
+        return respond(
+            &mut c,
+            "400 Bad Request",
+            "text/plain",
+            "",
+            "bad request\n",
+            false,
+        );
+    }
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
     let head_only = method == b"HEAD";
     if method != b"GET" && !head_only {
@@ -377,39 +445,38 @@ fn answer(mut c: TcpStream, render: &Render) -> io::Result<()> {
             &mut c,
             "405 Method Not Allowed",
             "text/plain",
+            "Allow: GET, HEAD\r\n",
             "GET only\n",
             false,
         );
     }
-    if path != b"/metrics" && path != b"/" {
+    if path != b"/metrics" {
         return respond(
             &mut c,
             "404 Not Found",
             "text/plain",
+            "",
             "try /metrics\n",
             head_only,
         );
     }
     let mut out = Exposition::new();
     render(&mut out);
-    respond(
-        &mut c,
-        "200 OK",
-        "text/plain; version=0.0.4; charset=utf-8",
-        out.text(),
-        head_only,
-    )
+    let ty = "text/plain; version=0.0.4; charset=utf-8";
+    respond(&mut c, "200 OK", ty, "", out.text(), head_only)
 }
 
+/// An answer of type `ty` with `body`; `fields` are extra header lines, each ending in CRLF.
 fn respond(
     c: &mut TcpStream,
     status: &str,
     ty: &str,
+    fields: &str,
     body: &str,
     head_only: bool,
 ) -> io::Result<()> {
     let mut msg = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ty}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {ty}\r\n{fields}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     if !head_only {

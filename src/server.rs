@@ -671,7 +671,7 @@ pub struct ServerStats {
     pub closed: u64,
     /// Connections refused by the connection cap.
     pub refused: u64,
-    /// Connections closed by the idle timeout.
+    /// Connections closed by the idle or the send timeout.
     pub timed_out: u64,
     /// Bytes read.
     pub bytes_in: u64,

@@ -18,6 +18,7 @@ use ringport::{Backend, Server};
 
 every_backend!(
     metrics_pass_promtool_and_count_this_traffic,
+    metrics_scrape_is_not_held_up_by_silent_connections,
     proxy_header_gives_the_client_address,
     proxy_rejects_are_closed_and_counted,
     proxy_keeps_the_inner_services_deadlines,
@@ -55,6 +56,43 @@ fn scrape(addr: SocketAddr) -> String {
         "{head}"
     );
     body.to_string()
+}
+
+fn metrics_scrape_is_not_held_up_by_silent_connections(setup: Setup) {
+    let mut b = setup.builder();
+    b.metrics("127.0.0.1:0".parse().unwrap());
+    let server = b.build(Http::builder().build().unwrap()).unwrap();
+    let maddr = server.metrics_addr().unwrap();
+    // Connections that send nothing, or half a request line (a port scanner, a TCP health
+    // check, a stuck scraper), fewer than the 64 scrapes served at once. Each holds its
+    // place until the head timeout (3 s); served one at a time, they held up every scrape
+    // behind them for as long.
+    let mut silent: Vec<TcpStream> = (0..48).map(|_| connect(maddr)).collect();
+    for c in silent.iter_mut().step_by(2) {
+        c.write_all(b"GET /met").unwrap();
+    }
+    // Each answered while they wait: the read timeout of `connect` (the suite's deadline)
+    // is far shorter than 48 head timeouts.
+    assert!(!scrape(maddr).is_empty());
+    let answer = |raw: &[u8]| {
+        let mut c = connect(maddr);
+        c.write_all(raw).unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    };
+    let out = answer(b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(out.starts_with("HTTP/1.1 405 "), "{out}");
+    assert!(out.contains("\r\nAllow: GET, HEAD\r\n"), "{out}");
+    assert!(answer(b"\x01\x02 junk\r\n\r\n").starts_with("HTTP/1.1 400 "));
+    assert!(answer(b"GET /metrics\r\n\r\n").starts_with("HTTP/1.1 400 "));
+    assert!(answer(b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
+    let out = answer(b"HEAD /metrics HTTP/1.1\r\n\r\n");
+    assert!(out.starts_with("HTTP/1.1 200 ") && out.ends_with("\r\n\r\n"), "{out}");
+    // A silent connection is closed at the head timeout.
+    let mut buf = [0u8; 1];
+    assert_eq!(silent[1].read(&mut buf).unwrap(), 0);
+    drop(silent);
 }
 
 /// The value of the sample `name{labels}` (labels exactly as rendered), summed when

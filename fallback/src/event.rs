@@ -276,7 +276,7 @@ pub struct Stats {
     pub closed: AtomicU64,
     /// Connections refused at once because of the connection cap.
     pub refused: AtomicU64,
-    /// Connections closed by the idle timeout.
+    /// Connections closed by the idle or the send timeout.
     pub timed_out: AtomicU64,
     /// Bytes read from peers and handed to the service. Input read and dropped after the
     /// service asked to close, or while a connection lingers before its close, is not
