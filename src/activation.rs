@@ -25,7 +25,8 @@ pub struct Activated {
 /// naming another process, or `LISTEN_FDS` unset or 0).
 ///
 /// # Errors
-/// `LISTEN_FDS` is not a number, or a passed descriptor is not a listening TCP socket.
+/// `LISTEN_FDS` is not a number, or a passed descriptor is not a TCP socket, or (where the
+/// system says) not a listening one.
 pub fn take() -> io::Result<Option<Activated>> {
     let pid = std::env::var("LISTEN_PID").ok();
     let fds = std::env::var("LISTEN_FDS").ok();
@@ -67,6 +68,19 @@ pub fn take() -> io::Result<Option<Activated>> {
                     format!("passed socket {} ({name}) is missing", 3 + i),
                 )
             })?;
+        // A connected socket (systemd's `Accept=yes`) or one never put to `listen` would
+        // fail every accept: refuse it here, where the error can say why.
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+        if !socket2::SockRef::from(&listener).is_listener()? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "passed socket {} ({name}) is not listening: pass a listening socket \
+                     (with systemd, Accept=no, the default)",
+                    3 + i
+                ),
+            ));
+        }
         if name == "metrics" && out.metrics.is_none() {
             out.metrics = Some(listener);
         } else if out.service.is_none() {

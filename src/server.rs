@@ -256,7 +256,8 @@ impl ServerBuilder {
                 Some(MetricsAt::Inherited(l)) => Some(l.try_clone()?),
             };
         let shared = Arc::new(Shared::default());
-        let cfg = self.driver.clone();
+        let mut cfg = self.driver.clone();
+        cfg.shared_listener = self.inherited.is_some() && io_threads > 1;
 
         let (backend, fallback_reason) = choose_backend(self.backend, &cfg)?;
         let wakers: Vec<Arc<Waker>> = (0..io_threads).map(|_| Waker::new()).collect();

@@ -88,7 +88,10 @@ fn metrics_scrape_is_not_held_up_by_silent_connections(setup: Setup) {
     assert!(answer(b"GET /metrics\r\n\r\n").starts_with("HTTP/1.1 400 "));
     assert!(answer(b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
     let out = answer(b"HEAD /metrics HTTP/1.1\r\n\r\n");
-    assert!(out.starts_with("HTTP/1.1 200 ") && out.ends_with("\r\n\r\n"), "{out}");
+    assert!(
+        out.starts_with("HTTP/1.1 200 ") && out.ends_with("\r\n\r\n"),
+        "{out}"
+    );
     // A silent connection is closed at the head timeout.
     let mut buf = [0u8; 1];
     assert_eq!(silent[1].read(&mut buf).unwrap(), 0);
@@ -530,7 +533,7 @@ fn socket_activation_case(backend: Backend) {
     wait_until("systemd-socket-activate to listen", || {
         TcpStream::connect(addr).is_ok()
     });
-    for _ in 0..4 {
+    for _ in 0..40 {
         assert!(http_get(addr, b"", "/plaintext").ends_with("Hello, World!"));
     }
     let mut banner = String::new();
@@ -551,13 +554,22 @@ fn socket_activation_case(backend: Backend) {
     let m = scrape(format!("127.0.0.1:{mport}").parse().unwrap());
     promtool_accepts(&m);
     assert!(m.contains(&format!("backend=\"{}\"", backend.name())));
-    // At least the 4 requests (probes of the wait above may add connections).
+    // At least the 40 requests (probes of the wait above may add connections).
     assert!(
         value(
             &m,
             "ringport_http_requests_total{method=\"GET\",status=\"2xx\"}"
-        ) >= 4.0
+        ) >= 40.0
     );
+    // The one passed listener is shared by both I/O threads, and both take connections
+    // from it (with a multishot accept, io_uring left every one to the first ring).
+    for thread in ["0", "1"] {
+        let accepted = value(
+            &m,
+            &format!("ringport_connections_accepted_total{{thread=\"{thread}\","),
+        );
+        assert!(accepted > 0.0, "thread {thread} accepted none of 40:\n{m}");
+    }
     common::stop_signal(&guard.child);
     assert!(common::wait_exit(&mut guard.child).success());
     let mut err = String::new();
@@ -584,6 +596,48 @@ fn uring_socket_activation_serves_the_passed_listeners() {
 #[test]
 fn poll_socket_activation_serves_the_passed_listeners() {
     socket_activation_case(Backend::Poll);
+}
+
+/// systemd's `Accept=yes` passes a connected socket, not a listener: refused at start with
+/// the reason (it used to be served as a listener whose every accept failed, the client
+/// left waiting).
+#[test]
+fn socket_activation_refuses_a_connected_socket() {
+    let port = free_port();
+    let child = Command::new("systemd-socket-activate")
+        .args(["-a", "-l", &format!("127.0.0.1:{port}")])
+        .arg(env!("CARGO_BIN_EXE_ringport"))
+        .args(["serve", "--backend", "poll"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate runs (.ci/run installs the Debian package systemd)");
+    let mut guard = ChildGuard { child };
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_until("systemd-socket-activate to listen", || {
+        TcpStream::connect(addr).is_ok()
+    });
+    // ringport exits at once: the connection it was handed closes unanswered.
+    let mut c = connect(addr);
+    let _ = c.write_all(b"hello");
+    let mut buf = [0u8; 16];
+    match c.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the connection should close unanswered: {other:?}"),
+    }
+    common::stop_signal(&guard.child);
+    let _ = common::wait_exit(&mut guard.child);
+    let mut err = String::new();
+    guard
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("passed socket 3 (unknown) is not listening"), "{err}");
 }
 
 /// Every log line has an RFC 3339 UTC timestamp and a level; --log-level filters, and so

@@ -364,6 +364,11 @@ pub struct DriverConfig {
     /// what they have (`min_wait`, Linux 6.12 and later; zero: return at the first
     /// completion). A request after an idle spell is never held back.
     pub batch_wait: Duration,
+    /// The listener is one socket shared by every I/O thread (passed in by socket
+    /// activation), not one per thread: io_uring then asks for one connection at a time, so
+    /// that the threads' rings take turns at it (a multishot accept would leave every
+    /// connection to the ring that armed first).
+    pub shared_listener: bool,
     /// Scripted failures at the drivers' choke points (tests only).
     #[cfg(feature = "fault-injection")]
     pub faults: Option<Arc<crate::fault::FaultPlan>>,
@@ -418,6 +423,7 @@ impl Default for DriverConfig {
             buffer_size: 16 * 1024,
             ring_entries: 1024,
             batch_wait: Duration::from_micros(30),
+            shared_listener: false,
             #[cfg(feature = "fault-injection")]
             faults: None,
         }

@@ -1,4 +1,5 @@
-//! Accepting: one multishot accept on the listener; a peer's own error skips it, running
+//! Accepting: one multishot accept on the listener (one accept at a time when the listener
+//! is shared by every I/O thread, so that their rings take turns); a peer's own error skips it, running
 //! out of descriptors or memory pauses accepting with backoff; admitted connections get a
 //! slot and their receive.
 
@@ -19,10 +20,18 @@ impl UringDriver {
         let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
             return;
         };
-        let entry = opcode::AcceptMulti::new(Fd(fd))
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(user_data(Op::Accept, 0, 0));
+        let entry = if self.cfg.shared_listener {
+            // Re-armed at the end of each turn that used it: each new wait joins the
+            // listener's queue of waiters behind the other rings'.
+            opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        } else {
+            opcode::AcceptMulti::new(Fd(fd))
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        }
+        .user_data(user_data(Op::Accept, 0, 0));
         self.accept_armed = true;
         self.push(entry);
     }
