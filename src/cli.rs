@@ -27,7 +27,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Commands {
-    /// Serve a protocol until SIGINT or SIGTERM.
+    /// Serve a protocol until SIGINT, SIGTERM or SIGHUP (SIGUSR1 reopens the access log).
     #[command(
         after_help = "Examples:\n  ringport serve\n  ringport serve --service http --root ./public --access-log -\n  ringport serve --listen 127.0.0.1:0 --workers 2\n  RINGPORT_BACKEND=poll ringport serve --io-threads 2\n  ringport serve --max-connections 1000 --idle-timeout 30s --output-limit 1MiB"
     )]
@@ -428,6 +428,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         tracing::error!("cannot install the signal handler: {e}");
         return ExitCode::FAILURE;
     }
+    #[cfg(unix)]
+    if let Err(e) = reopen_logs_on_sigusr1() {
+        tracing::error!("cannot install the SIGUSR1 handler: {e}");
+        return ExitCode::FAILURE;
+    }
     // After the handler is in place: whoever reads the banner may signal at once. Whoever
     // starts the server learns its address from the banner: when it cannot be written
     // (stdout full or closed), the server stops with one line saying so.
@@ -471,6 +476,29 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 /// Build the server for `service`, behind the PROXY protocol when `proxy` says so.
+/// SIGUSR1 makes the HTTP access log open its file again (after log rotation renamed it)
+/// instead of ending the process, as the signal's default would.
+#[cfg(unix)]
+fn reopen_logs_on_sigusr1() -> io::Result<()> {
+    extern "C" fn on_usr1(_: libc::c_int) {
+        ringport::service::http::reopen_access_logs();
+    }
+    // SAFETY: `sa` is fully initialised before use (zeroed, then the handler, flags and an
+    // empty mask); the handler only adds to an atomic counter, which is async-signal-safe.
+    let rc = unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut())
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn build<S: ringport::Service>(
     builder: &ringport::ServerBuilder,
     service: S,

@@ -1221,3 +1221,56 @@ fn random_and_mutated_streams_never_break_the_server(setup: Setup) {
     let r = curl(addr, "/small.html", &[]);
     assert_eq!((r.status, r.body), (200, small_body()));
 }
+
+/// Log rotation: after the access log is renamed, SIGUSR1 makes the server open a new file
+/// at the configured path (lines before it stay in the renamed file), on every backend.
+#[cfg(unix)]
+#[test]
+fn sigusr1_reopens_the_access_log() {
+    for backend in [ringport::Backend::Uring, ringport::Backend::Poll] {
+        if !common::available(backend) {
+            continue;
+        }
+        let site = site();
+        let log = site.dir.0.join("access.log");
+        let rotated = site.dir.0.join("access.log.1");
+        let p = common::serve_process(&[
+            "--service",
+            "http",
+            "--backend",
+            backend.name(),
+            "--access-log",
+            log.to_str().unwrap(),
+        ])
+        .expect("serve starts");
+        let lines =
+            |path: &std::path::Path| std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
+        assert_eq!(curl(p.addr, "/plaintext", &[]).status, 200);
+        wait_until("the first line", || lines(&log) == 1);
+        std::fs::rename(&log, &rotated).unwrap();
+        // SAFETY: kill takes no pointers; the pid is our own child's.
+        let rc = unsafe { libc::kill(p.guard.child.id() as libc::pid_t, libc::SIGUSR1) };
+        assert_eq!(rc, 0);
+        // The signal is acted on at the next line: ask until one lands in the new file.
+        wait_until("a line in the reopened log", || {
+            assert_eq!(curl(p.addr, "/other", &[]).status, 404);
+            lines(&log) >= 1
+        });
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.lines()
+                .all(|l| l.contains("\"GET /other HTTP/1.1\" 404 ")),
+            "{text}"
+        );
+        let old = std::fs::read_to_string(&rotated).unwrap();
+        assert!(
+            old.lines()
+                .next()
+                .unwrap()
+                .contains("\"GET /plaintext HTTP/1.1\" 200 "),
+            "{old}"
+        );
+        // Still running, and still serving.
+        assert_eq!(curl(p.addr, "/plaintext", &[]).status, 200);
+    }
+}

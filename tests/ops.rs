@@ -637,7 +637,10 @@ fn socket_activation_refuses_a_connected_socket() {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
-    assert!(err.contains("passed socket 3 (unknown) is not listening"), "{err}");
+    assert!(
+        err.contains("passed socket 3 (unknown) is not listening"),
+        "{err}"
+    );
 }
 
 /// Every log line has an RFC 3339 UTC timestamp and a level; --log-level filters, and so

@@ -5,7 +5,8 @@ use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
@@ -14,7 +15,23 @@ use super::date;
 /// Where the access log goes.
 enum Sink {
     Stdout,
-    File(File),
+    File {
+        file: File,
+        path: PathBuf,
+        /// The value of [`REOPEN`] when `file` was opened.
+        opened_at: u64,
+    },
+}
+
+/// Bumped for every request to reopen the access logs ([`request_reopen`]); a file log
+/// whose `opened_at` differs opens its path again before its next line.
+static REOPEN: AtomicU64 = AtomicU64::new(0);
+
+/// Ask every access log file to be opened again, by its path, before its next line: after
+/// log rotation renamed it, lines go to a new file at the configured path. Safe to call
+/// from a signal handler (it only adds to an atomic counter).
+pub fn request_reopen() {
+    REOPEN.fetch_add(1, Ordering::Relaxed);
 }
 
 /// An open access log, shared by every thread that serves.
@@ -45,7 +62,11 @@ impl AccessLog {
         let sink = if path == Path::new("-") {
             Sink::Stdout
         } else {
-            Sink::File(OpenOptions::new().create(true).append(true).open(path)?)
+            Sink::File {
+                opened_at: REOPEN.load(Ordering::Relaxed),
+                file: append(path)?,
+                path: path.to_path_buf(),
+            }
         };
         Ok(AccessLog {
             sink: Mutex::new(sink),
@@ -69,10 +90,32 @@ impl AccessLog {
             // A full disk or a closed stdout must not stop the serving: the line is lost.
             let _ = match &mut *sink {
                 Sink::Stdout => io::stdout().lock().write_all(&buf),
-                Sink::File(f) => f.write_all(&buf),
+                Sink::File {
+                    file,
+                    path,
+                    opened_at,
+                } => {
+                    let due = REOPEN.load(Ordering::Relaxed);
+                    if *opened_at != due {
+                        *opened_at = due;
+                        match append(path) {
+                            Ok(f) => *file = f,
+                            Err(e) => tracing::warn!(
+                                "access log {}: cannot open it again ({e}); lines go on to the file open before",
+                                path.display()
+                            ),
+                        }
+                    }
+                    file.write_all(&buf)
+                }
             };
         });
     }
+}
+
+/// Open `path` for appending, created if missing.
+fn append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
 }
 
 fn format_line(

@@ -33,6 +33,8 @@
 mod date;
 mod files;
 mod log;
+
+pub use log::request_reopen as reopen_access_logs;
 mod metrics;
 mod parse;
 mod response;
