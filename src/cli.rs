@@ -282,10 +282,50 @@ fn resolve_backend(
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
-        Commands::Serve(args) => serve(*args),
+        Commands::Serve(args) => {
+            if let Some(serve) = matches.subcommand_matches("serve") {
+                misplaced_options(&args.service, serve);
+            }
+            serve(*args)
+        }
         Commands::Bench(args) => crate::load::main(&args),
+    }
+}
+
+/// Refuse (as a usage error) an option given on the command line for a service other than
+/// the one it belongs to, which would otherwise be ignored without a word.
+fn misplaced_options(service: &str, matches: &clap::ArgMatches) {
+    use clap::{Args, CommandFactory};
+    let groups = [
+        ("http", HttpArgs::augment_args(clap::Command::new("http"))),
+        ("resp", RespArgs::augment_args(clap::Command::new("resp"))),
+    ];
+    for (owner, group) in groups {
+        if owner == service {
+            continue;
+        }
+        for arg in group.get_arguments() {
+            let given = matches.value_source(arg.get_id().as_str())
+                == Some(clap::parser::ValueSource::CommandLine);
+            if given {
+                let long = arg.get_long().unwrap_or_else(|| arg.get_id().as_str());
+                let mut cli = Cli::command().bin_name("ringport");
+                cli.build();
+                let serve = cli
+                    .find_subcommand_mut("serve")
+                    .expect("the serve subcommand");
+                serve
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!("--{long} applies to --service {owner} only (this is --service {service})"),
+                    )
+                    .exit();
+            }
+        }
     }
 }
 

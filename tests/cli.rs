@@ -202,6 +202,32 @@ fn usage_error(args: &[&str], env: &[(&str, &str)]) -> String {
     err
 }
 
+/// An option of one service given with another is refused, not ignored without a word.
+#[test]
+fn options_of_another_service_are_refused() {
+    for (args, want) in [
+        (
+            &["serve", "--root", "."][..],
+            "--root applies to --service http only (this is --service echo)",
+        ),
+        (
+            &["serve", "--service", "resp", "--access-log", "-"][..],
+            "--access-log applies to --service http only (this is --service resp)",
+        ),
+        (
+            &["serve", "--service", "http", "--maxmemory", "1MiB"][..],
+            "--maxmemory applies to --service resp only (this is --service http)",
+        ),
+        (
+            &["serve", "--service", "echo", "--autoindex"][..],
+            "--autoindex applies to --service http only (this is --service echo)",
+        ),
+    ] {
+        let err = usage_error(args, &[]);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
+
 /// Negative values are out of range, not "unexpected argument"; every number, size and
 /// duration names its range; both subcommands take the same units.
 #[test]
