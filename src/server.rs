@@ -622,6 +622,7 @@ impl Server {
         if let Some(pool) = self.pool.take() {
             pool.join();
         }
+        self.shared.log_unlogged_refusals();
         result.map(|()| self.stats())
     }
 }

@@ -481,6 +481,18 @@ impl Shared {
         }
     }
 
+    /// Log the refusals that came after the last such line (at the end of serving: a burst
+    /// shorter than a second would otherwise be counted but never logged).
+    pub fn log_unlogged_refusals(&self) {
+        let n = self.refused_unlogged.swap(0, Ordering::Relaxed);
+        if n > 0 {
+            tracing::warn!(
+                "{n} more connection(s) refused over the --max-connections cap since the last \
+                 such line"
+            );
+        }
+    }
+
     /// True once shutdown was requested.
     pub fn stopping(&self) -> bool {
         self.shutdown.load(Ordering::SeqCst)
