@@ -43,11 +43,16 @@ impl FromStr for LogFilter {
         }
         const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
         // A bare word that is not a level would enable a target of that name: refuse it.
-        if let Some(word) = s.split(',').map(str::trim).find(|d| {
-            // `target=level` or a bare level.
-            let level = d.rsplit_once('=').map_or(*d, |(_, l)| l);
-            !LEVELS.contains(&level.to_ascii_lowercase().as_str())
-        }) {
+        if let Some(word) = s
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .find(|d| {
+                // `target=level` or a bare level.
+                let level = d.rsplit_once('=').map_or(*d, |(_, l)| l);
+                !LEVELS.contains(&level.to_ascii_lowercase().as_str())
+            })
+        {
             return Err(format!(
                 "'{word}' is not a level (expected error, warn, info, debug, trace or off, \
                  or directives such as warn,ringport=debug)"
