@@ -31,6 +31,8 @@ every_backend!(
     protocol_errors_answer_and_close_only_that_connection,
     garbage_and_mutated_input_never_stop_the_server,
     large_values_and_pipelines_arrive_in_pieces,
+    unread_big_replies_stop_running_commands,
+    commands_held_for_output_run_after_eof,
     expired_keys_are_reclaimed_without_reads,
     maxmemory_noeviction_refuses_writes,
     maxmemory_policies_evict,
@@ -592,6 +594,55 @@ fn large_values_and_pipelines_arrive_in_pieces(setup: Setup) {
     assert!(c.read().bytes() == value.as_slice());
     sender.join().unwrap();
     assert_eq!(c.cmd(&["LINDEX", "list", "1999"]), Reply::bulk("1999"));
+}
+
+/// A client that pipelines 600 GETs of a 1 MiB value (13 KB of input) and never reads
+/// them: the server stops running its commands once about 1 MiB of replies waits, instead
+/// of building all 600 MiB.
+fn unread_big_replies_stop_running_commands(setup: Setup) {
+    let (server, _) = server(setup, 1, |_| {});
+    let addr = server.local_addr();
+    let mut c = Client::connect(addr);
+    assert_eq!(c.cmd(&["SET", "big", &"x".repeat(1 << 20)]), Reply::ok());
+    let before = info_field(&mut c, "total_commands_processed");
+    let mut silent = connect(addr);
+    silent
+        .write_all(&encode(&[b"GET", b"big"]).repeat(600))
+        .unwrap();
+    // The first GETs run (their replies fill the socket buffers); then the rest wait.
+    wait_until("the first GETs to run", || {
+        info_field(&mut c, "total_commands_processed") - before >= 3
+    });
+    let ran = info_field(&mut c, "total_commands_processed") - before;
+    // INFO itself counts too; what the socket buffers took in bounds the rest.
+    assert!(
+        ran < 100,
+        "{ran} commands ran for a client that reads nothing"
+    );
+    drop(silent);
+}
+
+/// Commands held back while their replies wait still run, in order, after the peer's EOF,
+/// and every reply arrives whole before the close.
+fn commands_held_for_output_run_after_eof(setup: Setup) {
+    let (server, _) = server(setup, 1, |_| {});
+    let addr = server.local_addr();
+    let mut c = Client::connect(addr);
+    let mut rng = Rng::new(21);
+    let value = rng.bytes(1 << 20);
+    let mut req = encode(&[b"SET", b"big", &value]);
+    for _ in 0..40 {
+        req.extend_from_slice(&encode(&[b"GET", b"big"]));
+        req.extend_from_slice(&encode(&[b"INCR", b"n"]));
+    }
+    c.send(&req);
+    c.writer.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(c.read(), Reply::ok());
+    for i in 0..40 {
+        assert!(c.read().bytes() == value.as_slice(), "GET {i}");
+        assert_eq!(c.read(), Reply::Int(i + 1));
+    }
+    assert!(c.read_to_end().is_empty());
 }
 
 fn info_field(c: &mut Client, field: &str) -> u64 {

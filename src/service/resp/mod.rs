@@ -61,6 +61,11 @@ pub const DEFAULT_MAX_BULK: usize = 512 * 1024 * 1024;
 const DEFERRED_MAX: usize = 1 << 20;
 /// Output gathered in one call before it is handed to the connection.
 const FLUSH_AT: usize = 64 * 1024;
+/// Replies written to a connection since its output last drained past which it runs no
+/// more commands until it drains again: a client that pipelines commands with big replies
+/// and does not read them (600 `GET`s of a 1 MiB value fit in 13 KB) makes the server hold
+/// at most this (plus one reply) per connection, not every reply.
+const OUTPUT_PAUSE: usize = 1 << 20;
 /// How often expired keys are sampled and removed.
 const EXPIRY_PERIOD: Duration = Duration::from_millis(100);
 
@@ -352,6 +357,28 @@ pub struct Session {
     route: Route,
     /// Handle notifications asked for and not yet arrived.
     notifies: u32,
+    /// Reply bytes written to the connection since its output last drained.
+    unacked: usize,
+    /// [`Conn::notify_drained`] was asked for and [`Service::drained`] has not come yet.
+    drain_asked: bool,
+    /// Input that was held back (output over [`OUTPUT_PAUSE`]) when the peer's EOF came,
+    /// and how much of it has run: its commands run as the output drains.
+    after_eof: Option<(Vec<u8>, usize)>,
+}
+
+impl Session {
+    /// True when replies written and not drained are over [`OUTPUT_PAUSE`]: run no more
+    /// commands until [`Service::drained`].
+    fn held_for_output(&mut self, out: &[u8], conn: &mut Conn<'_>) -> bool {
+        if !matches!(self.route, Route::Conn) || self.unacked + out.len() < OUTPUT_PAUSE {
+            return false;
+        }
+        if !self.drain_asked {
+            self.drain_asked = true;
+            conn.notify_drained();
+        }
+        true
+    }
 }
 
 thread_local! {
@@ -453,6 +480,9 @@ impl Resp {
                     break;
                 }
             }
+            if s.held_for_output(out, conn) {
+                break;
+            }
             let rest = &input[used..];
             match s.frame.parse(rest, max_bulk) {
                 Step::Incomplete => break,
@@ -501,11 +531,25 @@ impl Resp {
         used
     }
 
+    /// [`Resp::serve`] with this thread's reply buffer.
+    fn serve_with_buffer(&self, s: &mut Session, input: &[u8], conn: &mut Conn<'_>) -> usize {
+        OUT.with(|cell| {
+            let mut out = cell.take();
+            out.clear();
+            let used = self.serve(s, input, conn, &mut out);
+            if out.capacity() <= 4 * FLUSH_AT {
+                cell.replace(out);
+            }
+            used
+        })
+    }
+
     /// Hand `out` to where this connection's replies go.
     fn flush(&self, s: &mut Session, out: &mut Vec<u8>, conn: &mut Conn<'_>) {
         match &mut s.route {
             Route::Conn => {
                 s.client.subs_changed = false;
+                s.unacked += out.len();
                 conn.write(out);
                 if s.client.quit {
                     conn.close();
@@ -585,23 +629,22 @@ impl Service for Resp {
             frame: Frame::default(),
             route: Route::Conn,
             notifies: 0,
+            unacked: 0,
+            drain_asked: false,
+            after_eof: None,
         }
     }
 
     fn data(&self, session: &mut Session, input: &[u8], conn: &mut Conn<'_>) -> usize {
-        OUT.with(|cell| {
-            let mut out = cell.take();
-            out.clear();
-            let used = self.serve(session, input, conn, &mut out);
-            if out.capacity() <= 4 * FLUSH_AT {
-                cell.replace(out);
-            }
-            used
-        })
+        self.serve_with_buffer(session, input, conn)
     }
 
-    fn eof(&self, session: &mut Session, _rest: &[u8], conn: &mut Conn<'_>) {
+    fn eof(&self, session: &mut Session, rest: &[u8], conn: &mut Conn<'_>) {
         match session.route {
+            // Commands held back for the output run as it drains, then the close.
+            Route::Conn if session.drain_asked && !rest.is_empty() => {
+                session.after_eof = Some((rest.to_vec(), 0));
+            }
             Route::Conn => conn.close(),
             // Replies are on their way through the handle: close behind them.
             Route::Handle | Route::Leaving => {
@@ -616,6 +659,20 @@ impl Service for Resp {
     }
 
     fn drained(&self, s: &mut Session, conn: &mut Conn<'_>) {
+        s.drain_asked = false;
+        s.unacked = 0;
+        if let Some((rest, done)) = s.after_eof.take() {
+            let used = self.serve_with_buffer(s, &rest[done..], conn);
+            if s.drain_asked && done + used < rest.len() && !conn.is_closing() {
+                s.after_eof = Some((rest, done + used));
+            } else {
+                conn.close();
+            }
+            return;
+        }
+        if !matches!(s.route, Route::Entering(_)) {
+            return;
+        }
         let Route::Entering(held) = std::mem::replace(&mut s.route, Route::Handle) else {
             return;
         };
