@@ -90,6 +90,9 @@ fn session() -> Session {
         frame: Frame::default(),
         route: Route::Conn,
         notifies: 0,
+        unacked: 0,
+        drain_asked: false,
+        after_eof: None,
     }
 }
 
