@@ -34,6 +34,7 @@ every_backend!(
     unread_big_replies_stop_running_commands,
     commands_held_for_output_run_after_eof,
     expired_keys_are_reclaimed_without_reads,
+    rename_keeps_the_time_to_live,
     maxmemory_noeviction_refuses_writes,
     maxmemory_policies_evict,
     subscriber_that_stops_reading_is_dropped_and_closed,
@@ -513,6 +514,15 @@ fn protocol_errors_answer_and_close_only_that_connection(setup: Setup) {
     // A bulk of exactly the limit is fine.
     let big = "x".repeat(1024);
     assert_eq!(bystander.cmd(&["SET", "big", &big]), Reply::ok());
+    // APPEND and SETRANGE cannot make a string longer than the limit either.
+    let too_long =
+        Reply::Error("ERR string exceeds maximum allowed size (proto-max-bulk-len)".into());
+    assert_eq!(bystander.cmd(&["APPEND", "big", "y"]), too_long);
+    assert_eq!(bystander.cmd(&["SETRANGE", "s", "1024", "y"]), too_long);
+    assert_eq!(
+        bystander.cmd(&["SETRANGE", "s", "1023", "y"]),
+        Reply::Int(1024)
+    );
     assert_eq!(server.stats().service_panics, 0);
 }
 
@@ -643,6 +653,27 @@ fn commands_held_for_output_run_after_eof(setup: Setup) {
         assert_eq!(c.read(), Reply::Int(i + 1));
     }
     assert!(c.read_to_end().is_empty());
+}
+
+/// RENAME moves the key's time to live with it (it used to make the key permanent).
+fn rename_keeps_the_time_to_live(setup: Setup) {
+    let (server, _) = server(setup, 1, |_| {});
+    let mut c = Client::connect(server.local_addr());
+    assert_eq!(c.cmd(&["SET", "a", "v", "EX", "1000"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "b", "old"]), Reply::ok());
+    assert_eq!(c.cmd(&["RENAME", "a", "b"]), Reply::ok());
+    let ttl = c.cmd(&["TTL", "b"]).int();
+    assert!((990..=1000).contains(&ttl), "TTL after RENAME: {ttl}");
+    assert_eq!(c.cmd(&["RENAME", "b", "c"]), Reply::ok());
+    let ttl = c.cmd(&["TTL", "c"]).int();
+    assert!((990..=1000).contains(&ttl), "TTL after RENAME: {ttl}");
+    // A short one still expires under its new name.
+    assert_eq!(c.cmd(&["SET", "d", "v", "PX", "50"]), Reply::ok());
+    assert_eq!(c.cmd(&["RENAME", "d", "e"]), Reply::ok());
+    wait_until("the renamed key to expire", || {
+        c.cmd(&["EXISTS", "e"]) == Reply::Int(0)
+    });
+    assert_eq!(c.cmd(&["TTL", "e"]), Reply::Int(-2));
 }
 
 fn info_field(c: &mut Client, field: &str) -> u64 {

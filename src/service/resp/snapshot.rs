@@ -271,7 +271,12 @@ pub fn decode(data: &[u8], ks: &Keyspace) -> Result<u64, String> {
         if ty == END {
             break;
         }
+        let at = r.pos;
         let expires = r.u64("expiry")?;
+        if expires > i64::MAX as u64 {
+            // No command sets one: PXAT and the others keep expiries to 63 bits.
+            return Err(format!("expiry {expires} out of range at byte {at}"));
+        }
         let key = r.blob("key")?;
         let value = match ty {
             0 => Value::Str(r.blob("string")?.to_vec()),
@@ -380,6 +385,16 @@ mod tests {
         assert!(db.entry(b"s").unwrap().expires > 0);
         assert!(matches!(db.get(b"l"), Some(Value::List(l)) if l.len() == 2));
         assert!(matches!(db.get(b"z"), Some(Value::ZSet(z)) if z.score(b"m") == Some(1.5)));
+    }
+
+    #[test]
+    fn an_expiry_past_63_bits_is_refused() {
+        let ks = Keyspace::new(0, EvictionPolicy::NoEviction);
+        ks.lock_all(unix_ms())
+            .put(b"k", Value::Str(b"v".to_vec()), 1 << 63);
+        let data = encode(&ks);
+        let err = decode(&data, &Keyspace::new(0, EvictionPolicy::NoEviction)).unwrap_err();
+        assert!(err.contains("out of range"), "{err}");
     }
 
     #[test]

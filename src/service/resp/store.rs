@@ -204,8 +204,12 @@ impl Shard {
 
     /// Remove the entry at `i`.
     pub fn remove_at(&mut self, i: usize) -> Entry {
+        // Out of the expiry index first; the entry handed back keeps its expiry (RENAME
+        // moves it to the new key).
+        let expires = self.table.at(i).expires;
         self.set_expires(i, 0);
-        let e = self.table.swap_remove(i);
+        let mut e = self.table.swap_remove(i);
+        e.expires = expires;
         self.used -= e.mem();
         if i < self.table.len() {
             // The last entry moved into `i`.

@@ -4,9 +4,6 @@ use super::{float, int, is, Ctx, Error, Res, NOT_INT, SYNTAX, WRONGTYPE};
 use crate::service::resp::protocol::{format_float, parse_f64, parse_i64, reply, Args};
 use crate::service::resp::value::Value;
 
-/// Longest string SETRANGE and APPEND may make.
-const MAX_STRING: usize = 512 * 1024 * 1024;
-
 pub fn get(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
     match ctx.db.get(args.get(1)) {
         None => reply::null(ctx.out),
@@ -261,13 +258,15 @@ const NOT_FLOAT_VALUE: &str = "ERR value is not a valid float";
 
 pub fn append(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
     let tail = args.get(2);
+    // The longest string APPEND and SETRANGE may make, as in Redis.
+    let max = ctx.shared.config.proto_max_bulk_len;
     let len = ctx.db.write(args.get(1), |v, _| match v {
         None => {
             *v = Some(Value::Str(tail.to_vec()));
             Ok(tail.len())
         }
         Some(Value::Str(s)) => {
-            if s.len() + tail.len() > MAX_STRING {
+            if s.len() + tail.len() > max {
                 return Err(Error::from(
                     "ERR string exceeds maximum allowed size (proto-max-bulk-len)",
                 ));
@@ -320,6 +319,7 @@ pub fn setrange(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
     }
     let offset = offset as usize;
     let val = args.get(3);
+    let max = ctx.shared.config.proto_max_bulk_len;
     let len = ctx.db.write(args.get(1), |v, _| {
         let cur_len = match v {
             None => 0,
@@ -329,7 +329,7 @@ pub fn setrange(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
         if val.is_empty() {
             return Ok(cur_len);
         }
-        if offset.saturating_add(val.len()) > MAX_STRING {
+        if offset.saturating_add(val.len()) > max {
             return Err(Error::from(
                 "ERR string exceeds maximum allowed size (proto-max-bulk-len)",
             ));
