@@ -506,7 +506,8 @@ pub fn parse_f64(s: &[u8]) -> Option<f64> {
         "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
         "-inf" | "-infinity" => f64::NEG_INFINITY,
         _ if lower.contains("inf") || lower.contains("nan") => return None,
-        _ => t.parse().ok()?,
+        // A number too big for a double (1e400) is not read as infinity: Redis refuses it.
+        _ => t.parse().ok().filter(|v: &f64| v.is_finite())?,
     };
     if v.is_nan() {
         return None;
@@ -628,5 +629,7 @@ mod tests {
         assert_eq!(parse_f64(b"nan"), None);
         assert_eq!(parse_f64(b" 1"), None);
         assert_eq!(parse_f64(b"abc"), None);
+        assert_eq!(parse_f64(b"1e400"), None);
+        assert_eq!(parse_f64(b"-1e400"), None);
     }
 }
