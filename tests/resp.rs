@@ -33,6 +33,7 @@ every_backend!(
     large_values_and_pipelines_arrive_in_pieces,
     unread_big_replies_stop_running_commands,
     commands_held_for_output_run_after_eof,
+    long_pipeline_of_small_replies_read_late_is_answered,
     expired_keys_are_reclaimed_without_reads,
     rename_keeps_the_time_to_live,
     maxmemory_noeviction_refuses_writes,
@@ -645,6 +646,9 @@ fn commands_held_for_output_run_after_eof(setup: Setup) {
         req.extend_from_slice(&encode(&[b"GET", b"big"]));
         req.extend_from_slice(&encode(&[b"INCR", b"n"]));
     }
+    // A SUBSCRIBE among the held commands: its reply, and the ones after it, still come.
+    req.extend_from_slice(&encode(&[b"SUBSCRIBE", b"ch"]));
+    req.extend_from_slice(&encode(&[b"PING"]));
     c.send(&req);
     c.writer.shutdown(Shutdown::Write).unwrap();
     assert_eq!(c.read(), Reply::ok());
@@ -652,7 +656,48 @@ fn commands_held_for_output_run_after_eof(setup: Setup) {
         assert!(c.read().bytes() == value.as_slice(), "GET {i}");
         assert_eq!(c.read(), Reply::Int(i + 1));
     }
+    assert_eq!(
+        c.read(),
+        Reply::Array(Some(vec![
+            Reply::bulk("subscribe"),
+            Reply::bulk("ch"),
+            Reply::Int(1)
+        ]))
+    );
+    assert_eq!(
+        c.read(),
+        Reply::Array(Some(vec![Reply::bulk("pong"), Reply::bulk("")]))
+    );
     assert!(c.read_to_end().is_empty());
+}
+
+/// 400,000 pipelined GETs of a small value (8.8 MB), their replies read only once over
+/// 2.5 MB was sent: small replies do not hold commands back (their output pauses reading
+/// as any output does), so the input never piles up to the limit (2 MiB here) and every
+/// reply comes.
+fn long_pipeline_of_small_replies_read_late_is_answered(setup: Setup) {
+    let (server, _) = server(setup, 1, |b| {
+        b.proto_max_bulk_len(1 << 20);
+    });
+    let mut c = Client::connect(server.local_addr());
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    let n = 400_000;
+    let req = encode(&[b"GET", b"k"]).repeat(n);
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut w = c.writer.try_clone().unwrap();
+    let progress = sent.clone();
+    let writer = std::thread::spawn(move || {
+        for chunk in req.chunks(64 * 1024) {
+            w.write_all(chunk).unwrap();
+            progress.fetch_add(chunk.len(), Ordering::Relaxed);
+        }
+    });
+    wait_until("2.5 MB sent", || sent.load(Ordering::Relaxed) >= 2_500_000);
+    for i in 0..n {
+        assert_eq!(c.read(), Reply::bulk("v"), "reply {i}");
+    }
+    writer.join().unwrap();
+    assert_eq!(c.cmd(&["PING"]), Reply::Simple("PONG".into()));
 }
 
 /// RENAME moves the key's time to live with it (it used to make the key permanent).

@@ -61,11 +61,16 @@ pub const DEFAULT_MAX_BULK: usize = 512 * 1024 * 1024;
 const DEFERRED_MAX: usize = 1 << 20;
 /// Output gathered in one call before it is handed to the connection.
 const FLUSH_AT: usize = 64 * 1024;
-/// Replies written to a connection since its output last drained past which it runs no
-/// more commands until it drains again: a client that pipelines commands with big replies
-/// and does not read them (600 `GET`s of a 1 MiB value fit in 13 KB) makes the server hold
-/// at most this (plus one reply) per connection, not every reply.
+/// Replies written to a connection in a window past which it runs no more commands until
+/// its output drains, when they are over [`AMPLIFIED`] times the input they answer: a
+/// client that pipelines commands with big replies and does not read them (600 `GET`s of a
+/// 1 MiB value fit in 13 KB) makes the server hold about this (plus one reply) per
+/// connection, not every reply. Commands whose replies are about as big as they are run on
+/// (a new window starts): their output pauses reading as any output does, so their input
+/// does not pile up here.
 const OUTPUT_PAUSE: usize = 1 << 20;
+/// How many times the input they answer a window's replies must be to hold the commands.
+const AMPLIFIED: usize = 16;
 /// How often expired keys are sampled and removed.
 const EXPIRY_PERIOD: Duration = Duration::from_millis(100);
 
@@ -357,8 +362,10 @@ pub struct Session {
     route: Route,
     /// Handle notifications asked for and not yet arrived.
     notifies: u32,
-    /// Reply bytes written to the connection since its output last drained.
-    unacked: usize,
+    /// Reply bytes made in this window (see [`OUTPUT_PAUSE`]).
+    window_out: usize,
+    /// Request bytes those replies answer.
+    window_in: usize,
     /// [`Conn::notify_drained`] was asked for and [`Service::drained`] has not come yet.
     drain_asked: bool,
     /// Input that was held back (output over [`OUTPUT_PAUSE`]) when the peer's EOF came,
@@ -367,10 +374,16 @@ pub struct Session {
 }
 
 impl Session {
-    /// True when replies written and not drained are over [`OUTPUT_PAUSE`]: run no more
-    /// commands until [`Service::drained`].
-    fn held_for_output(&mut self, out: &[u8], conn: &mut Conn<'_>) -> bool {
-        if !matches!(self.route, Route::Conn) || self.unacked + out.len() < OUTPUT_PAUSE {
+    /// True when this window's replies are over [`OUTPUT_PAUSE`] and [`AMPLIFIED`] times
+    /// the requests they answer: run no more commands until [`Service::drained`]. Replies
+    /// not that amplified start a new window.
+    fn held_for_output(&mut self, conn: &mut Conn<'_>) -> bool {
+        if !matches!(self.route, Route::Conn) || self.window_out < OUTPUT_PAUSE {
+            return false;
+        }
+        if self.window_out < AMPLIFIED.saturating_mul(self.window_in) {
+            self.window_out = 0;
+            self.window_in = 0;
             return false;
         }
         if !self.drain_asked {
@@ -480,7 +493,7 @@ impl Resp {
                     break;
                 }
             }
-            if s.held_for_output(out, conn) {
+            if s.held_for_output(conn) {
                 break;
             }
             let rest = &input[used..];
@@ -494,6 +507,7 @@ impl Resp {
                     break;
                 }
                 Step::Complete(n) => {
+                    let before = out.len();
                     let args = s.frame.view(rest);
                     if !args.is_empty() {
                         let mark = out.len();
@@ -513,6 +527,8 @@ impl Resp {
                     }
                     s.frame.reset();
                     used += n;
+                    s.window_out += out.len().saturating_sub(before);
+                    s.window_in += n;
                     if s.client.quit {
                         used = input.len();
                         break;
@@ -549,7 +565,6 @@ impl Resp {
         match &mut s.route {
             Route::Conn => {
                 s.client.subs_changed = false;
-                s.unacked += out.len();
                 conn.write(out);
                 if s.client.quit {
                     conn.close();
@@ -629,7 +644,8 @@ impl Service for Resp {
             frame: Frame::default(),
             route: Route::Conn,
             notifies: 0,
-            unacked: 0,
+            window_out: 0,
+            window_in: 0,
             drain_asked: false,
             after_eof: None,
         }
@@ -660,10 +676,15 @@ impl Service for Resp {
 
     fn drained(&self, s: &mut Session, conn: &mut Conn<'_>) {
         s.drain_asked = false;
-        s.unacked = 0;
+        s.window_out = 0;
+        s.window_in = 0;
         if let Some((rest, done)) = s.after_eof.take() {
             let used = self.serve_with_buffer(s, &rest[done..], conn);
-            if s.drain_asked && done + used < rest.len() && !conn.is_closing() {
+            if !matches!(s.route, Route::Conn) {
+                // A SUBSCRIBE among them: its replies wait for the output to drain, then go
+                // through the handle, which closes behind them.
+                s.client.quit = true;
+            } else if s.drain_asked && done + used < rest.len() && !conn.is_closing() {
                 s.after_eof = Some((rest, done + used));
             } else {
                 conn.close();

@@ -90,7 +90,8 @@ fn session() -> Session {
         frame: Frame::default(),
         route: Route::Conn,
         notifies: 0,
-        unacked: 0,
+        window_out: 0,
+        window_in: 0,
         drain_asked: false,
         after_eof: None,
     }
