@@ -68,6 +68,14 @@ pub fn take() -> io::Result<Option<Activated>> {
                     format!("passed socket {} ({name}) is missing", 3 + i),
                 )
             })?;
+        let slot = if name == "metrics" && out.metrics.is_none() {
+            &mut out.metrics
+        } else if out.service.is_none() {
+            &mut out.service
+        } else {
+            out.unused.push(name.to_string());
+            continue;
+        };
         // A connected socket (systemd's `Accept=yes`) or one never put to `listen` would
         // fail every accept: refuse it here, where the error can say why.
         #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
@@ -81,13 +89,7 @@ pub fn take() -> io::Result<Option<Activated>> {
                 ),
             ));
         }
-        if name == "metrics" && out.metrics.is_none() {
-            out.metrics = Some(listener);
-        } else if out.service.is_none() {
-            out.service = Some(listener);
-        } else {
-            out.unused.push(name.to_string());
-        }
+        *slot = Some(listener);
     }
     Ok(Some(out))
 }

@@ -342,6 +342,12 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     crate::log::init(filter);
+    // Before anything slow (a snapshot to load): log rotation may signal at any time.
+    #[cfg(unix)]
+    if let Err(e) = reopen_logs_on_sigusr1() {
+        tracing::error!("cannot install the SIGUSR1 handler: {e}");
+        return ExitCode::FAILURE;
+    }
     let listen = args.listen.unwrap_or_else(|| default_listen(&args.service));
     let io_threads = args.io_threads.unwrap_or_else(default_io_threads);
     let mut builder = Server::builder();
@@ -468,11 +474,6 @@ fn serve(args: ServeArgs) -> ExitCode {
         tracing::error!("cannot install the signal handler: {e}");
         return ExitCode::FAILURE;
     }
-    #[cfg(unix)]
-    if let Err(e) = reopen_logs_on_sigusr1() {
-        tracing::error!("cannot install the SIGUSR1 handler: {e}");
-        return ExitCode::FAILURE;
-    }
     // After the handler is in place: whoever reads the banner may signal at once. Whoever
     // starts the server learns its address from the banner: when it cannot be written
     // (stdout full or closed), the server stops with one line saying so.
@@ -515,7 +516,6 @@ fn serve(args: ServeArgs) -> ExitCode {
     code
 }
 
-/// Build the server for `service`, behind the PROXY protocol when `proxy` says so.
 /// SIGUSR1 makes the HTTP access log open its file again (after log rotation renamed it)
 /// instead of ending the process, as the signal's default would.
 #[cfg(unix)]
@@ -539,6 +539,7 @@ fn reopen_logs_on_sigusr1() -> io::Result<()> {
     }
 }
 
+/// Build the server for `service`, behind the PROXY protocol when `proxy` says so.
 fn build<S: ringport::Service>(
     builder: &ringport::ServerBuilder,
     service: S,

@@ -350,6 +350,9 @@ pub const MAX_SCRAPES: usize = 64;
 /// How long a scrape connection may take to send its request head.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a scrape connection may take to take its whole answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One of the [`MAX_SCRAPES`] places, given back when dropped.
 struct Place(Arc<AtomicUsize>);
 
@@ -378,9 +381,9 @@ fn scrape(c: TcpStream, active: &Arc<AtomicUsize>, render: &Render) {
         return;
     };
     let render = render.clone();
+    // The default stack: a service's own metrics code runs here.
     let started = std::thread::Builder::new()
         .name("ringport-scrape".into())
-        .stack_size(256 * 1024)
         .spawn(move || {
             let _place = place;
             if let Err(e) = answer(c, &render) {
@@ -394,7 +397,6 @@ fn scrape(c: TcpStream, active: &Arc<AtomicUsize>, render: &Render) {
 
 /// Read one request head and answer it; the connection then closes.
 fn answer(mut c: TcpStream, render: &Render) -> io::Result<()> {
-    c.set_write_timeout(Some(Duration::from_secs(5)))?;
     let deadline = Instant::now() + HEAD_TIMEOUT;
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
@@ -404,7 +406,11 @@ fn answer(mut c: TcpStream, render: &Render) -> io::Result<()> {
             return Err(io::ErrorKind::TimedOut.into());
         }
         c.set_read_timeout(Some(left))?;
-        let n = c.read(&mut buf)?;
+        let n = match c.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             return Ok(());
         }
@@ -420,7 +426,11 @@ fn answer(mut c: TcpStream, render: &Render) -> io::Result<()> {
             );
         }
     }
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    // Empty lines before the request line are skipped (RFC 9112, section 2.2).
+    let line = head
+        .split(|&b| b == b'\n')
+        .find(|l| !l.trim_ascii().is_empty())
+        .unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut parts = line.splitn(3, |&b| b == b' ');
     let (method, target, version) = (
@@ -428,7 +438,7 @@ fn answer(mut c: TcpStream, render: &Render) -> io::Result<()> {
         parts.next().unwrap_or_default(),
         parts.next().unwrap_or_default(),
     );
-    if method.is_empty() || target.is_empty() || !version.starts_with(b"HTTP/1.") {
+    if method.is_empty() || target.is_empty() || !matches!(version, b"HTTP/1.0" | b"HTTP/1.1") {
         return respond(
             &mut c,
             "400 Bad Request",
@@ -482,8 +492,24 @@ fn respond(
     if !head_only {
         msg.push_str(body);
     }
-    c.write_all(msg.as_bytes())?;
-    c.flush()
+    // One deadline for the whole answer: a reader that takes a few bytes now and then does
+    // not keep its place.
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    let mut rest = msg.as_bytes();
+    while !rest.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        c.set_write_timeout(Some(left))?;
+        match c.write(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

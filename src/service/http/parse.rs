@@ -186,7 +186,8 @@ fn version_line(input: &[u8]) -> Option<Line<'_>> {
     let mut parts = line.splitn(3, |&b| b == b' ');
     let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
     let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
-    let visible = |b: &u8| (0x21..0x7f).contains(b);
+    // Visible ASCII, and the bytes of UTF-8 (as httparse takes them in a target).
+    let visible = |b: &u8| (0x21..0x7f).contains(b) || *b >= 0x80;
     let well_formed = !method.is_empty()
         && method.iter().all(tchar)
         && !target.is_empty()
@@ -200,7 +201,6 @@ fn version_line(input: &[u8]) -> Option<Line<'_>> {
         return None;
     }
     Some(Line {
-        // ASCII, checked above.
         method: std::str::from_utf8(method).ok()?,
         target: std::str::from_utf8(target).ok()?,
         major: version[5] - b'0',
