@@ -688,6 +688,10 @@ mod tests {
             reject(b"GET /a b HTTP/2.0\r\n\r\n", 8192),
             Reject::BadRequest
         );
+        assert_eq!(
+            reject("GET /café HTTP/2.0\r\n\r\n".as_bytes(), 8192),
+            Reject::VersionNotSupported
+        );
         // The line logged for a version not served, as the client sent it.
         let l = request_line(b"\r\nPUT /x?y HTTP/2.0\r\nUser-Agent: u\r\n\r\n").unwrap();
         assert_eq!(
