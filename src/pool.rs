@@ -59,6 +59,7 @@ pub(crate) enum CommandKind {
     /// Index into [`Commands::files`].
     SendFile(usize),
     NotifyDrained,
+    PauseUntilDrained,
     /// Index into [`Commands::deadlines`].
     Deadline(usize),
     Close,
@@ -199,6 +200,7 @@ impl Commands {
                 CommandKind::Send => apply(it.conn, Command::Send(&self.bytes[it.start..it.end])),
                 CommandKind::SendFile(i) => apply(it.conn, Command::SendFile(&self.files[i])),
                 CommandKind::NotifyDrained => apply(it.conn, Command::NotifyDrained),
+                CommandKind::PauseUntilDrained => apply(it.conn, Command::PauseUntilDrained),
                 CommandKind::Close => apply(it.conn, Command::Close),
                 CommandKind::Deadline(i) => {
                     let (at, generation) = self.deadlines[i];

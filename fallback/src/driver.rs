@@ -81,6 +81,9 @@ struct Conn {
     closing: bool,
     /// Reading paused because queued output is over the high-water mark.
     out_paused: bool,
+    /// `out_paused` was set by the service ([`Command::PauseUntilDrained`]), not by the
+    /// output.
+    paused_for_service: bool,
     /// Reading paused because the connection's worker is behind.
     stalled: bool,
     /// Interest the poller holds now (oneshot: nothing after an event fired).
@@ -554,6 +557,7 @@ impl PollDriver {
             read_eof: false,
             closing: false,
             out_paused: false,
+            paused_for_service: false,
             stalled: false,
             armed: Interest {
                 read: true,
@@ -769,7 +773,9 @@ impl PollDriver {
         let queued = c.queued();
         if c.out_paused && queued <= self.cfg.output_low {
             c.out_paused = false;
-            self.backlog.push((c.id, false));
+            if !std::mem::take(&mut c.paused_for_service) {
+                self.backlog.push((c.id, false));
+            }
         }
         if c.want_drained && queued <= self.cfg.output_low {
             c.want_drained = false;
@@ -812,6 +818,15 @@ impl PollDriver {
             Command::NotifyDrained => {
                 // Checked when the connection's output is next written (this turn).
                 c.want_drained = true;
+            }
+            Command::PauseUntilDrained => {
+                c.want_drained = true;
+                if !c.out_paused {
+                    // Paused as for output over the limit, resumed with the drained call;
+                    // no backlog call, the output is not over the limit.
+                    c.out_paused = true;
+                    c.paused_for_service = true;
+                }
             }
             Command::Close => {
                 c.closing = true;

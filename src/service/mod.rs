@@ -217,6 +217,16 @@ impl<'a> Conn<'a> {
         self.cmds.push_item(self.id, CommandKind::NotifyDrained);
     }
 
+    /// As [`Conn::notify_drained`], and read no more from the peer until [`Service::drained`]
+    /// comes, whatever the output limit says: for a service that stops consuming its input
+    /// until its output drains (a pipeline of requests with big answers), so that the input
+    /// it holds does not grow while its output is under the limit (when the peer's socket
+    /// buffers still take it). Input read before the pause is held and shown afterwards.
+    pub fn pause_reading_until_drained(&mut self) {
+        self.seal();
+        self.cmds.push_item(self.id, CommandKind::PauseUntilDrained);
+    }
+
     /// Call [`Service::deadline`] once `at` passes, unless the deadline is cleared or moved
     /// first. One deadline per connection: this replaces any earlier one.
     pub fn set_deadline(&mut self, at: Instant) {

@@ -158,6 +158,7 @@ impl UringDriver {
             read_eof: false,
             closing: false,
             out_paused: false,
+            paused_for_service: false,
             stalled: false,
             starved: false,
             held: None,

@@ -223,6 +223,8 @@ struct Conn {
     closing: bool,
     /// Reading paused because queued output is over the high-water mark.
     out_paused: bool,
+    /// `out_paused` was set by the service (`PauseUntilDrained`), not by the output.
+    paused_for_service: bool,
     /// Reading paused, with input held: the connection's worker is behind, or input arrived
     /// while reading was paused for output.
     stalled: bool,
@@ -791,6 +793,15 @@ impl UringDriver {
             }
             // Checked when the connection is processed at the end of this turn.
             Command::NotifyDrained => c.want_drained = true,
+            Command::PauseUntilDrained => {
+                c.want_drained = true;
+                if !c.out_paused {
+                    // Paused as for output over the limit, and resumed with the drained call
+                    // below; no backlog call, the output is not over the limit.
+                    c.out_paused = true;
+                    c.paused_for_service = true;
+                }
+            }
             Command::Close => c.closing = true,
         }
         self.mark_dirty(slot);
@@ -853,7 +864,9 @@ impl UringDriver {
                 self.handed_late = true;
             } else if c.out_paused && queued <= self.cfg.output_low {
                 c.out_paused = false;
-                dispatch.backlog(c.id, false);
+                if !std::mem::take(&mut c.paused_for_service) {
+                    dispatch.backlog(c.id, false);
+                }
                 self.handed_late = true;
                 // Input held while paused is handed over next turn, which comes at once.
                 self.resume_due |= c.stalled;

@@ -388,7 +388,9 @@ impl Session {
         }
         if !self.drain_asked {
             self.drain_asked = true;
-            conn.notify_drained();
+            // Read no more meanwhile: held input would grow while the output is under the
+            // limit (the peer's socket buffers taking it).
+            conn.pause_reading_until_drained();
         }
         true
     }
