@@ -580,7 +580,10 @@ impl Http {
             conn.notify_drained();
         }
         if s.files >= FILES_IN_FLIGHT || s.file_bytes >= FILE_BYTES_IN_FLIGHT {
+            // No more requests until these bodies are out, and no more reading either:
+            // pipelined requests wait in the socket, not here.
             s.paused = true;
+            conn.pause_reading_until_drained();
         }
         (status, len)
     }
