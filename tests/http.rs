@@ -21,6 +21,7 @@ every_backend!(
     wrk_hundred_connections_no_errors,
     pipelined_requests_are_answered_in_order,
     pipelined_large_files_keep_order_and_bounds,
+    deep_pipeline_behind_file_bodies_is_answered_whole,
     malformed_requests_get_400_and_close,
     size_limits_get_414_431_413,
     request_bodies_are_discarded,
@@ -619,6 +620,31 @@ fn pipelined_large_files_keep_order_and_bounds(setup: Setup) {
     c.stream.shutdown(Shutdown::Write).unwrap();
     assert!(c.closed());
     wait_until("closed", || server.stats().open == 0);
+    assert_eq!(server.stats().service_panics, 0);
+}
+
+/// 3,000 pipelined requests for a 17 KB file (over 100 KB of requests, written while the
+/// replies are read): every one answered, in order. The requests wait in the socket and in
+/// the held input while 8 bodies at a time go out; with a 64 KiB input limit the connection
+/// used to close after the first 8.
+fn deep_pipeline_behind_file_bodies_is_answered_whole(setup: Setup) {
+    let site = site();
+    // Over the size sent by copy: each body goes as a file range.
+    let body = Rng::new(5).bytes(17_000);
+    std::fs::write(site.root.join("pipe.bin"), &body).unwrap();
+    let server = site_server(setup, &site);
+    let mut c = Client::new(server.local_addr());
+    let n = 3000;
+    let batch: Vec<u8> = (0..n).flat_map(|_| get("/pipe.bin")).collect();
+    assert!(batch.len() > 100_000);
+    let mut w = c.stream.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&batch));
+    for i in 0..n {
+        let r = c.response(false);
+        assert_eq!(r.status, 200, "response {i}");
+        assert!(r.body == body, "response {i} differs");
+    }
+    writer.join().unwrap().unwrap();
     assert_eq!(server.stats().service_panics, 0);
 }
 

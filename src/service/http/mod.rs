@@ -69,6 +69,9 @@ const COPY_MAX: u64 = 16 * 1024;
 const FILES_IN_FLIGHT: u32 = 8;
 /// File body bytes a connection may have queued before it stops reading requests.
 const FILE_BYTES_IN_FLIGHT: u64 = 8 << 20;
+/// Unconsumed input a connection may hold: pipelined requests waiting behind file bodies
+/// (reading pauses then, but what one turn read is held).
+const PIPELINE_INPUT: usize = 1 << 20;
 /// A keep-alive deadline within this much of the wanted one (and within an eighth of the
 /// timeout) is left as it is, so a busy connection does not move its deadline on every
 /// request; an idle one is closed after at least 7/8 of the timeout.
@@ -634,7 +637,9 @@ impl Service for Http {
     type Session = HttpSession;
 
     fn input_limit(&self) -> usize {
-        (2 * self.max_header + 4096).max(super::DEFAULT_INPUT_LIMIT)
+        // Room for pipelined requests read in one turn before a pause for file bodies takes
+        // effect (one head is still bounded by `max_header`, checked by the parser).
+        (2 * self.max_header + 4096).max(PIPELINE_INPUT)
     }
 
     fn open(&self, info: &ConnInfo, conn: &mut Conn<'_>) -> HttpSession {
