@@ -7,10 +7,11 @@
 //! service keeps relaxed atomic counters (and a [`Histogram`]) and renders them on demand.
 //!
 //! The listener is served by a thread with a blocking `std` listener that hands each
-//! connection to a short-lived thread of its own (at most [`MAX_SCRAPES`] at once; more are
-//! closed at once), so a connection that sends nothing holds up no scrape. Each answers one
-//! request and closes: `GET` or `HEAD /metrics`; any other path is 404, any other method 405,
-//! a request line that is not HTTP/1.x 400, a head not in within [`HEAD_TIMEOUT`] closes.
+//! connection to a short-lived thread of its own (at most 64 at once; more are closed at
+//! once), so a connection that sends nothing holds up no scrape. Each answers one request
+//! and closes: `GET` or `HEAD /metrics`; any other path is 404, any other method 405, a
+//! request line that is not HTTP/1.0 or 1.1 400; a head not in within 3 s, or an answer not
+//! taken within 10 s, closes.
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Read, Write};
@@ -345,10 +346,10 @@ impl Drop for MetricsServer {
 const MAX_REQUEST: usize = 8 * 1024;
 
 /// Scrape connections served at once; more are closed as they come.
-pub const MAX_SCRAPES: usize = 64;
+const MAX_SCRAPES: usize = 64;
 
 /// How long a scrape connection may take to send its request head.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(3);
+const HEAD_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long a scrape connection may take to take its whole answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);

@@ -498,36 +498,63 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `systemd-socket-activate ACTIVATE... ringport SERVE...`, its stderr piped (and its stdout
+/// when `stdout` says so).
+fn socket_activate(activate: &[&str], serve: &[&str], stdout: Stdio) -> ChildGuard {
+    let child = Command::new("systemd-socket-activate")
+        .args(activate)
+        .arg(env!("CARGO_BIN_EXE_ringport"))
+        .arg("serve")
+        .args(serve)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate runs (.ci/run installs the Debian package systemd)");
+    ChildGuard { child }
+}
+
+/// Stop the child with its stop signal and wait for it: its exit status and all it wrote to
+/// its (piped) stderr.
+fn stop_and_stderr(guard: &mut ChildGuard) -> (std::process::ExitStatus, String) {
+    common::stop_signal(&guard.child);
+    let status = common::wait_exit(&mut guard.child);
+    let mut err = String::new();
+    guard
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, err)
+}
+
 fn socket_activation_case(backend: Backend) {
     if !common::available(backend) {
         eprintln!("skipped: backend {backend} is not available on this machine");
         return;
     }
     let (port, mport) = (free_port(), free_port());
-    let child = Command::new("systemd-socket-activate")
-        .args([
+    let mut guard = socket_activate(
+        &[
             "-l",
             &format!("127.0.0.1:{port}"),
             "-l",
             &format!("127.0.0.1:{mport}"),
-        ])
-        .args(["--fdname", "web:metrics"])
-        .arg(env!("CARGO_BIN_EXE_ringport"))
-        .args([
-            "serve",
+            "--fdname",
+            "web:metrics",
+        ],
+        &[
             "--service",
             "http",
             "--io-threads",
             "2",
             "--backend",
             backend.name(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("systemd-socket-activate runs (.ci/run installs the Debian package systemd)");
-    let mut guard = ChildGuard { child };
+        ],
+        Stdio::piped(),
+    );
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     // The sockets are bound before the program starts; the first connection starts it.
     wait_until("systemd-socket-activate to listen", || {
@@ -570,16 +597,8 @@ fn socket_activation_case(backend: Backend) {
         );
         assert!(accepted > 0.0, "thread {thread} accepted none of 40:\n{m}");
     }
-    common::stop_signal(&guard.child);
-    assert!(common::wait_exit(&mut guard.child).success());
-    let mut err = String::new();
-    guard
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = stop_and_stderr(&mut guard);
+    assert!(status.success());
     assert!(
         err.contains(&format!(
             "socket activation: serving on the passed listener 127.0.0.1:{port}"
@@ -600,47 +619,35 @@ fn poll_socket_activation_serves_the_passed_listeners() {
 
 /// systemd's `Accept=yes` passes a connected socket, not a listener: refused at start with
 /// the reason (it used to be served as a listener whose every accept failed, the client
-/// left waiting).
+/// left waiting), whichever backend was asked for.
 #[test]
 fn socket_activation_refuses_a_connected_socket() {
-    let port = free_port();
-    let child = Command::new("systemd-socket-activate")
-        .args(["-a", "-l", &format!("127.0.0.1:{port}")])
-        .arg(env!("CARGO_BIN_EXE_ringport"))
-        .args(["serve", "--backend", "poll"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("systemd-socket-activate runs (.ci/run installs the Debian package systemd)");
-    let mut guard = ChildGuard { child };
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_until("systemd-socket-activate to listen", || {
-        TcpStream::connect(addr).is_ok()
-    });
-    // ringport exits at once: the connection it was handed closes unanswered.
-    let mut c = connect(addr);
-    let _ = c.write_all(b"hello");
-    let mut buf = [0u8; 16];
-    match c.read(&mut buf) {
-        Ok(0) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        other => panic!("the connection should close unanswered: {other:?}"),
+    for backend in ringport::available_backends() {
+        let port = free_port();
+        let mut guard = socket_activate(
+            &["-a", "-l", &format!("127.0.0.1:{port}")],
+            &["--backend", backend.name()],
+            Stdio::null(),
+        );
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_until("systemd-socket-activate to listen", || {
+            TcpStream::connect(addr).is_ok()
+        });
+        // ringport exits at once: the connection it was handed closes unanswered.
+        let mut c = connect(addr);
+        let _ = c.write_all(b"hello");
+        let mut buf = [0u8; 16];
+        match c.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("{backend}: the connection should close unanswered: {other:?}"),
+        }
+        let (_, err) = stop_and_stderr(&mut guard);
+        assert!(
+            err.contains("passed socket 3 (unknown) is not listening"),
+            "{backend}: {err}"
+        );
     }
-    common::stop_signal(&guard.child);
-    let _ = common::wait_exit(&mut guard.child);
-    let mut err = String::new();
-    guard
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(
-        err.contains("passed socket 3 (unknown) is not listening"),
-        "{err}"
-    );
 }
 
 /// Every log line has an RFC 3339 UTC timestamp and a level; --log-level filters, and so
@@ -666,16 +673,8 @@ fn log_lines_have_timestamp_and_level_and_are_filtered() {
         BufReader::new(guard.child.stdout.take().unwrap())
             .read_line(&mut banner)
             .unwrap();
-        common::stop_signal(&guard.child);
-        assert!(common::wait_exit(&mut guard.child).success());
-        let mut err = String::new();
-        guard
-            .child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let (status, err) = stop_and_stderr(&mut guard);
+        assert!(status.success());
         err
     };
     let err = run(&[], None);
