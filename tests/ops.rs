@@ -633,6 +633,21 @@ fn socket_activation_refuses_a_connected_socket() {
         wait_until("systemd-socket-activate to listen", || {
             TcpStream::connect(addr).is_ok()
         });
+        // systemd-socket-activate's stderr, read as it comes: the children write theirs
+        // there too.
+        let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut pipe = guard.child.stderr.take().unwrap();
+        let reader = {
+            let err = err.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                    err.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            })
+        };
         // ringport exits at once: the connection it was handed closes unanswered.
         let mut c = connect(addr);
         let _ = c.write_all(b"hello");
@@ -642,7 +657,17 @@ fn socket_activation_refuses_a_connected_socket() {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
             other => panic!("{backend}: the connection should close unanswered: {other:?}"),
         }
-        let (_, err) = stop_and_stderr(&mut guard);
+        // Each child has exited (and so written all it had to) before the activator stops:
+        // its children get SIGTERM when it exits.
+        wait_until("every activated child to exit", || {
+            let err = err.lock().unwrap();
+            let spawned = err.matches("Spawned ").count();
+            spawned >= 2 && err.matches(" died with code ").count() == spawned
+        });
+        common::stop_signal(&guard.child);
+        common::wait_exit(&mut guard.child);
+        reader.join().unwrap();
+        let err = err.lock().unwrap();
         assert!(
             err.contains("passed socket 3 (unknown) is not listening"),
             "{backend}: {err}"
