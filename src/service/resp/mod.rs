@@ -422,6 +422,17 @@ impl Resp {
             return;
         };
         if !spec.arity_ok(args.len()) {
+            if spec.name == "exec" {
+                // As Redis: a refused EXEC discards the transaction (if one is open) and
+                // says so, whether or not one was.
+                client.multi = None;
+                reply::error(
+                    out,
+                    "EXECABORT Transaction discarded because of: wrong number of arguments \
+                     for 'exec' command",
+                );
+                return;
+            }
             if let Some(m) = &mut client.multi {
                 m.failed = true;
             }

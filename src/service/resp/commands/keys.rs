@@ -54,6 +54,28 @@ pub fn keys(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
     Ok(())
 }
 
+/// A SCAN cursor read as Redis reads it (C's `strtoul`): decimal digits, with an optional
+/// sign (`-1` is the largest cursor), an empty one read as 0; past 64 bits, or anything
+/// else, is no cursor.
+fn scan_cursor(text: &[u8]) -> Option<u64> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() && digits.len() != text.len() {
+        return None;
+    }
+    let mut n = 0u64;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(if negative { n.wrapping_neg() } else { n })
+}
+
 /// SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]
 ///
 /// The cursor names a shard (high 32 bits) and how far down that shard's table the scan
@@ -61,10 +83,7 @@ pub fn keys(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
 /// moves the last key into the hole, which is a position already visited or yet to come,
 /// so a key present for the whole scan is always returned (possibly twice).
 pub fn scan(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
-    let cursor = std::str::from_utf8(args.get(1))
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or(Error::from("ERR invalid cursor"))?;
+    let cursor = scan_cursor(args.get(1)).ok_or(Error::from("ERR invalid cursor"))?;
     let mut pattern = None;
     let mut count = 10usize;
     let mut type_filter = None;

@@ -32,30 +32,37 @@ enum Ttl {
 
 /// SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]
 pub fn set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
-    let (mut nx, mut xx, mut get) = (false, false, false);
-    let mut ttl = Ttl::Clear;
+    let (mut nx, mut xx, mut get, mut keep) = (false, false, false, false);
+    // The time option given (its kind and the index of its number): it may be repeated,
+    // as Redis allows, and the last one counts; it is read only once the options parsed.
+    let mut timed: Option<(usize, usize)> = None;
     let mut i = 3;
-    let now = ctx.db.now;
     while i < args.len() {
         let a = args.get(i);
-        let timed = ["ex", "px", "exat", "pxat"].iter().position(|w| is(a, w));
+        let kind = ["ex", "px", "exat", "pxat"].iter().position(|w| is(a, w));
         if is(a, "nx") && !xx {
             nx = true;
         } else if is(a, "xx") && !nx {
             xx = true;
         } else if is(a, "get") {
             get = true;
-        } else if is(a, "keepttl") && ttl == Ttl::Clear {
-            ttl = Ttl::Keep;
-        } else if let (Some(kind), true) = (timed, ttl == Ttl::Clear && i + 1 < args.len()) {
+        } else if is(a, "keepttl") && timed.is_none() {
+            keep = true;
+        } else if let Some(kind) =
+            kind.filter(|&k| !keep && timed.is_none_or(|(t, _)| t == k) && i + 1 < args.len())
+        {
             i += 1;
-            let n = int(args.get(i))?;
-            ttl = Ttl::At(expire_at(now, n, kind, "set")?);
+            timed = Some((kind, i));
         } else {
             return Err(SYNTAX.into());
         }
         i += 1;
     }
+    let ttl = match timed {
+        Some((kind, at)) => Ttl::At(expire_at(ctx.db.now, int(args.get(at))?, kind, "set")?),
+        None if keep => Ttl::Keep,
+        None => Ttl::Clear,
+    };
     let val = args.get(2);
     let out = &mut *ctx.out;
     ctx.db.write(args.get(1), |v, exp| {
