@@ -449,7 +449,7 @@ fn proxy_keeps_the_inner_services_deadlines(setup: Setup) {
 
 fn second_process_on_a_port_is_refused_unless_shared(setup: Setup) {
     let mut b = setup.builder();
-    b.io_threads(2);
+    b.io_threads(2).metrics("127.0.0.1:0".parse().unwrap());
     let first = b.build(ringport::service::Echo).unwrap();
     let addr = first.local_addr();
     for threads in [1, 2, 3] {
@@ -462,6 +462,34 @@ fn second_process_on_a_port_is_refused_unless_shared(setup: Setup) {
             "{threads} threads: {e}"
         );
     }
+    // One that asks to share cannot join a process that did not: refused where the first
+    // process's threads share one socket; on Linux, where each has its own in a
+    // `SO_REUSEPORT` group that the newcomer can join, it gets none of the connections,
+    // which the first process's two threads share between them.
+    let mut b = setup.builder();
+    b.listen(addr).io_threads(1).reuse_port(true);
+    let joiner = match b.build(ringport::service::Echo) {
+        Ok(joiner) => Some(joiner),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => None,
+        Err(e) => panic!("joining: {e}"),
+    };
+    for i in 0..40u8 {
+        common::assert_echo(&mut connect(addr), &[i; 10]);
+    }
+    let joined = || joiner.as_ref().map_or(0, |j| j.stats().accepted);
+    wait_until("40 connections counted", || {
+        first.stats().accepted + joined() == 40
+    });
+    assert_eq!(joined(), 0, "the process that joined took connections");
+    let m = scrape(first.metrics_addr().unwrap());
+    for thread in ["0", "1"] {
+        let accepted = value(
+            &m,
+            &format!("ringport_connections_accepted_total{{thread=\"{thread}\","),
+        );
+        assert!(accepted > 0.0, "thread {thread} accepted none of 40:\n{m}");
+    }
+    drop(joiner);
     drop(first);
 
     // Shared on purpose: both bind, and together they serve every connection.

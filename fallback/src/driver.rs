@@ -1141,7 +1141,8 @@ fn register<S: polling::AsRawSource>(poller: &Poller, source: S, ev: Event) -> i
 
 /// Register `source` with `poller`.
 ///
-/// The one `unsafe` call of this crate: `polling` requires that a registered source is
+/// One of the crate's two `unsafe` calls (the other attaches a listener group's BPF
+/// program, `net::keep_group`): `polling` requires that a registered source is
 /// deleted from the poller before it is closed, or the OS may deliver events for a reused
 /// descriptor.
 #[allow(unsafe_code)]

@@ -25,10 +25,12 @@ pub fn listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>>
 /// used for the others.
 ///
 /// `SO_REUSEPORT` lets any socket of the same user join the group, another process's
-/// included, and the kernel then splits connections between the processes. Unless `share`
-/// is set, a socket without `SO_REUSEPORT` is first bound and put in listening state on
-/// the address and closed again: when anything listens there already, that fails with
-/// "address in use", whatever `count` is. With `share`, every socket gets `SO_REUSEPORT`
+/// included, and the kernel would then split connections between the processes. Unless
+/// `share` is set, a socket without `SO_REUSEPORT` is first bound and put in listening
+/// state on the address and closed again: when anything listens there already, that fails
+/// with "address in use", whatever `count` is; and the group gets a BPF program that
+/// gives a socket joining later no connections (where the kernel takes it; a warning is
+/// logged where not). With `share`, every socket gets `SO_REUSEPORT`
 /// (one I/O thread included), so another process started with it can listen on the same
 /// address at the same time (a zero-downtime restart).
 ///
@@ -59,7 +61,88 @@ pub fn listeners_with(addr: SocketAddr, count: usize, share: bool) -> io::Result
         };
         out.push(l);
     }
+    #[cfg(target_os = "linux")]
+    if group && !share {
+        if let Err(e) = keep_group(&out[0], count) {
+            tracing::warn!(
+                "listen {bound}: cannot keep the SO_REUSEPORT group of the {count} I/O threads \
+                 to this process ({e}): a process started with --reuse-port on this address \
+                 could take a share of its connections"
+            );
+        }
+    }
     Ok(out)
+}
+
+/// Deliver the connections of a `SO_REUSEPORT` group only to the first `count` sockets that
+/// joined it (this process's, put in listening state one after the other just before), so
+/// a socket another process adds later gets none.
+///
+/// A classic BPF program attached to the group picks the socket for each new connection:
+/// a hash of the client's port (the TCP header follows the IPv4 header of the length it
+/// states, or the fixed 40-byte IPv6 header), modulo `count`. The kernel's own choice would
+/// include any socket in the group. A multiplicative hash spreads the consecutive ports a
+/// client's connections get about evenly over the sockets. Classic BPF needs no privilege.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn keep_group(listener: &TcpListener, count: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+
+    use libc::{
+        sock_filter, sock_fprog, BPF_A, BPF_ABS, BPF_ALU, BPF_B, BPF_H, BPF_IMM, BPF_IND, BPF_JA,
+        BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_LDX, BPF_MOD, BPF_MSH, BPF_MUL, BPF_RET, BPF_RSH,
+        BPF_W, SKF_NET_OFF,
+    };
+    /// `SO_ATTACH_REUSEPORT_CBPF` (Linux 4.5).
+    const ATTACH_REUSEPORT_CBPF: libc::c_int = if cfg!(target_arch = "sparc64") {
+        0x35
+    } else {
+        51
+    };
+    let op = |code: u32, jt: u8, jf: u8, k: u32| sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let net = SKF_NET_OFF as u32;
+    let program = [
+        // A = IP version (the high nibble of the network header's first byte).
+        op(BPF_LD | BPF_B | BPF_ABS, 0, 0, net),
+        op(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 4),
+        op(BPF_JMP | BPF_JEQ | BPF_K, 0, 2, 6),
+        // IPv6: X = 40.
+        op(BPF_LDX | BPF_W | BPF_IMM, 0, 0, 40),
+        op(BPF_JMP | BPF_JA, 0, 0, 1),
+        // IPv4: X = 4 * IHL.
+        op(BPF_LDX | BPF_B | BPF_MSH, 0, 0, net),
+        // A = the TCP source port, hashed, modulo count: the socket's index in the group.
+        op(BPF_LD | BPF_H | BPF_IND, 0, 0, net),
+        op(BPF_ALU | BPF_MUL | BPF_K, 0, 0, 0x9E37_79B1),
+        op(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 16),
+        op(BPF_ALU | BPF_MOD | BPF_K, 0, 0, count as u32),
+        op(BPF_RET | BPF_A, 0, 0, 0),
+    ];
+    let fprog = sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points at `program`, both alive for the call; the kernel copies the
+    // program and keeps no pointer to either.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            ATTACH_REUSEPORT_CBPF,
+            (&raw const fprog).cast(),
+            std::mem::size_of::<sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Bind one non-blocking listener.
