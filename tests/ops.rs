@@ -530,6 +530,8 @@ fn free_port() -> u16 {
 /// when `stdout` says so).
 fn socket_activate(activate: &[&str], serve: &[&str], stdout: Stdio) -> ChildGuard {
     let child = Command::new("systemd-socket-activate")
+        // Its info lines ("Spawned", "died with code") are what some tests wait for.
+        .env_remove("SYSTEMD_LOG_LEVEL")
         .args(activate)
         .arg(env!("CARGO_BIN_EXE_ringport"))
         .arg("serve")

@@ -221,6 +221,15 @@ fn subscribed_connection_replies_stay_in_order(setup: Setup) {
             Reply::Error(e) => assert!(e.starts_with("ERR Can't execute 'get'"), "{e}"),
             other => panic!("expected an error, got {other:?}"),
         }
+        // EXEC refused there is answered as Redis does, with EXECABORT.
+        c.send(&encode(&[b"EXEC"]));
+        match c.read() {
+            Reply::Error(e) => assert!(
+                e.starts_with("EXECABORT Transaction discarded because of: Can't execute 'exec'"),
+                "{e}"
+            ),
+            other => panic!("expected an error, got {other:?}"),
+        }
         assert_eq!(publisher.cmd(&["PUBLISH", "b", "m"]), Reply::Int(1));
         assert_eq!(
             c.read(),

@@ -93,12 +93,13 @@ fn keep_group(listener: &TcpListener, count: usize) -> io::Result<()> {
         BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_LDX, BPF_MOD, BPF_MSH, BPF_MUL, BPF_RET, BPF_RSH,
         BPF_W, SKF_NET_OFF,
     };
-    /// `SO_ATTACH_REUSEPORT_CBPF` (Linux 4.5).
-    const ATTACH_REUSEPORT_CBPF: libc::c_int = if cfg!(target_arch = "sparc64") {
-        0x35
-    } else {
-        51
-    };
+    /// `SO_ATTACH_REUSEPORT_CBPF` (Linux 4.5; for TCP, 4.6).
+    const ATTACH_REUSEPORT_CBPF: libc::c_int =
+        if cfg!(any(target_arch = "sparc", target_arch = "sparc64")) {
+            0x35
+        } else {
+            51
+        };
     let op = |code: u32, jt: u8, jf: u8, k: u32| sock_filter {
         code: code as u16,
         jt,

@@ -404,6 +404,16 @@ thread_local! {
 const NOT_IN_SUBSCRIBED: &str =
     "only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context";
 
+/// As Redis: an EXEC refused before it runs discards the transaction (if one is open) and
+/// says so, whether or not one was.
+fn exec_refused(client: &mut Client, out: &mut Vec<u8>, why: &str) {
+    client.multi = None;
+    reply::error(
+        out,
+        &format!("EXECABORT Transaction discarded because of: {why}"),
+    );
+}
+
 impl Resp {
     /// Run one request, writing its reply into `out`.
     fn execute(&self, client: &mut Client, args: Args<'_>, out: &mut Vec<u8>, now: u64) {
@@ -423,15 +433,7 @@ impl Resp {
         };
         if !spec.arity_ok(args.len()) {
             if spec.name == "exec" {
-                // As Redis: a refused EXEC discards the transaction (if one is open) and
-                // says so, whether or not one was.
-                client.multi = None;
-                reply::error(
-                    out,
-                    "EXECABORT Transaction discarded because of: wrong number of arguments \
-                     for 'exec' command",
-                );
-                return;
+                return exec_refused(client, out, "wrong number of arguments for 'exec' command");
             }
             if let Some(m) = &mut client.multi {
                 m.failed = true;
@@ -456,10 +458,11 @@ impl Resp {
             }
         }
         if client.subscribed() && !spec.has(flag::PUBSUB_OK) {
-            reply::error(
-                out,
-                &format!("ERR Can't execute '{}': {NOT_IN_SUBSCRIBED}", spec.name),
-            );
+            let why = format!("Can't execute '{}': {NOT_IN_SUBSCRIBED}", spec.name);
+            if spec.name == "exec" {
+                return exec_refused(client, out, &why);
+            }
+            reply::error(out, &format!("ERR {why}"));
             return;
         }
         if spec.has(flag::DENYOOM) && !ks.make_room(now) {
