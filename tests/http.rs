@@ -446,6 +446,19 @@ fn curl_head_conditional_range_and_errors(setup: Setup) {
             "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT".to_string(),
             412,
         ),
+        // The two obsolete date forms are read too (RFC 9110 section 5.6.7).
+        (
+            "If-Unmodified-Since: Monday, 01-Jan-01 00:00:00 GMT".to_string(),
+            412,
+        ),
+        (
+            "If-Unmodified-Since: Mon Jan  1 00:00:00 2001".to_string(),
+            412,
+        ),
+        (
+            "If-Unmodified-Since: Fri Jan  1 00:00:00 2100".to_string(),
+            200,
+        ),
     ] {
         let r = curl(addr, "/small.html", &["-H", &field]);
         assert_eq!(r.status, status, "{field}");
@@ -667,6 +680,14 @@ fn malformed_requests_get_400_and_close(setup: Setup) {
         b"GET / XTTP/1.1\r\nHost: t\r\n\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
         b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        // An empty chunk-size line is not the last chunk: what follows must not pass for
+        // trailer fields (the request after it would vanish).
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\r\nGET /index.html HTTP/1.1\r\nHost: t\r\n\r\n",
+        // A Host, or the authority of an absolute target, that is no host and port.
+        b"GET / HTTP/1.1\r\nHost: a b/c\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: ../x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: user@t\r\n\r\n",
+        b"GET http://user@t/index.html HTTP/1.1\r\nHost: t\r\n\r\n",
     ];
     for (i, raw) in cases.iter().enumerate() {
         let mut c = Client::new(server.local_addr());
@@ -791,6 +812,15 @@ fn expect_100_continue(setup: Setup) {
     );
     let r = c.response(false);
     assert_eq!(r.status, 413);
+    assert!(c.closed());
+    // A method that is refused whatever the body: 405 at once, no 100, and the connection
+    // closes (the client may send the body all the same).
+    let mut c = Client::new(server.local_addr());
+    c.send(b"POST /index.html HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    let r = c.response(false);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    assert_eq!(r.header("connection"), Some("close"));
     assert!(c.closed());
     // An expectation the server cannot meet.
     let mut c = Client::new(server.local_addr());
@@ -993,6 +1023,20 @@ fn directories_index_redirect_and_autoindex(setup: Setup) {
     assert_eq!(r.header("location"), Some("/sub/?x=1"));
     assert_eq!(curl(addr, "/sub/", &[]).body, b"<h1>sub</h1>\n");
     assert_eq!(curl(addr, "/empty/", &[]).status, 404);
+    // A target with several leading slashes is redirected to a path, never to `//sub/`,
+    // which a browser would read as the host `sub`.
+    for target in ["//sub", "///sub?x", "http://t//sub"] {
+        let mut c = Client::new(addr);
+        c.send(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let r = c.response(false);
+        assert_eq!(r.status, 301, "{target}");
+        let want = if target.ends_with("?x") {
+            "/sub/?x"
+        } else {
+            "/sub/"
+        };
+        assert_eq!(r.header("location"), Some(want), "{target}");
+    }
     // A file is not a directory: a trailing `/` (or a last `.` segment) finds nothing;
     // on a directory the last `.` names it, as its trailing `/` does.
     for (path, status) in [

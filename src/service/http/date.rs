@@ -109,30 +109,97 @@ pub(crate) fn log_date(secs: i64) -> [u8; 26] {
     out
 }
 
-/// Seconds since the epoch of an IMF-fixdate; `None` for anything else (RFC 9110 lets a
-/// server ignore a conditional header whose date it cannot read).
+/// Seconds since the epoch of an HTTP-date in any of the three forms a recipient must read
+/// (RFC 9110 section 5.6.7): IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the obsolete
+/// RFC 850 form (`Sunday, 06-Nov-94 08:49:37 GMT`) and C's asctime form
+/// (`Sun Nov  6 08:49:37 1994`); `None` for anything else (RFC 9110 lets a server ignore a
+/// conditional header whose date it cannot read).
 pub(crate) fn parse_http_date(s: &[u8]) -> Option<i64> {
     let s = s.trim_ascii();
-    if s.len() != HTTP_DATE_LEN || &s[3..5] != b", " || &s[25..] != b" GMT" {
-        return None;
-    }
     let num = |b: &[u8]| -> Option<u32> {
+        if b.is_empty() {
+            return None;
+        }
         b.iter().try_fold(0u32, |acc, &d| {
             d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0'))
         })
     };
-    if s[7] != b' ' || s[11] != b' ' || s[16] != b' ' || s[19] != b':' || s[22] != b':' {
-        return None;
-    }
-    let day = num(&s[5..7])?;
-    let month = MONTHS.iter().position(|m| m[..] == s[8..11])? as u32 + 1;
-    let year = i64::from(num(&s[12..16])?);
-    let (hour, minute, second) = (num(&s[17..19])?, num(&s[20..22])?, num(&s[23..25])?);
+    let month = |b: &[u8]| {
+        MONTHS
+            .iter()
+            .position(|m| m[..] == *b)
+            .map(|i| i as u32 + 1)
+    };
+    // `HH:MM:SS`
+    let clock = |b: &[u8]| -> Option<(u32, u32, u32)> {
+        if b.len() != 8 || b[2] != b':' || b[5] != b':' {
+            return None;
+        }
+        Some((num(&b[..2])?, num(&b[3..5])?, num(&b[6..])?))
+    };
+    let (year, month, day, (hour, minute, second)) =
+        if let Some(comma) = s.iter().position(|&b| b == b',') {
+            let (weekday, rest) = (&s[..comma], &s[comma + 1..]);
+            match rest {
+                // IMF-fixdate: ` 06 Nov 1994 08:49:37 GMT`
+                [b' ', d @ .., b' ', b'G', b'M', b'T']
+                    if weekday.len() == 3 && d.len() == 20 && d[2] == b' ' && d[6] == b' ' =>
+                {
+                    DAYS.iter().find(|w| w[..] == *weekday)?;
+                    if d[11] != b' ' {
+                        return None;
+                    }
+                    let year = i64::from(num(&d[7..11])?);
+                    (year, month(&d[3..6])?, num(&d[..2])?, clock(&d[12..])?)
+                }
+                // RFC 850: ` 06-Nov-94 08:49:37 GMT`
+                [b' ', d @ .., b' ', b'G', b'M', b'T']
+                    if d.len() == 18 && d[2] == b'-' && d[6] == b'-' && d[9] == b' ' =>
+                {
+                    FULL_DAYS.iter().find(|w| w.as_bytes() == weekday)?;
+                    let year = two_digit_year(num(&d[7..9])?);
+                    (year, month(&d[3..6])?, num(&d[..2])?, clock(&d[10..])?)
+                }
+                _ => return None,
+            }
+        } else {
+            // asctime: `Sun Nov  6 08:49:37 1994`, the day padded with a space.
+            if s.len() != 24 || s[3] != b' ' || s[7] != b' ' || s[10] != b' ' || s[19] != b' ' {
+                return None;
+            }
+            DAYS.iter().find(|w| w[..] == s[..3])?;
+            let day = num(s[8..10].trim_ascii_start())?;
+            let year = i64::from(num(&s[20..])?);
+            (year, month(&s[4..7])?, day, clock(&s[11..19])?)
+        };
     if day == 0 || day > 31 || hour > 23 || minute > 59 || second > 60 {
         return None;
     }
     let days = days_from_civil(year, month, day);
     Some(days * 86_400 + i64::from(hour * 3600 + minute * 60 + second))
+}
+
+/// Full weekday names, as RFC 850 dates write them.
+const FULL_DAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+/// The year a two-digit RFC 850 year means: the one in this century, unless that is more
+/// than 50 years ahead, then the one a century before (RFC 9110 section 5.6.7).
+fn two_digit_year(yy: u32) -> i64 {
+    let this_year = civil(unix_secs(SystemTime::now())).year;
+    let year = this_year - this_year.rem_euclid(100) + i64::from(yy);
+    if year > this_year + 50 {
+        year - 100
+    } else {
+        year
+    }
 }
 
 /// Seconds since the epoch of a system time (negative before 1970).
@@ -225,12 +292,47 @@ mod tests {
     }
 
     #[test]
+    fn the_obsolete_date_forms_are_read() {
+        let want = Some(784_111_777);
+        assert_eq!(parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT"), want);
+        assert_eq!(parse_http_date(b"Sun Nov  6 08:49:37 1994"), want);
+        assert_eq!(parse_http_date(b" Sun Nov  6 08:49:37 1994 "), want);
+        assert_eq!(parse_http_date(b"Thu Jan  1 00:00:00 1970"), Some(0));
+        assert_eq!(
+            parse_http_date(b"Tue Feb 29 00:00:00 2000"),
+            Some(951_782_400)
+        );
+        // Two-digit years: this century unless more than 50 years ahead.
+        assert_eq!(
+            parse_http_date(b"Monday, 01-Jan-01 00:00:00 GMT"),
+            Some(978_307_200)
+        );
+    }
+
+    #[test]
     fn other_date_forms_are_ignored() {
-        assert_eq!(parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT"), None);
-        assert_eq!(parse_http_date(b"Sun Nov  6 08:49:37 1994"), None);
-        assert_eq!(parse_http_date(b"Sun, 06 Nov 1994 08:49:37 UTC"), None);
-        assert_eq!(parse_http_date(b"Sun, 06 Foo 1994 08:49:37 GMT"), None);
-        assert_eq!(parse_http_date(b"Sun, 06 Nov 1994 25:49:37 GMT"), None);
-        assert_eq!(parse_http_date(b""), None);
+        for bad in [
+            &b"Sun, 06 Nov 1994 08:49:37 UTC"[..],
+            b"Sun, 06 Foo 1994 08:49:37 GMT",
+            b"Sun, 06 Nov 1994 25:49:37 GMT",
+            b"Sun, 6 Nov 1994 08:49:37 GMT",
+            b"Sunday, 06 Nov 1994 08:49:37 GMT",
+            b"Sun, 06-Nov-94 08:49:37 GMT",
+            b"Funday, 06-Nov-94 08:49:37 GMT",
+            b"Sunday, 06-Nov-94 08:49:37 UTC",
+            b"Sun Nov 06 08:49:37 94",
+            b"Sun Nov  6 08:49 1994",
+            b"Sun Nov   08:49:37 1994",
+            b"Xyz Nov  6 08:49:37 1994",
+            b",",
+            b"",
+        ] {
+            assert_eq!(
+                parse_http_date(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

@@ -340,6 +340,16 @@ impl Http {
             }
             BodyLen::Length(_) | BodyLen::Chunked => {}
         }
+        if req.expect == Expect::Continue && req.method != "GET" && req.method != "HEAD" {
+            // The answer (405) does not depend on the body: give it now instead of asking
+            // for the body, and close, as the client may send the body all the same.
+            let status = Status::MethodNotAllowed;
+            let allow: [(&[u8], &[u8]); 1] = [(b"Allow", b"GET, HEAD")];
+            let bytes = short(conn, status, Persist::Close, false, &allow);
+            self.log_request(s, req, status, bytes, conn.now());
+            conn.close();
+            return;
+        }
         if req.expect == Expect::Continue && req.minor == 1 {
             conn.write(response::CONTINUE);
         }
@@ -451,6 +461,8 @@ impl Http {
         Ok(match found {
             Lookup::File(file) => self.send(s, req, file, persist, conn),
             Lookup::AddSlash => {
+                // One leading slash: `//name/` would be read as another host's address.
+                let path = format!("/{}", path.trim_start_matches('/'));
                 let mut location = Vec::with_capacity(path.len() + query.len() + 1);
                 location.extend_from_slice(path.as_bytes());
                 location.push(b'/');

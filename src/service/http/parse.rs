@@ -276,6 +276,9 @@ fn fields_of<'a>(headers: &[httparse::Header<'a>], minor: u8) -> Result<Checked<
             chunked = true;
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
+            if !valid_authority(value.trim_ascii()) {
+                return Err(Reject::BadRequest);
+            }
         } else if name.eq_ignore_ascii_case(b"expect") {
             let e = if value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
                 Expect::Continue
@@ -336,6 +339,15 @@ fn fields_of<'a>(headers: &[httparse::Header<'a>], minor: u8) -> Result<Checked<
     })
 }
 
+/// A `Host` value or the authority of an absolute-form target: a host name, an IPv4 or
+/// bracketed IPv6 address, and a port, in the characters RFC 3986 allows there (no user
+/// information, no path). Empty is allowed: RFC 9112 section 3.2 sends an empty `Host`
+/// for a target without an authority.
+pub(crate) fn valid_authority(v: &[u8]) -> bool {
+    v.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b))
+}
+
 /// A non-empty run of ASCII digits that fits a `u64`.
 pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 19 {
@@ -367,8 +379,12 @@ pub(crate) fn split_target(target: &str) -> Result<(&str, &str), PathError> {
             return Err(PathError::Malformed);
         }
         let after = &target[scheme_end + 3..];
-        match after.find(['/', '?']) {
-            Some(i) if after.as_bytes()[i] == b'/' => &after[i..],
+        let authority_end = after.find(['/', '?']).unwrap_or(after.len());
+        if !valid_authority(&after.as_bytes()[..authority_end]) {
+            return Err(PathError::Malformed);
+        }
+        match after.as_bytes().get(authority_end) {
+            Some(b'/') => &after[authority_end..],
             _ => "/",
         }
     };
@@ -524,6 +540,14 @@ impl BodyReader {
                         BodyStep::More
                     };
                     return (used, step);
+                }
+                // A size line starts with a hex digit (RFC 9112 section 7.1): an empty one
+                // is not the last chunk, or a request after it could pass as trailer.
+                BodyState::Chunked(Chunk::Size) if rest.is_empty() => {
+                    return (used, BodyStep::More)
+                }
+                BodyState::Chunked(Chunk::Size) if !rest[0].is_ascii_hexdigit() => {
+                    return (used, BodyStep::Malformed)
                 }
                 BodyState::Chunked(Chunk::Size) => match httparse::parse_chunk_size(rest) {
                     Ok(httparse::Status::Complete((n, size))) => {
