@@ -313,6 +313,44 @@ fn escape_href(s: &str) -> String {
     out
 }
 
+/// Content types by file extension (compared without regard to case): the list and
+/// the other types a static site commonly holds. Anything else is
+/// `application/octet-stream`.
+const TYPES: &[(&str, &str)] = &[
+    ("html", "text/html; charset=utf-8"),
+    ("htm", "text/html; charset=utf-8"),
+    ("css", "text/css; charset=utf-8"),
+    ("js", "text/javascript; charset=utf-8"),
+    ("mjs", "text/javascript; charset=utf-8"),
+    ("json", "application/json"),
+    ("map", "application/json"),
+    ("webmanifest", "application/manifest+json"),
+    ("txt", "text/plain; charset=utf-8"),
+    ("csv", "text/csv; charset=utf-8"),
+    ("md", "text/markdown; charset=utf-8"),
+    ("xml", "application/xml"),
+    ("svg", "image/svg+xml"),
+    ("png", "image/png"),
+    ("jpg", "image/jpeg"),
+    ("jpeg", "image/jpeg"),
+    ("gif", "image/gif"),
+    ("webp", "image/webp"),
+    ("avif", "image/avif"),
+    ("ico", "image/x-icon"),
+    ("wasm", "application/wasm"),
+    ("woff2", "font/woff2"),
+    ("woff", "font/woff"),
+    ("ttf", "font/ttf"),
+    ("otf", "font/otf"),
+    ("pdf", "application/pdf"),
+    ("mp4", "video/mp4"),
+    ("webm", "video/webm"),
+    ("mp3", "audio/mpeg"),
+    ("ogg", "audio/ogg"),
+    ("wav", "audio/wav"),
+    ("zip", "application/zip"),
+];
+
 /// The `Content-Type` for a file name, from its extension.
 pub(crate) fn content_type(name: &[u8]) -> &'static str {
     let base = name.rsplit(|&b| b == b'/').next().unwrap_or(name);
@@ -320,38 +358,10 @@ pub(crate) fn content_type(name: &[u8]) -> &'static str {
         return "application/octet-stream";
     };
     let ext = &base[dot + 1..];
-    let is = |e: &[u8]| ext.eq_ignore_ascii_case(e);
-    if is(b"html") || is(b"htm") {
-        "text/html; charset=utf-8"
-    } else if is(b"css") {
-        "text/css; charset=utf-8"
-    } else if is(b"js") || is(b"mjs") {
-        "text/javascript; charset=utf-8"
-    } else if is(b"json") {
-        "application/json"
-    } else if is(b"txt") {
-        "text/plain; charset=utf-8"
-    } else if is(b"svg") {
-        "image/svg+xml"
-    } else if is(b"png") {
-        "image/png"
-    } else if is(b"jpg") || is(b"jpeg") {
-        "image/jpeg"
-    } else if is(b"gif") {
-        "image/gif"
-    } else if is(b"webp") {
-        "image/webp"
-    } else if is(b"ico") {
-        "image/x-icon"
-    } else if is(b"wasm") {
-        "application/wasm"
-    } else if is(b"woff2") {
-        "font/woff2"
-    } else if is(b"pdf") {
-        "application/pdf"
-    } else {
-        "application/octet-stream"
-    }
+    TYPES
+        .iter()
+        .find(|(e, _)| ext.eq_ignore_ascii_case(e.as_bytes()))
+        .map_or("application/octet-stream", |&(_, t)| t)
 }
 
 /// A file's entity tag, `"<mtime hex>-<length hex>"`, in a stack buffer.
@@ -515,6 +525,10 @@ mod tests {
     fn content_types() {
         assert_eq!(content_type(b"a/index.HTML"), "text/html; charset=utf-8");
         assert_eq!(content_type(b"x.woff2"), "font/woff2");
+        assert_eq!(content_type(b"x.woff"), "font/woff");
+        assert_eq!(content_type(b"clip.MP4"), "video/mp4");
+        assert_eq!(content_type(b"feed.xml"), "application/xml");
+        assert_eq!(content_type(b"x."), "application/octet-stream");
         assert_eq!(content_type(b"x.tar.gz"), "application/octet-stream");
         assert_eq!(content_type(b"dir.png/file"), "application/octet-stream");
         assert_eq!(content_type(b"noext"), "application/octet-stream");
