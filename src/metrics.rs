@@ -7,8 +7,10 @@
 //! service keeps relaxed atomic counters (and a [`Histogram`]) and renders them on demand.
 //!
 //! The listener is served by a thread with a blocking `std` listener that hands each
-//! connection to a short-lived thread of its own (at most 64 at once; more are closed at
-//! once), so a connection that sends nothing holds up no scrape. Each answers one request
+//! connection to a short-lived thread of its own (64 at once; past that, the connection
+//! that has waited longest for its request head is shut down to make room, and when all
+//! are past their heads a new one is closed), so connections that send nothing hold up no
+//! scrape, however many come. Each answers one request
 //! and closes: `GET` or `HEAD /metrics`; any other path is 404, any other method 405, a
 //! request line that is not HTTP/1.0 or 1.1 400; a head not in within 3 s, or an answer not
 //! taken within 10 s, closes.
@@ -17,7 +19,7 @@ use std::fmt::{self, Write as _};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -297,13 +299,13 @@ impl MetricsServer {
         let thread = std::thread::Builder::new()
             .name("ringport-metrics".into())
             .spawn(move || {
-                let active = Arc::new(AtomicUsize::new(0));
+                let scrapes = Arc::new(Scrapes::default());
                 for conn in listener.incoming() {
                     if stopping.load(Ordering::SeqCst) {
                         return;
                     }
                     match conn {
-                        Ok(c) => scrape(c, &active, &render),
+                        Ok(c) => scrape(c, &scrapes, &render),
                         // Out of descriptors and the like: do not spin.
                         Err(_) => std::thread::sleep(Duration::from_millis(10)),
                     }
@@ -345,7 +347,7 @@ impl Drop for MetricsServer {
 /// Longest request head a scrape may send.
 const MAX_REQUEST: usize = 8 * 1024;
 
-/// Scrape connections served at once; more are closed as they come.
+/// Scrape connections served at once (see [`scrape`] for what happens past it).
 const MAX_SCRAPES: usize = 64;
 
 /// How long a scrape connection may take to send its request head.
@@ -354,40 +356,96 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a scrape connection may take to take its whole answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One of the [`MAX_SCRAPES`] places, given back when dropped.
-struct Place(Arc<AtomicUsize>);
+/// Connections being answered, and those of them still waiting for their request head.
+#[derive(Default)]
+struct Scrapes {
+    active: AtomicUsize,
+    /// Waiting for their head: a number, when each came, and a handle to shut it down.
+    waiting: Mutex<Vec<(u64, Instant, TcpStream)>>,
+    next: AtomicU64,
+}
+
+/// A place among the connections answered at once, given back when dropped.
+struct Place(Arc<Scrapes>);
 
 impl Place {
-    fn take(active: &Arc<AtomicUsize>) -> Option<Place> {
-        active
+    /// A place while fewer than `cap` are taken.
+    fn take(scrapes: &Arc<Scrapes>, cap: usize) -> Option<Place> {
+        scrapes
+            .active
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_SCRAPES).then_some(n + 1)
+                (n < cap).then_some(n + 1)
             })
             .ok()
-            .map(|_| Place(active.clone()))
+            .map(|_| Place(scrapes.clone()))
     }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// Answer `c` on a thread of its own, or close it when [`MAX_SCRAPES`] are being answered
-/// (or no thread can be started).
-fn scrape(c: TcpStream, active: &Arc<AtomicUsize>, render: &Render) {
-    let Some(place) = Place::take(active) else {
-        tracing::debug!("metrics connection closed: {MAX_SCRAPES} scrapes in progress");
-        return;
+impl Scrapes {
+    /// Shut down the connection that has waited longest for its head, if any: its thread
+    /// ends (its read sees the end) and gives its place back.
+    fn evict_oldest_waiting(&self) -> bool {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(oldest) = (0..waiting.len()).min_by_key(|&i| waiting[i].1) else {
+            return false;
+        };
+        let (_, _, stream) = waiting.swap_remove(oldest);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        true
+    }
+
+    /// Note that `c` waits for its head; the number to pass to [`Scrapes::done_waiting`].
+    fn waiting(&self, c: &TcpStream) -> Option<u64> {
+        let handle = c.try_clone().ok()?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        waiting.push((id, Instant::now(), handle));
+        Some(id)
+    }
+
+    fn done_waiting(&self, id: Option<u64>) {
+        let Some(id) = id else { return };
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = waiting.iter().position(|w| w.0 == id) {
+            waiting.swap_remove(i);
+        }
+    }
+}
+
+/// Answer `c` on a thread of its own. When [`MAX_SCRAPES`] are being answered, the one
+/// that has waited longest for its request head is shut down to make room (so connections
+/// that send nothing cannot keep a scraper out, however many come), up to twice as many
+/// threads while those end; when all of them are past their head, or no thread can be
+/// started, `c` is closed.
+fn scrape(c: TcpStream, scrapes: &Arc<Scrapes>, render: &Render) {
+    let place = match Place::take(scrapes, MAX_SCRAPES) {
+        Some(place) => place,
+        None if scrapes.evict_oldest_waiting() => {
+            let Some(place) = Place::take(scrapes, 2 * MAX_SCRAPES) else {
+                tracing::debug!("metrics connection closed: {MAX_SCRAPES} scrapes in progress");
+                return;
+            };
+            place
+        }
+        None => {
+            tracing::debug!("metrics connection closed: {MAX_SCRAPES} scrapes in progress");
+            return;
+        }
     };
     let render = render.clone();
+    let scrapes = scrapes.clone();
     // The default stack: a service's own metrics code runs here.
     let started = std::thread::Builder::new()
         .name("ringport-scrape".into())
         .spawn(move || {
             let _place = place;
-            if let Err(e) = answer(c, &render) {
+            if let Err(e) = answer(c, &scrapes, &render) {
                 tracing::debug!("metrics scrape failed: {e}");
             }
         });
@@ -397,7 +455,19 @@ fn scrape(c: TcpStream, active: &Arc<AtomicUsize>, render: &Render) {
 }
 
 /// Read one request head and answer it; the connection then closes.
-fn answer(mut c: TcpStream, render: &Render) -> io::Result<()> {
+fn answer(mut c: TcpStream, scrapes: &Scrapes, render: &Render) -> io::Result<()> {
+    let waiting = scrapes.waiting(&c);
+    let head = read_head(&mut c);
+    scrapes.done_waiting(waiting);
+    let Some(head) = head? else {
+        return Ok(());
+    };
+    respond_to(&mut c, &head, render)
+}
+
+/// Read a request head within [`HEAD_TIMEOUT`]; `None` when the peer ends first. Answers
+/// 431 itself (and returns `None`) when the head is too long.
+fn read_head(c: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
     let deadline = Instant::now() + HEAD_TIMEOUT;
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
@@ -413,20 +483,26 @@ fn answer(mut c: TcpStream, render: &Render) -> io::Result<()> {
             Err(e) => return Err(e),
         };
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         head.extend_from_slice(&buf[..n]);
         if head.len() > MAX_REQUEST {
-            return respond(
-                &mut c,
+            respond(
+                c,
                 "431 Request Header Fields Too Large",
                 "text/plain",
                 "",
                 "too large\n",
                 false,
-            );
+            )?;
+            return Ok(None);
         }
     }
+    Ok(Some(head))
+}
+
+/// Answer the request in `head`.
+fn respond_to(c: &mut TcpStream, head: &[u8], render: &Render) -> io::Result<()> {
     // Empty lines before the request line are skipped (RFC 9112, section 2.2).
     let line = head
         .split(|&b| b == b'\n')
@@ -441,7 +517,7 @@ fn answer(mut c: TcpStream, render: &Render) -> io::Result<()> {
     );
     if method.is_empty() || target.is_empty() || !matches!(version, b"HTTP/1.0" | b"HTTP/1.1") {
         return respond(
-            &mut c,
+            c,
             "400 Bad Request",
             "text/plain",
             "",
@@ -453,7 +529,7 @@ fn answer(mut c: TcpStream, render: &Render) -> io::Result<()> {
     let head_only = method == b"HEAD";
     if method != b"GET" && !head_only {
         return respond(
-            &mut c,
+            c,
             "405 Method Not Allowed",
             "text/plain",
             "Allow: GET, HEAD\r\n",
@@ -463,7 +539,7 @@ fn answer(mut c: TcpStream, render: &Render) -> io::Result<()> {
     }
     if path != b"/metrics" {
         return respond(
-            &mut c,
+            c,
             "404 Not Found",
             "text/plain",
             "",
@@ -474,7 +550,7 @@ fn answer(mut c: TcpStream, render: &Render) -> io::Result<()> {
     let mut out = Exposition::new();
     render(&mut out);
     let ty = "text/plain; version=0.0.4; charset=utf-8";
-    respond(&mut c, "200 OK", ty, "", out.text(), head_only)
+    respond(c, "200 OK", ty, "", out.text(), head_only)
 }
 
 /// An answer of type `ty` with `body`; `fields` are extra header lines, each ending in CRLF.
