@@ -335,4 +335,47 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            let _ = parse_http_date(&bytes);
+        }
+
+        #[test]
+        fn mutated_dates_never_panic(edits in proptest::collection::vec((0usize..40, proptest::prelude::any::<u8>()), 1..4)) {
+            for form in [
+                &b"Sun, 06 Nov 1994 08:49:37 GMT"[..],
+                b"Sunday, 06-Nov-94 08:49:37 GMT",
+                b"Sun Nov  6 08:49:37 1994",
+            ] {
+                let mut d = form.to_vec();
+                for &(at, b) in &edits {
+                    let at = at % (d.len() + 1);
+                    if b % 3 == 0 {
+                        d.insert(at, b);
+                    } else if at < d.len() {
+                        d[at] = b;
+                    }
+                }
+                let _ = parse_http_date(&d);
+            }
+        }
+
+        #[test]
+        fn the_three_forms_read_the_same(secs in 0i64..4_000_000_000) {
+            let c = civil(secs);
+            let month = std::str::from_utf8(MONTHS[c.month as usize - 1]).unwrap();
+            let short = std::str::from_utf8(DAYS[c.weekday]).unwrap();
+            let full = FULL_DAYS.iter().find(|d| d.starts_with(short)).unwrap();
+            let clock = format!("{:02}:{:02}:{:02}", c.hour, c.minute, c.second);
+            let asctime = format!("{short} {month} {:2} {clock} {}", c.day, c.year);
+            proptest::prop_assert_eq!(parse_http_date(asctime.as_bytes()), Some(secs), "{}", asctime);
+            let this_year = civil(unix_secs(SystemTime::now())).year;
+            if (this_year - 49..=this_year + 50).contains(&c.year) {
+                let rfc850 = format!("{full}, {:02}-{month}-{:02} {clock} GMT", c.day, c.year % 100);
+                proptest::prop_assert_eq!(parse_http_date(rfc850.as_bytes()), Some(secs), "{}", rfc850);
+            }
+        }
+    }
 }
