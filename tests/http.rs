@@ -703,6 +703,18 @@ fn malformed_requests_get_400_and_close(setup: Setup) {
     c.send(b"GET / HTTP/2.0\r\nHost: t\r\n\r\n");
     assert_eq!(c.response(false).status, 505);
     assert!(c.closed());
+    // A later HTTP/1 minor version is answered as 1.1 (RFC 9112 section 2.3), keep-alive
+    // and pipelining included.
+    let mut c = Client::new(server.local_addr());
+    c.send(b"\r\nGET /index.html HTTP/1.2\r\nHost: t\r\n\r\nGET /sub/ HTTP/1.9\r\nHost: t\r\n\r\n");
+    let r = c.response(false);
+    assert_eq!((r.status, &r.body[..]), (200, &b"<h1>index</h1>\n"[..]));
+    assert!(r.head.starts_with("HTTP/1.1 200 OK"), "{}", r.head);
+    assert_eq!(c.response(false).body, b"<h1>sub</h1>\n");
+    c.send(b"POST /x HTTP/1.3\r\nHost: t\r\nContent-Length: 3\r\n\r\nabcGET /sub/ HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.response(false).status, 405);
+    assert_eq!(c.response(false).body, b"<h1>sub</h1>\n");
+    drop(c);
     let mut c = Client::new(server.local_addr());
     c.send(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n");
     assert_eq!(c.response(false).status, 501);

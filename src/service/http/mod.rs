@@ -328,6 +328,43 @@ impl Http {
         }
     }
 
+    /// Act on the head parsed from the start of `input`; returns the bytes consumed.
+    fn head(
+        &self,
+        s: &mut HttpSession,
+        head: Head<'_>,
+        input: &[u8],
+        conn: &mut Conn<'_>,
+    ) -> usize {
+        match head {
+            Head::Partial => {
+                if !s.head_timer {
+                    s.head_timer = true;
+                    self.header_deadline(conn);
+                }
+                0
+            }
+            Head::Reject(r) => {
+                let status = match r {
+                    Reject::BadRequest => Status::BadRequest,
+                    Reject::UriTooLong => Status::UriTooLong,
+                    Reject::HeadersTooLarge => Status::HeadersTooLarge,
+                    Reject::NotImplemented => Status::NotImplemented,
+                    Reject::VersionNotSupported => Status::VersionNotSupported,
+                };
+                // Refused for its framing, say, after its request line parsed: logged with it.
+                let line = parse::request_line(input);
+                self.refuse(s, status, line.as_ref(), conn);
+                input.len()
+            }
+            Head::Complete(req, n) => {
+                s.head_timer = false;
+                self.request(s, &req, &input[..n], conn);
+                n
+            }
+        }
+    }
+
     /// A head arrived: answer it, or start discarding its body.
     fn request(&self, s: &mut HttpSession, req: &Request<'_>, head: &[u8], conn: &mut Conn<'_>) {
         if req.expect == Expect::Other {
@@ -679,33 +716,14 @@ impl Service for Http {
         if s.started.is_none() {
             s.started = Some(conn.now());
         }
-        match parse::parse_head(input, self.max_header) {
-            Head::Partial => {
-                if !s.head_timer {
-                    s.head_timer = true;
-                    self.header_deadline(conn);
-                }
-                0
-            }
-            Head::Reject(r) => {
-                let status = match r {
-                    Reject::BadRequest => Status::BadRequest,
-                    Reject::UriTooLong => Status::UriTooLong,
-                    Reject::HeadersTooLarge => Status::HeadersTooLarge,
-                    Reject::NotImplemented => Status::NotImplemented,
-                    Reject::VersionNotSupported => Status::VersionNotSupported,
-                };
-                // Refused for its framing, say, after its request line parsed: logged with it.
-                let line = parse::request_line(input);
-                self.refuse(s, status, line.as_ref(), conn);
-                input.len()
-            }
-            Head::Complete(req, n) => {
-                s.head_timer = false;
-                self.request(s, &req, &input[..n], conn);
-                n
+        let head = parse::parse_head(input, self.max_header);
+        if let Head::Reject(Reject::VersionNotSupported) = head {
+            // HTTP/1.2 to 1.9 are answered as 1.1 (and logged so).
+            if let Some(copy) = parse::as_http11(input, self.max_header) {
+                return self.head(s, parse::parse_head(&copy, self.max_header), &copy, conn);
             }
         }
+        self.head(s, head, input, conn)
     }
 
     fn eof(&self, s: &mut HttpSession, rest: &[u8], conn: &mut Conn<'_>) {

@@ -167,13 +167,38 @@ fn over_limit(input: &[u8], max: usize) -> Reject {
     }
 }
 
-/// httparse says "version": `HTTP/2.0` or `HTTP/1.2` is well formed but not served (505);
+/// httparse says "version": `HTTP/2.0` is well formed but not served (505; `HTTP/1.2` is
+/// read as 1.1, see [`as_http11`]);
 /// anything else in its place is malformed (400).
 fn version_error(input: &[u8]) -> Reject {
     match version_line(input) {
         Some(_) => Reject::VersionNotSupported,
         None => Reject::BadRequest,
     }
+}
+
+/// A head whose request line says HTTP/1.2 to 1.9, with its version changed to 1.1 (a
+/// copy of the start of `input`, as much as a head of at most `max` bytes can take): RFC
+/// 9112 section 2.3 has a server answer a later minor version as the highest it speaks,
+/// and httparse reads only 1.0 and 1.1. `None` for any other head.
+pub(crate) fn as_http11(input: &[u8], max: usize) -> Option<Vec<u8>> {
+    let line = version_line(input)?;
+    if line.major != 1 || line.minor < 2 {
+        return None;
+    }
+    let mut copy = input[..input.len().min(max.saturating_add(1))].to_vec();
+    // The first line that is not empty ends with the version, whose last byte is its minor
+    // digit.
+    let mut start = 0;
+    for l in input.split(|&b| b == b'\n') {
+        if !l.trim_ascii().is_empty() {
+            let end = start + l.strip_suffix(b"\r").unwrap_or(l).len();
+            *copy.get_mut(end.checked_sub(1)?)? = b'1';
+            return Some(copy);
+        }
+        start += l.len() + 1;
+    }
+    None
 }
 
 /// A request line `METHOD SP target SP HTTP/d.d` (the first line that is not empty) whose
