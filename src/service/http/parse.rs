@@ -857,6 +857,7 @@ mod props {
         b"POST /u HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello",
         b"POST /u HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
         b"GET http://h/%2e%2e/x HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"\r\nGET /v HTTP/1.2\r\nHost: t\r\nIf-Modified-Since: Sun Nov  6 08:49:37 1994\r\n\r\n",
     ];
 
     /// Overwrite, insert or delete bytes at arbitrary places.
@@ -917,6 +918,10 @@ mod props {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1500), max in 64usize..2048) {
             check_head(&bytes, max);
+            if let Some(copy) = as_http11(&bytes, max) {
+                prop_assert!(copy.len() <= bytes.len());
+                check_head(&copy, max);
+            }
             let mut r = BodyReader::new(BodyLen::Chunked);
             let (n, _) = r.advance(&bytes, 1 << 20, 1024);
             prop_assert!(n <= bytes.len());
@@ -930,6 +935,9 @@ mod props {
         ) {
             let input = mutate(base, &edits);
             check_head(&input, max);
+            if let Some(copy) = as_http11(&input, max) {
+                check_head(&copy, max);
+            }
             // Every prefix parses as partial, complete or rejected, never anything else.
             for cut in 0..input.len() {
                 check_head(&input[..cut], max);
