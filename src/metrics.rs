@@ -8,9 +8,9 @@
 //!
 //! The listener is served by a thread with a blocking `std` listener that hands each
 //! connection to a short-lived thread of its own (64 at once; past that, the connection
-//! that has waited longest for its request head is shut down to make room, and when all
-//! are past their heads a new one is closed), so connections that send nothing hold up no
-//! scrape, however many come. Each answers one request
+//! that has waited longest for its request head is shut down to make room, up to 128
+//! threads while those end, and when all are past their heads a new one is closed), so
+//! connections that send nothing hold up no scrape, however many come. Each answers one request
 //! and closes: `GET` or `HEAD /metrics`; any other path is 404, any other method 405, a
 //! request line that is not HTTP/1.0 or 1.1 400; a head not in within 3 s, or an answer not
 //! taken within 10 s, closes.
@@ -388,15 +388,17 @@ impl Drop for Place {
 }
 
 impl Scrapes {
-    /// Shut down the connection that has waited longest for its head, if any: its thread
-    /// ends (its read sees the end) and gives its place back.
+    /// Shut down the reading side of the connection that has waited longest for its head,
+    /// if any: its thread's read sees the end (on Linux at once; where the system does not
+    /// wake a blocked read so, at its head timeout), and it gives its place back. Only the
+    /// reading side, so a request that arrived just now is still answered.
     fn evict_oldest_waiting(&self) -> bool {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         let Some(oldest) = (0..waiting.len()).min_by_key(|&i| waiting[i].1) else {
             return false;
         };
         let (_, _, stream) = waiting.swap_remove(oldest);
-        let _ = stream.shutdown(std::net::Shutdown::Both);
+        let _ = stream.shutdown(std::net::Shutdown::Read);
         true
     }
 
@@ -425,38 +427,41 @@ impl Scrapes {
 /// started, `c` is closed.
 fn scrape(c: TcpStream, scrapes: &Arc<Scrapes>, render: &Render) {
     let place = match Place::take(scrapes, MAX_SCRAPES) {
-        Some(place) => place,
-        None if scrapes.evict_oldest_waiting() => {
-            let Some(place) = Place::take(scrapes, 2 * MAX_SCRAPES) else {
-                tracing::debug!("metrics connection closed: {MAX_SCRAPES} scrapes in progress");
-                return;
-            };
-            place
-        }
-        None => {
-            tracing::debug!("metrics connection closed: {MAX_SCRAPES} scrapes in progress");
-            return;
-        }
+        Some(place) => Some(place),
+        // Room is made only where a place for this one is sure.
+        None => Place::take(scrapes, 2 * MAX_SCRAPES).filter(|_| scrapes.evict_oldest_waiting()),
     };
+    let Some(place) = place else {
+        tracing::debug!("metrics connection closed: {MAX_SCRAPES} scrapes in progress");
+        return;
+    };
+    // Noted as waiting here, before its thread runs: a burst of connections finds the
+    // earlier ones of the burst to make room from.
+    let waiting = scrapes.waiting(&c);
     let render = render.clone();
-    let scrapes = scrapes.clone();
+    let thread_scrapes = scrapes.clone();
     // The default stack: a service's own metrics code runs here.
     let started = std::thread::Builder::new()
         .name("ringport-scrape".into())
         .spawn(move || {
             let _place = place;
-            if let Err(e) = answer(c, &scrapes, &render) {
+            if let Err(e) = answer(c, waiting, &thread_scrapes, &render) {
                 tracing::debug!("metrics scrape failed: {e}");
             }
         });
     if let Err(e) = started {
+        scrapes.done_waiting(waiting);
         tracing::debug!("metrics connection closed: no thread for it: {e}");
     }
 }
 
 /// Read one request head and answer it; the connection then closes.
-fn answer(mut c: TcpStream, scrapes: &Scrapes, render: &Render) -> io::Result<()> {
-    let waiting = scrapes.waiting(&c);
+fn answer(
+    mut c: TcpStream,
+    waiting: Option<u64>,
+    scrapes: &Scrapes,
+    render: &Render,
+) -> io::Result<()> {
     let head = read_head(&mut c);
     scrapes.done_waiting(waiting);
     let Some(head) = head? else {

@@ -688,6 +688,7 @@ fn malformed_requests_get_400_and_close(setup: Setup) {
         b"GET / HTTP/1.1\r\nHost: ../x\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: user@t\r\n\r\n",
         b"GET http://user@t/index.html HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET http:///index.html HTTP/1.1\r\nHost: t\r\n\r\n",
     ];
     for (i, raw) in cases.iter().enumerate() {
         let mut c = Client::new(server.local_addr());

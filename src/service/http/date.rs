@@ -137,6 +137,7 @@ pub(crate) fn parse_http_date(s: &[u8]) -> Option<i64> {
         }
         Some((num(&b[..2])?, num(&b[3..5])?, num(&b[6..])?))
     };
+    let mut two_digit = false;
     let (year, month, day, (hour, minute, second)) =
         if let Some(comma) = s.iter().position(|&b| b == b',') {
             let (weekday, rest) = (&s[..comma], &s[comma + 1..]);
@@ -157,8 +158,9 @@ pub(crate) fn parse_http_date(s: &[u8]) -> Option<i64> {
                     if d.len() == 18 && d[2] == b'-' && d[6] == b'-' && d[9] == b' ' =>
                 {
                     FULL_DAYS.iter().find(|w| w.as_bytes() == weekday)?;
-                    let year = two_digit_year(num(&d[7..9])?);
-                    (year, month(&d[3..6])?, num(&d[..2])?, clock(&d[10..])?)
+                    two_digit = true;
+                    let yy = i64::from(num(&d[7..9])?);
+                    (yy, month(&d[3..6])?, num(&d[..2])?, clock(&d[10..])?)
                 }
                 _ => return None,
             }
@@ -175,8 +177,23 @@ pub(crate) fn parse_http_date(s: &[u8]) -> Option<i64> {
     if day == 0 || day > 31 || hour > 23 || minute > 59 || second > 60 {
         return None;
     }
-    let days = days_from_civil(year, month, day);
-    Some(days * 86_400 + i64::from(hour * 3600 + minute * 60 + second))
+    let secs = |year: i64| {
+        days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second)
+    };
+    if !two_digit {
+        return Some(secs(year));
+    }
+    // A two-digit year is this century's, unless that is more than 50 years ahead: then
+    // the century before (RFC 9110 section 5.6.7).
+    let now = unix_secs(SystemTime::now());
+    let this_year = civil(now).year;
+    let in_this_century = this_year - this_year.rem_euclid(100) + year;
+    let fifty_years = (50 * 365 + 12) * 86_400;
+    Some(if secs(in_this_century) > now + fifty_years {
+        secs(in_this_century - 100)
+    } else {
+        secs(in_this_century)
+    })
 }
 
 /// Full weekday names, as RFC 850 dates write them.
@@ -189,18 +206,6 @@ const FULL_DAYS: [&str; 7] = [
     "Saturday",
     "Sunday",
 ];
-
-/// The year a two-digit RFC 850 year means: the one in this century, unless that is more
-/// than 50 years ahead, then the one a century before (RFC 9110 section 5.6.7).
-fn two_digit_year(yy: u32) -> i64 {
-    let this_year = civil(unix_secs(SystemTime::now())).year;
-    let year = this_year - this_year.rem_euclid(100) + i64::from(yy);
-    if year > this_year + 50 {
-        year - 100
-    } else {
-        year
-    }
-}
 
 /// Seconds since the epoch of a system time (negative before 1970).
 pub(crate) fn unix_secs(t: SystemTime) -> i64 {
@@ -307,6 +312,17 @@ mod tests {
             parse_http_date(b"Monday, 01-Jan-01 00:00:00 GMT"),
             Some(978_307_200)
         );
+        let now = unix_secs(SystemTime::now());
+        let in_60_years = civil(now + 60 * 365 * 86_400);
+        let in_40_years = civil(now + 40 * 365 * 86_400);
+        for (when, back) in [(in_60_years, 100), (in_40_years, 0)] {
+            let text = format!(
+                "Monday, 01-Jan-{:02} 00:00:00 GMT",
+                when.year.rem_euclid(100)
+            );
+            let year = civil(parse_http_date(text.as_bytes()).unwrap()).year;
+            assert_eq!(year, when.year - back, "{text}");
+        }
     }
 
     #[test]
@@ -372,7 +388,7 @@ mod tests {
             let asctime = format!("{short} {month} {:2} {clock} {}", c.day, c.year);
             proptest::prop_assert_eq!(parse_http_date(asctime.as_bytes()), Some(secs), "{}", asctime);
             let this_year = civil(unix_secs(SystemTime::now())).year;
-            if (this_year - 49..=this_year + 50).contains(&c.year) {
+            if (this_year - 49..=this_year + 49).contains(&c.year) {
                 let rfc850 = format!("{full}, {:02}-{month}-{:02} {clock} GMT", c.day, c.year % 100);
                 proptest::prop_assert_eq!(parse_http_date(rfc850.as_bytes()), Some(secs), "{}", rfc850);
             }

@@ -313,9 +313,8 @@ fn escape_href(s: &str) -> String {
     out
 }
 
-/// Content types by file extension (compared without regard to case): the list and
-/// the other types a static site commonly holds. Anything else is
-/// `application/octet-stream`.
+/// Content types by file extension (compared without regard to case): the types a static
+/// site commonly holds. Anything else is `application/octet-stream`.
 const TYPES: &[(&str, &str)] = &[
     ("html", "text/html; charset=utf-8"),
     ("htm", "text/html; charset=utf-8"),

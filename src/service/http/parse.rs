@@ -186,7 +186,22 @@ pub(crate) fn as_http11(input: &[u8], max: usize) -> Option<Vec<u8>> {
     if line.major != 1 || line.minor < 2 {
         return None;
     }
-    let mut copy = input[..input.len().min(max.saturating_add(1))].to_vec();
+    // Up to the head's end when it is in sight (not the pipelined requests after it).
+    let window = &input[..input.len().min(max.saturating_add(1))];
+    let end = window
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| i + 2)
+        .into_iter()
+        .chain(
+            window
+                .windows(4)
+                .position(|w| w == b"\n\r\n")
+                .map(|i| i + 3),
+        )
+        .min()
+        .unwrap_or(window.len());
+    let mut copy = window[..end].to_vec();
     // The first line that is not empty ends with the version, whose last byte is its minor
     // digit.
     let mut start = 0;
@@ -364,10 +379,11 @@ fn fields_of<'a>(headers: &[httparse::Header<'a>], minor: u8) -> Result<Checked<
     })
 }
 
-/// A `Host` value or the authority of an absolute-form target: a host name, an IPv4 or
-/// bracketed IPv6 address, and a port, in the characters RFC 3986 allows there (no user
-/// information, no path). Empty is allowed: RFC 9112 section 3.2 sends an empty `Host`
-/// for a target without an authority.
+/// A `Host` value or the authority of an absolute-form target in the characters RFC 3986
+/// allows a host and port (letters, digits, `-._~%!$&'()*+,;=:[]`): no space, no user
+/// information (`@`), no path (`/`), no raw UTF-8. Only the characters are checked, not
+/// the structure. Empty is allowed: RFC 9112 section 3.2 sends an empty `Host` for a
+/// target without an authority.
 pub(crate) fn valid_authority(v: &[u8]) -> bool {
     v.iter()
         .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b))
@@ -405,7 +421,8 @@ pub(crate) fn split_target(target: &str) -> Result<(&str, &str), PathError> {
         }
         let after = &target[scheme_end + 3..];
         let authority_end = after.find(['/', '?']).unwrap_or(after.len());
-        if !valid_authority(&after.as_bytes()[..authority_end]) {
+        let authority = &after.as_bytes()[..authority_end];
+        if authority.is_empty() || !valid_authority(authority) {
             return Err(PathError::Malformed);
         }
         match after.as_bytes().get(authority_end) {
