@@ -145,14 +145,7 @@ fn run_tool(program: &str, args: &[&str]) -> Vec<u8> {
         .unwrap()
         .read_to_end(&mut out)
         .unwrap();
-    let mut err = String::new();
-    guard
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = common::read_stderr(&mut guard.child);
     let status = guard.child.wait().unwrap();
     assert!(
         status.success(),

@@ -550,15 +550,7 @@ fn socket_activate(activate: &[&str], serve: &[&str], stdout: Stdio) -> ChildGua
 fn stop_and_stderr(guard: &mut ChildGuard) -> (std::process::ExitStatus, String) {
     common::stop_signal(&guard.child);
     let status = common::wait_exit(&mut guard.child);
-    let mut err = String::new();
-    guard
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status, err)
+    (status, common::read_stderr(&mut guard.child))
 }
 
 fn socket_activation_case(backend: Backend) {

@@ -1,7 +1,7 @@
 //! Accepting: one multishot accept on the listener (one accept at a time when the listener
-//! is shared by every I/O thread, so that their rings take turns); a peer's own error skips it, running
-//! out of descriptors or memory pauses accepting with backoff; admitted connections get a
-//! slot and their receive.
+//! is shared by every I/O thread, so that their rings take turns); a peer's own error skips
+//! it, running out of descriptors or memory pauses accepting with backoff; admitted
+//! connections get a slot and their receive.
 
 use super::*;
 

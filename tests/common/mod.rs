@@ -317,6 +317,19 @@ pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
+/// All a child wrote to its piped stderr, read to the end (when it and every process it
+/// handed the pipe to have closed it).
+pub fn read_stderr(child: &mut Child) -> String {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr is piped")
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
 /// CPU time (user + system) a process has used, in clock ticks, from /proc/PID/stat.
 #[cfg(target_os = "linux")]
 pub fn cpu_ticks(pid: u32) -> u64 {

@@ -186,34 +186,23 @@ pub(crate) fn as_http11(input: &[u8], max: usize) -> Option<Vec<u8>> {
     if line.major != 1 || line.minor < 2 {
         return None;
     }
-    // Up to the head's end when it is in sight (not the pipelined requests after it).
+    // The minor digit ends the version, which follows the target and a space.
+    let digit = line.target.as_ptr() as usize - input.as_ptr() as usize + line.target.len() + 8;
     let window = &input[..input.len().min(max.saturating_add(1))];
-    let end = window
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .map(|i| i + 2)
-        .into_iter()
-        .chain(
-            window
-                .windows(4)
-                .position(|w| w == b"\n\r\n")
-                .map(|i| i + 3),
-        )
-        .min()
+    if digit >= window.len() {
+        return None;
+    }
+    // Up to the head's end when it is in sight (not the pipelined requests after it).
+    let end = (digit..window.len())
+        .find_map(|i| match &window[i..] {
+            [b'\n', b'\n', ..] => Some(i + 2),
+            [b'\n', b'\r', b'\n', ..] => Some(i + 3),
+            _ => None,
+        })
         .unwrap_or(window.len());
     let mut copy = window[..end].to_vec();
-    // The first line that is not empty ends with the version, whose last byte is its minor
-    // digit.
-    let mut start = 0;
-    for l in input.split(|&b| b == b'\n') {
-        if !l.trim_ascii().is_empty() {
-            let end = start + l.strip_suffix(b"\r").unwrap_or(l).len();
-            *copy.get_mut(end.checked_sub(1)?)? = b'1';
-            return Some(copy);
-        }
-        start += l.len() + 1;
-    }
-    None
+    copy[digit] = b'1';
+    Some(copy)
 }
 
 /// A request line `METHOD SP target SP HTTP/d.d` (the first line that is not empty) whose
