@@ -1,14 +1,16 @@
 //! `cargo bench --bench http`: ringport's HTTP service against nginx, measured side by side
 //! by wrk in one run.
 //!
-//! Every measurement starts the server as its own process, pinned to core 0 (when the
-//! machine has 2+ cores and `taskset` exists), warms it up with wrk, then runs wrk pinned
-//! to core 1 (`-t1 -c100`) for the measured window. For a multi-core run, the server gets
-//! the first N cores (nginx N workers, ringport N I/O threads) and wrk M threads on the M
-//! cores after them. Contenders take turns for every
-//! scenario and round, in an order rotated each round; each figure is the median over the
-//! rounds, and each ratio to nginx the median of the rounds' ratios (each round's figure
-//! over nginx's in that round).
+//! For each scenario every contender is started once, each as its own process pinned to
+//! core 0 (when the machine has 2+ cores and `taskset` exists), side by side on their own
+//! ports, and warmed up with wrk; then wrk, pinned to core 1 (`-t1 -c100`), loads one at a
+//! time for the measured window while the others sit idle. For a multi-core run, the
+//! servers get the first N cores (nginx N workers, ringport N I/O threads) and wrk M
+//! threads on the M cores after them. Contenders take turns every round, in an order
+//! rotated each round, so a contender's window and nginx's in the same round lie seconds
+//! apart and a drift of the machine (a busy neighbour on a shared host) touches both; each
+//! figure is the median over the rounds, and each ratio to nginx the median of the rounds'
+//! ratios (each round's figure over nginx's in that round).
 //! Server CPU is read from `/proc/PID/stat` of the server's processes (nginx: master and
 //! worker) over the window.
 //!
@@ -20,10 +22,11 @@
 //! memory of each server holding 10,000 idle keep-alive connections.
 //!
 //! Knobs (environment): `RINGPORT_BENCH_SECS` (measured seconds per run, default 3),
-//! `RINGPORT_BENCH_ROUNDS` (default 3), `RINGPORT_BENCH_IDLE` (idle connections, default
+//! `RINGPORT_BENCH_ROUNDS` (default 5), `RINGPORT_BENCH_IDLE` (idle connections, default
 //! 10000; 0 skips that part), `RINGPORT_BENCH_THREADS` (N, the server's cores, default 1),
 //! `RINGPORT_BENCH_WRK_THREADS` (M, default N), `RINGPORT_BENCH_CONNECTIONS` (default 100 ×
-//! N).
+//! N), `RINGPORT_BENCH_ONLY` (a comma-separated list of `plaintext`, `small`, `big`: those
+//! scenarios alone; default all).
 
 mod support;
 
@@ -62,20 +65,25 @@ impl Contender {
 }
 
 struct Scenario {
+    /// Its name in `RINGPORT_BENCH_ONLY`.
+    key: &'static str,
     name: &'static str,
     path: &'static str,
 }
 
 const SCENARIOS: [Scenario; 3] = [
     Scenario {
+        key: "plaintext",
         name: "/plaintext (13 B, fixed body)",
         path: "/plaintext",
     },
     Scenario {
+        key: "small",
         name: "612 B file",
         path: "/small.html",
     },
     Scenario {
+        key: "big",
         name: "1 MiB file",
         path: "/big.bin",
     },
@@ -101,6 +109,12 @@ struct Running {
     _proc: Proc,
     addr: SocketAddr,
     pids: Vec<u32>,
+}
+
+impl Running {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
 }
 
 /// One wrk run's figures.
@@ -160,7 +174,7 @@ fn run() -> Result<(), String> {
         load_threads,
         connections,
         secs: support::env_f64("RINGPORT_BENCH_SECS").map_or(3, |s| s.max(1.0) as u32),
-        rounds: support::env_f64("RINGPORT_BENCH_ROUNDS").map_or(3, |r| r.max(1.0) as usize),
+        rounds: support::env_f64("RINGPORT_BENCH_ROUNDS").map_or(5, |r| r.max(1.0) as usize),
         tck: ticks_per_second(),
     };
     let mut contenders = Vec::new();
@@ -180,13 +194,28 @@ fn run() -> Result<(), String> {
         }
     });
 
+    let only = std::env::var("RINGPORT_BENCH_ONLY").unwrap_or_default();
+    let wanted = |s: &Scenario| only.is_empty() || only.split(',').any(|k| k.trim() == s.key);
+    if !SCENARIOS.iter().any(wanted) {
+        return Err(format!(
+            "RINGPORT_BENCH_ONLY={only:?} names no scenario (plaintext, small, big)"
+        ));
+    }
     let mut samples: Vec<Vec<Vec<Sample>>> =
         vec![vec![Vec::new(); contenders.len()]; SCENARIOS.len()];
-    for round in 0..bench.rounds {
-        for (si, s) in SCENARIOS.iter().enumerate() {
+    for (si, s) in SCENARIOS.iter().enumerate().filter(|(_, s)| wanted(s)) {
+        // Every contender up at once, each warmed up; they take turns at the load.
+        let servers = contenders
+            .iter()
+            .map(|&c| start(&bench, c, s.path))
+            .collect::<Result<Vec<_>, _>>()?;
+        for server in &servers {
+            wrk(&bench, &server.url(s.path), 1)?;
+        }
+        for round in 0..bench.rounds {
             for ci in support::turn_order(round, contenders.len()) {
                 let c = contenders[ci];
-                let sample = measure(&bench, c, s.path)?;
+                let sample = measure(&bench, &servers[ci], s.path)?;
                 eprintln!(
                     "round {} {:<28} {:<16} {:>9.0} req/s  server {:>3.0}%  wrk {:>3.0}%  p99 {:.2} ms",
                     round + 1,
@@ -223,7 +252,7 @@ fn run() -> Result<(), String> {
         cores(bench.threads, bench.load_threads),
         bench.rounds
     );
-    for (si, s) in SCENARIOS.iter().enumerate() {
+    for (si, s) in SCENARIOS.iter().enumerate().filter(|(_, s)| wanted(s)) {
         let _ = writeln!(out, "#### {}\n", s.name);
         let _ = writeln!(
             out,
@@ -503,16 +532,14 @@ fn wrk_bytes(s: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|v| v * mult)
 }
 
-fn measure(bench: &Bench, c: Contender, path: &str) -> Result<Sample, String> {
-    let server = start(bench, c, path)?;
-    let url = format!("http://{}{path}", server.addr);
-    wrk(bench, &url, 1)?;
+/// One measured window of wrk against a running (and warmed up) server.
+fn measure(bench: &Bench, server: &Running, path: &str) -> Result<Sample, String> {
+    let url = server.url(path);
     let before = family_ticks(&server.pids);
     let began = Instant::now();
     let (report, load_ticks) = wrk(bench, &url, bench.secs)?;
     let elapsed = began.elapsed().as_secs_f64();
     let server_ticks = family_ticks(&server.pids) - before;
-    drop(server);
     let field = |prefix: &str| -> Option<&str> {
         report
             .lines()

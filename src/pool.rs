@@ -60,6 +60,7 @@ pub(crate) enum CommandKind {
     SendFile(usize),
     NotifyDrained,
     PauseUntilDrained,
+    ResumeReading,
     /// Index into [`Commands::deadlines`].
     Deadline(usize),
     Close,
@@ -201,6 +202,7 @@ impl Commands {
                 CommandKind::SendFile(i) => apply(it.conn, Command::SendFile(&self.files[i])),
                 CommandKind::NotifyDrained => apply(it.conn, Command::NotifyDrained),
                 CommandKind::PauseUntilDrained => apply(it.conn, Command::PauseUntilDrained),
+                CommandKind::ResumeReading => apply(it.conn, Command::ResumeReading),
                 CommandKind::Close => apply(it.conn, Command::Close),
                 CommandKind::Deadline(i) => {
                     let (at, generation) = self.deadlines[i];
@@ -309,6 +311,10 @@ struct Entry<T> {
     deadline: DeadlineState,
     /// The service asked to close: later input and events are ignored.
     closing: bool,
+    /// The service paused reading ([`Conn::pause_reading_until_drained`]) and has not gone
+    /// through its input since: input the driver handed over before it had the pause is
+    /// held, past the input limit if need be (no more than was in flight to this thread).
+    holding: bool,
 }
 
 /// Sessions of one thread, indexed by a dense number derived from the slot.
@@ -439,6 +445,7 @@ fn run_service<S: Service>(
             input: None,
             deadline,
             closing,
+            holding: false,
         };
         // Insert the new session before telling the service about a stale one, so a panic
         // in `close` cannot leave the new connection without a session.
@@ -464,6 +471,7 @@ fn run_service<S: Service>(
         input,
         deadline,
         closing,
+        holding,
         ..
     } = e;
     if let Ev::Deadline(generation) = ev {
@@ -475,7 +483,7 @@ fn run_service<S: Service>(
     }
     let mut c = Conn::new(conn, cmds, deadline, r.mailbox, closing);
     match ev {
-        Ev::Data(bytes) => feed(service, session, input, bytes, &mut c),
+        Ev::Data(bytes) => feed(service, session, input, bytes, *holding, &mut c),
         Ev::Eof => {
             let rest = input.take().map(|b| *b).unwrap_or_default();
             service.eof(session, &rest, &mut c);
@@ -483,6 +491,13 @@ fn run_service<S: Service>(
         Ev::Drained => {
             service.drained(session, &mut c);
             refeed(service, session, input, &mut c);
+            // Reading paused by the service stays paused until it has seen the input it
+            // holds: only now, unless it paused again, is more read from the peer (so what
+            // it does not consume yet waits in the socket, not here).
+            if !c.paused_reading() {
+                c.resume_reading();
+                *holding = false;
+            }
         }
         Ev::Notify => {
             service.notified(session, &mut c);
@@ -491,15 +506,18 @@ fn run_service<S: Service>(
         Ev::Deadline(_) => service.deadline(session, &mut c),
         Ev::Open(_) | Ev::Closed => {}
     }
+    *holding |= c.paused_reading();
 }
 
 /// Show the service its input (what it left before, then `bytes`); keep what it does not
-/// consume, up to its input limit.
+/// consume, up to its input limit (past it while the service holds reading paused:
+/// `holding`, or a pause in this call).
 fn feed<S: Service>(
     service: &S,
     session: &mut S::Session,
     input: &mut Input,
     bytes: &[u8],
+    holding: bool,
     c: &mut Conn<'_>,
 ) {
     let limit = service.input_limit();
@@ -510,7 +528,7 @@ fn feed<S: Service>(
         if rest.is_empty() || c.is_closing() {
             return;
         }
-        if rest.len() > limit {
+        if rest.len() > limit && !holding && !c.paused_reading() {
             service.input_full(session, rest, c);
             c.close();
         } else {
@@ -525,7 +543,7 @@ fn feed<S: Service>(
         *input = None;
         return;
     }
-    if held.len() > limit {
+    if held.len() > limit && !holding && !c.paused_reading() {
         let held = input.take().expect("input is held");
         service.input_full(session, &held, c);
         c.close();

@@ -632,7 +632,7 @@ fn pipelined_large_files_keep_order_and_bounds(setup: Setup) {
 /// 3,000 pipelined requests for a 17 KB file (over 100 KB of requests, written while the
 /// replies are read): every one answered, in order. The requests wait in the socket and in
 /// the held input while 8 bodies at a time go out; with a 64 KiB input limit the connection
-/// used to close after the first 8.
+/// used to close after the first 8. Then 200 such requests followed by the peer's EOF.
 fn deep_pipeline_behind_file_bodies_is_answered_whole(setup: Setup) {
     let site = site();
     // Over the size sent by copy: each body goes as a file range.
@@ -651,6 +651,20 @@ fn deep_pipeline_behind_file_bodies_is_answered_whole(setup: Setup) {
         assert!(r.body == body, "response {i} differs");
     }
     writer.join().unwrap().unwrap();
+    // The same, with the peer's EOF right behind the requests (`printf ... | nc`): those
+    // that wait behind file bodies when it comes are still answered, eight at a time as
+    // output drains, and then the connection closes.
+    let mut c = Client::new(server.local_addr());
+    let n = 200;
+    let batch: Vec<u8> = (0..n).flat_map(|_| get("/pipe.bin")).collect();
+    c.send(&batch);
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    for i in 0..n {
+        let r = c.response(false);
+        assert_eq!(r.status, 200, "response {i} after EOF");
+        assert!(r.body == body, "response {i} after EOF differs");
+    }
+    assert!(c.closed());
     assert_eq!(server.stats().service_panics, 0);
 }
 

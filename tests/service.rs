@@ -28,6 +28,7 @@ every_backend!(
     panic_on_a_handle_driven_call_closes_only_its_connection,
     chat_example_broadcasts_to_every_other_client,
     line_example_answers_pipelined_lines,
+    pipeline_deeper_than_the_input_limit_waits_in_the_socket,
     closed_connection_ends_at_the_peers_eof,
     zero_linger_closes_without_waiting_for_the_peer,
     file_shorter_than_promised_closes_after_what_there_is,
@@ -436,6 +437,63 @@ fn line_example_answers_pipelined_lines(setup: Setup) {
     c.write_all(&msg).unwrap();
     c.shutdown(Shutdown::Write).unwrap();
     assert_eq!(read_to_eof(&mut c), want);
+}
+
+/// Echoes lines, four at a time: after every fourth it stops consuming and reading until
+/// its output drained, as a service with big answers does. Its input limit is far below
+/// the pipeline it is sent.
+struct Paced;
+
+const PACED_LIMIT: usize = 64 * 1024;
+
+impl Service for Paced {
+    /// Lines answered since output last drained.
+    type Session = u32;
+    fn input_limit(&self) -> usize {
+        PACED_LIMIT
+    }
+    fn open(&self, _: &ConnInfo, _: &mut Conn<'_>) -> u32 {
+        0
+    }
+    fn data(&self, lines: &mut u32, input: &[u8], conn: &mut Conn<'_>) -> usize {
+        if *lines == 4 {
+            return 0;
+        }
+        let Some(end) = input.iter().position(|&b| b == b'\n') else {
+            return 0;
+        };
+        conn.write(&input[..=end]);
+        *lines += 1;
+        if *lines == 4 {
+            conn.pause_reading_until_drained();
+        }
+        end + 1
+    }
+    fn drained(&self, lines: &mut u32, _: &mut Conn<'_>) {
+        *lines = 0;
+    }
+}
+
+/// 60,000 pipelined lines (420 KB, over six times the service's input limit), written
+/// while the answers are read: every one answered, in order. The lines wait in the socket
+/// while the service holds four; reading resumes only after it has gone through what it
+/// holds (it used to resume at the drain, before that, and the held input outgrew the
+/// limit: the connection closed).
+fn pipeline_deeper_than_the_input_limit_waits_in_the_socket(setup: Setup) {
+    let server = setup.builder().build(Paced).unwrap();
+    let c = connect(server.local_addr());
+    let msg: Vec<u8> = (0..60_000)
+        .flat_map(|i| format!("{i:06}\n").into_bytes())
+        .collect();
+    assert!(msg.len() > 6 * PACED_LIMIT);
+    let mut w = c.try_clone().unwrap();
+    let sent = msg.clone();
+    let writer = std::thread::spawn(move || w.write_all(&sent));
+    let mut got = vec![0; msg.len()];
+    (&c).read_exact(&mut got).expect("every line answered");
+    assert!(got == msg, "answers differ from the lines");
+    writer.join().unwrap().unwrap();
+    assert_eq!(server.stats().service_panics, 0);
 }
 
 /// Answers the first input with `bye\n` and closes.

@@ -79,11 +79,14 @@ struct Conn {
     read_eof: bool,
     /// The service asked to close once the output is written.
     closing: bool,
-    /// Reading paused because queued output is over the high-water mark.
+    /// Reading paused: queued output is over the high-water mark (`over_limit`), or the
+    /// service holds it (`hold_reading`).
     out_paused: bool,
-    /// `out_paused` was set by the service ([`Command::PauseUntilDrained`]), not by the
-    /// output.
-    paused_for_service: bool,
+    /// The pause is for output over the high-water mark (reported as a backlog).
+    over_limit: bool,
+    /// The service paused reading ([`Command::PauseUntilDrained`]) and has not yet said to
+    /// go on ([`Command::ResumeReading`]): the pause outlasts the drain.
+    hold_reading: bool,
     /// Reading paused because the connection's worker is behind.
     stalled: bool,
     /// Interest the poller holds now (oneshot: nothing after an event fired).
@@ -557,7 +560,8 @@ impl PollDriver {
             read_eof: false,
             closing: false,
             out_paused: false,
-            paused_for_service: false,
+            over_limit: false,
+            hold_reading: false,
             stalled: false,
             armed: Interest {
                 read: true,
@@ -772,10 +776,10 @@ impl PollDriver {
         }
         let queued = c.queued();
         if c.out_paused && queued <= self.cfg.output_low {
-            c.out_paused = false;
-            if !std::mem::take(&mut c.paused_for_service) {
+            if std::mem::take(&mut c.over_limit) {
                 self.backlog.push((c.id, false));
             }
+            c.out_paused = c.hold_reading;
         }
         if c.want_drained && queued <= self.cfg.output_low {
             c.want_drained = false;
@@ -820,13 +824,15 @@ impl PollDriver {
                 c.want_drained = true;
             }
             Command::PauseUntilDrained => {
+                // No backlog call: the output is not over the limit.
                 c.want_drained = true;
-                if !c.out_paused {
-                    // Paused as for output over the limit, resumed with the drained call;
-                    // no backlog call, the output is not over the limit.
-                    c.out_paused = true;
-                    c.paused_for_service = true;
-                }
+                c.hold_reading = true;
+                c.out_paused = true;
+            }
+            Command::ResumeReading => {
+                // Reading resumes when the output is next looked at (this turn), if it is
+                // low enough by then.
+                c.hold_reading = false;
             }
             Command::Close => {
                 c.closing = true;
@@ -868,7 +874,8 @@ impl PollDriver {
             let slot = self.dirty[i];
             i += 1;
             let pending_write = match self.slots[slot as usize].conn.as_ref() {
-                Some(c) => c.queued() > 0 || c.closing || c.want_drained,
+                // A paused connection too: `write_queued` decides whether it reads again.
+                Some(c) => c.queued() > 0 || c.closing || c.want_drained || c.out_paused,
                 None => continue,
             };
             if pending_write && !self.write_queued(slot) {
@@ -886,6 +893,7 @@ impl PollDriver {
             if c.queued() > self.cfg.output_high && !c.out_paused {
                 // The socket does not keep up: stop reading until it drains.
                 c.out_paused = true;
+                c.over_limit = true;
                 Stats::add(&self.stats.read_pauses, 1);
                 self.backlog.push((c.id, true));
             }

@@ -15,8 +15,10 @@
 //!   `output_high` and with `false` when it is back at or below `output_low`;
 //! - after [`Command::NotifyDrained`], [`Dispatch::drained`] is called once, as soon as the
 //!   connection's queued output is at or below `output_low` (at once if it already is);
-//!   after [`Command::PauseUntilDrained`] too, and the connection is not read from until
-//!   then (without a [`Dispatch::backlog`] call: its output is not over the limit);
+//!   after [`Command::PauseUntilDrained`] too, and the connection is not read from from
+//!   then until [`Command::ResumeReading`] (without a [`Dispatch::backlog`] call: its output
+//!   is not over the limit); reading then resumes once queued output is at or below
+//!   `output_low`;
 //! - before blocking, the driver waits no longer than [`Dispatch::next_deadline`], and calls
 //!   [`Dispatch::expire`] every turn;
 //! - [`Dispatch::flush`] once per loop turn, after the I/O of that turn, then
@@ -144,9 +146,13 @@ pub enum Command<'a> {
     SendFile(&'a FileRange),
     /// Call [`Dispatch::drained`] once queued output is at or below the low-water mark.
     NotifyDrained,
-    /// As [`Command::NotifyDrained`], and read no more from the connection until then
-    /// (the service holds input it will not consume before its output drains).
+    /// As [`Command::NotifyDrained`], and read no more from the connection until
+    /// [`Command::ResumeReading`] (the service holds input it will not consume before its
+    /// output drains, and says when it has taken what it holds).
     PauseUntilDrained,
+    /// End a pause of [`Command::PauseUntilDrained`]: read again once queued output is at
+    /// or below `output_low` (nothing to do when reading was not paused so).
+    ResumeReading,
     /// Write everything queued, then close the connection.
     Close,
 }

@@ -145,6 +145,8 @@ pub struct Conn<'a> {
     deadline: &'a mut DeadlineState,
     mailbox: &'a Arc<Mailbox>,
     closing: &'a mut bool,
+    /// [`Conn::pause_reading_until_drained`] was called in this callback.
+    paused: bool,
 }
 
 impl<'a> Conn<'a> {
@@ -163,6 +165,7 @@ impl<'a> Conn<'a> {
             deadline,
             mailbox,
             closing,
+            paused: false,
         }
     }
 
@@ -218,13 +221,28 @@ impl<'a> Conn<'a> {
     }
 
     /// As [`Conn::notify_drained`], and read no more from the peer until [`Service::drained`]
-    /// comes, whatever the output limit says: for a service that stops consuming its input
-    /// until its output drains (a pipeline of requests with big answers), so that the input
-    /// it holds does not grow while its output is under the limit (when the peer's socket
-    /// buffers still take it). Input read before the pause is held and shown afterwards.
+    /// came and the input held was shown to [`Service::data`] again, whatever the output
+    /// limit says: for a service that stops consuming its input until its output drains (a
+    /// pipeline of requests with big answers), so that the input it holds does not grow
+    /// while its output is under the limit (when the peer's socket buffers still take it).
+    /// Input read before the pause is held and shown afterwards; if the service pauses
+    /// again while it goes through it (in `drained` or `data`), reading stays paused until
+    /// the next drain, so a deep pipeline waits in the socket, however long.
     pub fn pause_reading_until_drained(&mut self) {
         self.seal();
+        self.paused = true;
         self.cmds.push_item(self.id, CommandKind::PauseUntilDrained);
+    }
+
+    /// Whether [`Conn::pause_reading_until_drained`] was called in this callback.
+    pub(crate) fn paused_reading(&self) -> bool {
+        self.paused
+    }
+
+    /// End a pause of [`Conn::pause_reading_until_drained`]: read again once output is low.
+    pub(crate) fn resume_reading(&mut self) {
+        self.seal();
+        self.cmds.push_item(self.id, CommandKind::ResumeReading);
     }
 
     /// Call [`Service::deadline`] once `at` passes, unless the deadline is cleared or moved

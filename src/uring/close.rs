@@ -81,7 +81,8 @@ impl UringDriver {
         // (the stalled list drops the connection at its next pass).
         c.stalled = false;
         c.out_paused = false;
-        c.paused_for_service = false;
+        c.over_limit = false;
+        c.hold_reading = false;
         c.held = None;
         self.lingering.push((slot, c.id.generation()));
         self.update_recv(slot);

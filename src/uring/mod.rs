@@ -221,10 +221,14 @@ struct Conn {
     read_eof: bool,
     /// The service asked to close once the output is written.
     closing: bool,
-    /// Reading paused because queued output is over the high-water mark.
+    /// Reading paused: queued output is over the high-water mark (`over_limit`), or the
+    /// service holds it (`hold_reading`).
     out_paused: bool,
-    /// `out_paused` was set by the service (`PauseUntilDrained`), not by the output.
-    paused_for_service: bool,
+    /// The pause is for output over the high-water mark (reported as a backlog).
+    over_limit: bool,
+    /// The service paused reading (`PauseUntilDrained`) and has not yet said to go on
+    /// (`ResumeReading`): the pause outlasts the drain.
+    hold_reading: bool,
     /// Reading paused, with input held: the connection's worker is behind, or input arrived
     /// while reading was paused for output.
     stalled: bool,
@@ -794,14 +798,14 @@ impl UringDriver {
             // Checked when the connection is processed at the end of this turn.
             Command::NotifyDrained => c.want_drained = true,
             Command::PauseUntilDrained => {
+                // No backlog call: the output is not over the limit.
                 c.want_drained = true;
-                if !c.out_paused {
-                    // Paused as for output over the limit, and resumed with the drained call
-                    // below; no backlog call, the output is not over the limit.
-                    c.out_paused = true;
-                    c.paused_for_service = true;
-                }
+                c.hold_reading = true;
+                c.out_paused = true;
             }
+            // Reading resumes when the connection is processed at the end of this turn (if
+            // its output is low enough by then).
+            Command::ResumeReading => c.hold_reading = false,
             Command::Close => c.closing = true,
         }
         self.mark_dirty(slot);
@@ -859,17 +863,20 @@ impl UringDriver {
             if queued > self.cfg.output_high && !c.out_paused {
                 // The peer does not keep up: stop reading until it drains.
                 c.out_paused = true;
+                c.over_limit = true;
                 Stats::add(&self.stats.read_pauses, 1);
                 dispatch.backlog(c.id, true);
                 self.handed_late = true;
             } else if c.out_paused && queued <= self.cfg.output_low {
-                c.out_paused = false;
-                if !std::mem::take(&mut c.paused_for_service) {
+                if std::mem::take(&mut c.over_limit) {
                     dispatch.backlog(c.id, false);
+                    self.handed_late = true;
                 }
-                self.handed_late = true;
-                // Input held while paused is handed over next turn, which comes at once.
-                self.resume_due |= c.stalled;
+                if !c.hold_reading {
+                    c.out_paused = false;
+                    // Input held while paused is handed over next turn, which comes at once.
+                    self.resume_due |= c.stalled;
+                }
             }
             if c.want_drained && queued <= self.cfg.output_low {
                 c.want_drained = false;

@@ -227,6 +227,9 @@ pub struct HttpSession {
     paused: bool,
     /// The peer stopped sending: answer what is held, then close.
     at_eof: bool,
+    /// Requests that arrived before the peer's EOF and wait, behind file bodies, for output
+    /// to drain (no more than the input limit: what the connection held).
+    tail: Option<Box<[u8]>>,
 }
 
 /// A request whose body is being discarded: its head, kept to answer it afterwards.
@@ -249,6 +252,24 @@ fn persist_of(req: &Request<'_>) -> Persist {
 }
 
 impl Http {
+    /// After the peer's EOF: answer the requests in `rest`, in order, then close; if file
+    /// bodies pause them first, keep the others until output drains (see `drained`).
+    fn answer_tail(&self, s: &mut HttpSession, rest: &[u8], conn: &mut Conn<'_>) {
+        let mut used = 0;
+        while used < rest.len() && !conn.is_closing() {
+            let n = self.data(s, &rest[used..], conn);
+            if n == 0 {
+                if s.paused {
+                    s.tail = Some(rest[used..].into());
+                    return;
+                }
+                break;
+            }
+            used += n;
+        }
+        conn.close();
+    }
+
     fn log_request(
         &self,
         s: &mut HttpSession,
@@ -703,11 +724,12 @@ impl Service for Http {
             drain_asked: false,
             paused: false,
             at_eof: false,
+            tail: None,
         }
     }
 
     fn data(&self, s: &mut HttpSession, input: &[u8], conn: &mut Conn<'_>) -> usize {
-        if s.paused && !s.at_eof {
+        if s.paused {
             return 0;
         }
         if s.body.is_some() {
@@ -729,15 +751,7 @@ impl Service for Http {
     fn eof(&self, s: &mut HttpSession, rest: &[u8], conn: &mut Conn<'_>) {
         // Requests that arrived before the peer's EOF are still answered.
         s.at_eof = true;
-        let mut used = 0;
-        while used < rest.len() && !conn.is_closing() {
-            let n = self.data(s, &rest[used..], conn);
-            if n == 0 {
-                break;
-            }
-            used += n;
-        }
-        conn.close();
+        self.answer_tail(s, rest, conn);
     }
 
     fn input_full(&self, s: &mut HttpSession, _input: &[u8], conn: &mut Conn<'_>) {
@@ -751,6 +765,10 @@ impl Service for Http {
         s.paused = false;
         s.files = 0;
         s.file_bytes = 0;
+        if let Some(tail) = s.tail.take() {
+            self.answer_tail(s, &tail, conn);
+            return;
+        }
         if s.body.is_none() && !s.head_timer {
             self.keepalive(conn);
         }
