@@ -239,7 +239,7 @@ fn run() -> Result<(), String> {
     };
     let _ = writeln!(
         out,
-        "{} connections, wrk -t{} for {} s per run after a 1 s warm-up; server ({}) pinned to {}{}, wrk to {}; median of {} rounds, contenders taking turns (the order rotated each round). ×nginx: the median over the rounds of the ratio to nginx in the same round (higher is better for every column but p99).\n",
+        "{} connections, wrk -t{} for {} s per run after a 1 s warm-up; server ({}) pinned to {}{}, wrk to {}; median of {} rounds, the servers side by side, taking turns at the load (the order rotated each round). ×nginx: the median over the rounds of the ratio to nginx in the same round (higher is better for every column but p99).\n",
         bench.connections,
         bench.load_threads,
         bench.secs,

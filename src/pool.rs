@@ -435,9 +435,10 @@ fn run_service<S: Service>(
     if let Ev::Open(info) = ev {
         let mut deadline = DeadlineState::default();
         let mut closing = false;
-        let session = {
+        let (session, holding) = {
             let mut c = Conn::new(conn, cmds, &mut deadline, r.mailbox, &mut closing);
-            service.open(info, &mut c)
+            let session = service.open(info, &mut c);
+            (session, c.paused_reading())
         };
         let entry = Entry {
             id: conn,
@@ -445,7 +446,7 @@ fn run_service<S: Service>(
             input: None,
             deadline,
             closing,
-            holding: false,
+            holding,
         };
         // Insert the new session before telling the service about a stale one, so a panic
         // in `close` cannot leave the new connection without a session.

@@ -22,6 +22,7 @@ every_backend!(
     pipelined_requests_are_answered_in_order,
     pipelined_large_files_keep_order_and_bounds,
     deep_pipeline_behind_file_bodies_is_answered_whole,
+    slow_reader_behind_file_bodies_outlasts_the_header_timeout,
     malformed_requests_get_400_and_close,
     size_limits_get_414_431_413,
     request_bodies_are_discarded,
@@ -666,6 +667,42 @@ fn deep_pipeline_behind_file_bodies_is_answered_whole(setup: Setup) {
     }
     assert!(c.closed());
     assert_eq!(server.stats().service_panics, 0);
+}
+
+/// A request with a body among pipelined file requests arms the header timeout while it is
+/// read; once answered, with file bodies still queued (more than the sockets' buffers
+/// hold), that deadline must not close a client that is only slow to read (it did: the
+/// connection closed after the timeout and the requests behind the queued bodies were
+/// never answered).
+fn slow_reader_behind_file_bodies_outlasts_the_header_timeout(setup: Setup) {
+    let site = site();
+    let big = Rng::new(8).bytes(3 << 20);
+    std::fs::write(site.root.join("big.bin"), &big).unwrap();
+    let timeout = Duration::from_millis(300);
+    let server = server(setup, |h| {
+        h.root(&site.root).header_timeout(timeout);
+    });
+    let mut c = Client::new(server.local_addr());
+    let mut batch = get("/big.bin");
+    batch.extend_from_slice(
+        b"POST /small.html HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    for _ in 0..9 {
+        batch.extend_from_slice(&get("/big.bin"));
+    }
+    batch.extend_from_slice(&get("/small.html"));
+    c.send(&batch);
+    // Not read for several times the header timeout: an absence of a close is what is
+    // checked, so this waits out a time rather than a condition.
+    std::thread::sleep(timeout * 4);
+    assert!(c.response(false).body == big);
+    assert_eq!(c.response(false).status, 405);
+    for i in 0..9 {
+        let r = c.response(false);
+        assert_eq!(r.status, 200, "file {i}");
+        assert!(r.body == big, "file {i} differs");
+    }
+    assert_eq!(c.response(false).body, small_body());
 }
 
 fn malformed_requests_get_400_and_close(setup: Setup) {

@@ -398,8 +398,8 @@ impl PollDriver {
                         continue; // bounded by its linger deadline
                     }
                     // Idle: the server was ready to read and nothing came. While reading is
-                    // paused by the server itself (output over the limit, worker behind) the
-                    // clock does not run.
+                    // paused by the server itself (output over the limit, worker behind, the
+                    // service's hold) the clock does not run.
                     let reading = c.want(stopping).read;
                     if !reading {
                         c.last_read = now;

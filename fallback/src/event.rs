@@ -12,7 +12,8 @@
 //! - output is applied in command order: bytes ([`Command::Send`]) and file ranges
 //!   ([`Command::SendFile`]) leave in the order they were queued;
 //! - [`Dispatch::backlog`] is called with `true` when a connection's queued output goes above
-//!   `output_high` and with `false` when it is back at or below `output_low`;
+//!   `output_high` while it is being read from (not while the service holds reading paused)
+//!   and with `false` when it is back at or below `output_low`;
 //! - after [`Command::NotifyDrained`], [`Dispatch::drained`] is called once, as soon as the
 //!   connection's queued output is at or below `output_low` (at once if it already is);
 //!   after [`Command::PauseUntilDrained`] too, and the connection is not read from from

@@ -67,7 +67,9 @@ pub trait Service: Send + Sync + 'static {
     type Session: Send + 'static;
 
     /// Most unconsumed input one connection may hold (default [`DEFAULT_INPUT_LIMIT`]).
-    /// Past it, [`Service::input_full`] is called and the connection closes.
+    /// Past it, [`Service::input_full`] is called and the connection closes; except while
+    /// the service holds reading paused ([`Conn::pause_reading_until_drained`]): input the
+    /// driver handed over before it had the pause is then kept.
     fn input_limit(&self) -> usize {
         DEFAULT_INPUT_LIMIT
     }

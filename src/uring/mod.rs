@@ -54,8 +54,8 @@
 //!   at its final close.
 //! - Idle timeout: a connection that sent nothing for `idle_timeout` while the driver was
 //!   ready to read from it is closed; while reading is paused by the driver itself (output
-//!   over the limit, worker behind, buffer ring empty, close asked, shutdown) the clock does
-//!   not run. Send timeout: a connection whose queued output made no progress (no send wrote
+//!   over the limit, worker behind, buffer ring empty, close asked, shutdown) or by the
+//!   service, the clock does not run. Send timeout: a connection whose queued output made no progress (no send wrote
 //!   anything) for `send_timeout` is closed, a peer that stopped reading, including one whose
 //!   service asked to close. Neither applies while a connection lingers (the linger
 //!   deadline bounds that). Both count as `timed_out`.

@@ -225,11 +225,9 @@ pub struct HttpSession {
     drain_asked: bool,
     /// Requests wait until output drains.
     paused: bool,
-    /// The peer stopped sending: answer what is held, then close.
-    at_eof: bool,
-    /// Requests that arrived before the peer's EOF and wait, behind file bodies, for output
-    /// to drain (no more than the input limit: what the connection held).
-    tail: Option<Box<[u8]>>,
+    /// The peer stopped sending, and requests that came before its EOF wait behind file
+    /// bodies for output to drain: the input held at the EOF and how far it was answered.
+    tail: Option<(Box<[u8]>, usize)>,
 }
 
 /// A request whose body is being discarded: its head, kept to answer it afterwards.
@@ -252,22 +250,23 @@ fn persist_of(req: &Request<'_>) -> Persist {
 }
 
 impl Http {
-    /// After the peer's EOF: answer the requests in `rest`, in order, then close; if file
-    /// bodies pause them first, keep the others until output drains (see `drained`).
-    fn answer_tail(&self, s: &mut HttpSession, rest: &[u8], conn: &mut Conn<'_>) {
+    /// After the peer's EOF: answer the requests in `rest`, in order, then close. If file
+    /// bodies pause them first, returns how much of `rest` was answered: the others wait
+    /// until output drains (see `drained`).
+    fn answer_tail(&self, s: &mut HttpSession, rest: &[u8], conn: &mut Conn<'_>) -> Option<usize> {
         let mut used = 0;
         while used < rest.len() && !conn.is_closing() {
             let n = self.data(s, &rest[used..], conn);
             if n == 0 {
                 if s.paused {
-                    s.tail = Some(rest[used..].into());
-                    return;
+                    return Some(used);
                 }
                 break;
             }
             used += n;
         }
         conn.close();
+        None
     }
 
     fn log_request(
@@ -723,7 +722,6 @@ impl Service for Http {
             file_bytes: 0,
             drain_asked: false,
             paused: false,
-            at_eof: false,
             tail: None,
         }
     }
@@ -750,8 +748,9 @@ impl Service for Http {
 
     fn eof(&self, s: &mut HttpSession, rest: &[u8], conn: &mut Conn<'_>) {
         // Requests that arrived before the peer's EOF are still answered.
-        s.at_eof = true;
-        self.answer_tail(s, rest, conn);
+        if let Some(used) = self.answer_tail(s, rest, conn) {
+            s.tail = Some((rest[used..].into(), 0));
+        }
     }
 
     fn input_full(&self, s: &mut HttpSession, _input: &[u8], conn: &mut Conn<'_>) {
@@ -765,8 +764,10 @@ impl Service for Http {
         s.paused = false;
         s.files = 0;
         s.file_bytes = 0;
-        if let Some(tail) = s.tail.take() {
-            self.answer_tail(s, &tail, conn);
+        if let Some((tail, at)) = s.tail.take() {
+            if let Some(used) = self.answer_tail(s, &tail[at..], conn) {
+                s.tail = Some((tail, at + used));
+            }
             return;
         }
         if s.body.is_none() && !s.head_timer {
@@ -775,6 +776,12 @@ impl Service for Http {
     }
 
     fn deadline(&self, s: &mut HttpSession, conn: &mut Conn<'_>) {
+        if s.drain_asked && !s.head_timer && s.body.is_none() {
+            // Left by a request answered while file bodies were queued: the connection is
+            // not idle but waiting for its output to drain (the engine's send timeout
+            // covers a peer that stopped reading), and `drained` sets the next deadline.
+            return;
+        }
         if s.head_timer || s.body.is_some() {
             self.refuse(s, Status::RequestTimeout, None, conn);
         }
