@@ -196,6 +196,15 @@ fn run() -> Result<(), String> {
 
     let only = std::env::var("RINGPORT_BENCH_ONLY").unwrap_or_default();
     let wanted = |s: &Scenario| only.is_empty() || only.split(',').any(|k| k.trim() == s.key);
+    let unknown = only
+        .split(',')
+        .map(str::trim)
+        .find(|k| !k.is_empty() && !SCENARIOS.iter().any(|s| s.key == *k));
+    if let Some(k) = unknown {
+        return Err(format!(
+            "RINGPORT_BENCH_ONLY: no scenario {k:?} (plaintext, small, big)"
+        ));
+    }
     if !SCENARIOS.iter().any(wanted) {
         return Err(format!(
             "RINGPORT_BENCH_ONLY={only:?} names no scenario (plaintext, small, big)"
@@ -239,7 +248,7 @@ fn run() -> Result<(), String> {
     };
     let _ = writeln!(
         out,
-        "{} connections, wrk -t{} for {} s per run after a 1 s warm-up; server ({}) pinned to {}{}, wrk to {}; median of {} rounds, the servers side by side, taking turns at the load (the order rotated each round). ×nginx: the median over the rounds of the ratio to nginx in the same round (higher is better for every column but p99).\n",
+        "{} connections, wrk -t{} for {} s per run (each server warmed up once per scenario, 1 s); server ({}) pinned to {}{}, wrk to {}; median of {} rounds, the servers side by side, taking turns at the load (the order rotated each round). ×nginx: the median over the rounds of the ratio to nginx in the same round (higher is better for every column but p99).\n",
         bench.connections,
         bench.load_threads,
         bench.secs,

@@ -1264,6 +1264,15 @@ const STREAMS: &[&[u8]] = &[
     b"POST /u HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n",
     b"GET /index.html HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\nbodyGET /%2e%2e/x HTTP/1.1\r\nHost: t\r\n\r\n",
     b"GET /small.html HTTP/1.1\r\nHost: t\r\nIf-None-Match: *\r\nIf-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n\r\n",
+    // More file bodies than are queued at once: the EOF behind them finds requests waiting.
+    concat!(
+        "GET /medium.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /medium.bin HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /medium.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /medium.bin HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /medium.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /medium.bin HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /medium.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /medium.bin HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /medium.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /small.html HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .as_bytes(),
 ];
 
 /// Random bytes and mutated request streams, cut into random writes: the server answers

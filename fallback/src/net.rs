@@ -39,17 +39,26 @@ pub fn listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>>
 pub fn listeners_with(addr: SocketAddr, count: usize, share: bool) -> io::Result<Vec<TcpListener>> {
     let count = count.max(1);
     let group = cfg!(target_os = "linux") && count > 1;
-    let mut addr = addr;
-    if group && !share && addr.port() != 0 {
+    let first = if group && !share && addr.port() != 0 {
         // Fails with EADDRINUSE when a listener of any process holds the address; a
         // `SO_REUSEPORT` group of another process included.
         drop(bind(addr, false)?);
+        bind(addr, true)?
     } else if group && !share {
-        // Port 0: the port picked for the probe is free of other listeners; keep it.
-        let probe = bind(addr, false)?;
-        addr = probe.local_addr()?;
-    }
-    let first = bind(addr, group || share)?;
+        // Port 0: the port picked for a probe is free of other listeners; the group takes
+        // it once the probe is closed. Something else may take it in that moment (an
+        // outgoing connection's local port, another bind): then another probe.
+        let mut tries = 0;
+        loop {
+            let picked = bind(addr, false)?.local_addr()?;
+            match bind(picked, true) {
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries < 16 => tries += 1,
+                bound => break bound?,
+            }
+        }
+    } else {
+        bind(addr, share)?
+    };
     let bound = first.local_addr()?;
     let mut out = Vec::with_capacity(count);
     out.push(first);
