@@ -360,8 +360,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Default)]
 struct Scrapes {
     active: AtomicUsize,
-    /// Waiting for their head: a number, when each came, and a handle to shut it down.
-    waiting: Mutex<Vec<(u64, Instant, TcpStream)>>,
+    /// Waiting for their head: a number (in the order they came) and a handle to shut
+    /// each down.
+    waiting: Mutex<Vec<(u64, TcpStream)>>,
     next: AtomicU64,
 }
 
@@ -394,10 +395,10 @@ impl Scrapes {
     /// reading side, so a request that arrived just now is still answered.
     fn evict_oldest_waiting(&self) -> bool {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(oldest) = (0..waiting.len()).min_by_key(|&i| waiting[i].1) else {
+        let Some(oldest) = (0..waiting.len()).min_by_key(|&i| waiting[i].0) else {
             return false;
         };
-        let (_, _, stream) = waiting.swap_remove(oldest);
+        let (_, stream) = waiting.swap_remove(oldest);
         let _ = stream.shutdown(std::net::Shutdown::Read);
         true
     }
@@ -407,7 +408,7 @@ impl Scrapes {
         let handle = c.try_clone().ok()?;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        waiting.push((id, Instant::now(), handle));
+        waiting.push((id, handle));
         Some(id)
     }
 

@@ -495,6 +495,11 @@ impl Http {
             conn.close();
         } else if !s.drain_asked {
             self.keepalive(conn);
+        } else if conn.deadline().is_some() {
+            // One armed for this request's head or body: output is draining, and `drained`
+            // sets the next (a client slow to read its answers is not idle; the engine's
+            // send timeout covers one that stopped).
+            conn.clear_deadline();
         }
     }
 
@@ -776,12 +781,6 @@ impl Service for Http {
     }
 
     fn deadline(&self, s: &mut HttpSession, conn: &mut Conn<'_>) {
-        if s.drain_asked && !s.head_timer && s.body.is_none() {
-            // Left by a request answered while file bodies were queued: the connection is
-            // not idle but waiting for its output to drain (the engine's send timeout
-            // covers a peer that stopped reading), and `drained` sets the next deadline.
-            return;
-        }
         if s.head_timer || s.body.is_some() {
             self.refuse(s, Status::RequestTimeout, None, conn);
         }
