@@ -18,6 +18,7 @@ every_backend!(
     curl_downloads_small_files_byte_exact,
     curl_downloads_100_mib_byte_exact,
     curl_head_conditional_range_and_errors,
+    several_ranges_answer_multipart_byteranges,
     wrk_hundred_connections_no_errors,
     pipelined_requests_are_answered_in_order,
     pipelined_large_files_keep_order_and_bounds,
@@ -513,6 +514,115 @@ fn curl_head_conditional_range_and_errors(setup: Setup) {
     assert_eq!(r.body, b"405 Method Not Allowed\n");
     let r = curl(addr, "/small.html", &["-d", "posted body"]);
     assert_eq!(r.status, 405);
+}
+
+/// The `multipart/byteranges` body that answers `ranges` (inclusive) of `file`, with the
+/// boundary and part type a response named (RFC 9110 section 14.6).
+fn multipart(file: &[u8], ranges: &[(usize, usize)], boundary: &str, ty: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    for &(first, last) in ranges {
+        let len = file.len();
+        let head = format!(
+            "\r\n--{boundary}\r\nContent-Type: {ty}\r\nContent-Range: bytes {first}-{last}/{len}\r\n\r\n"
+        );
+        body.extend_from_slice(head.as_bytes());
+        body.extend_from_slice(&file[first..=last]);
+    }
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
+}
+
+/// The boundary of a `multipart/byteranges` content type.
+fn boundary_of(content_type: &str) -> &str {
+    content_type
+        .strip_prefix("multipart/byteranges; boundary=")
+        .unwrap_or_else(|| panic!("not multipart/byteranges: {content_type}"))
+}
+
+fn several_ranges_answer_multipart_byteranges(setup: Setup) {
+    let site = site();
+    let server = site_server(setup, &site);
+    let addr = server.local_addr();
+    let medium = &site.medium;
+    let n = medium.len();
+    let octets = "application/octet-stream";
+    // Parts copied into the output and a part sent as a file range, in the order asked
+    // (not sorted); a suffix range; then the same again on the same connection, behind a
+    // pipelined request.
+    let asked = format!("0-9,100000-199999,{}-{},-100", n - 500, n + 50);
+    let ranges = [
+        (0, 9),
+        (100_000, 199_999),
+        (n - 500, n - 1),
+        (n - 100, n - 1),
+    ];
+    let mut c = Client::new(addr);
+    let req = format!("GET /medium.bin HTTP/1.1\r\nHost: t\r\nRange: bytes={asked}\r\n\r\n");
+    let mut batch = req.clone().into_bytes();
+    batch.extend_from_slice(&get("/small.html"));
+    batch.extend_from_slice(req.as_bytes());
+    c.send(&batch);
+    let mut boundaries = Vec::new();
+    for i in 0..3 {
+        let r = c.response(false);
+        assert_common_fields(&r);
+        if i == 1 {
+            assert_eq!((r.status, r.body), (200, small_body()));
+            continue;
+        }
+        assert_eq!(r.status, 206, "{}", r.head);
+        assert_eq!(r.header("content-range"), None);
+        let boundary = boundary_of(r.header("content-type").unwrap()).to_string();
+        assert!(
+            r.body == multipart(medium, &ranges, &boundary, octets),
+            "{}",
+            r.head
+        );
+        boundaries.push(boundary);
+    }
+    assert_ne!(
+        boundaries[0], boundaries[1],
+        "each response has its own boundary"
+    );
+    // Answers read from a raw connection, one request at a time.
+    let mut ask = |head: &str, fields: &str| {
+        c.send(format!("{head} /small.html HTTP/1.1\r\nHost: t\r\n{fields}\r\n").as_bytes());
+        c.response(head == "HEAD")
+    };
+    // Of several ranges, one satisfiable: a plain 206 with Content-Range.
+    let r = ask("GET", "Range: bytes=700-800,5-9\r\n");
+    assert_eq!(
+        (r.status, r.header("content-range")),
+        (206, Some("bytes 5-9/612"))
+    );
+    assert_eq!(r.body, small_body()[5..10]);
+    // None satisfiable: 416.
+    let r = ask("GET", "Range: bytes=700-800,612-\r\n");
+    assert_eq!(
+        (r.status, r.header("content-range")),
+        (416, Some("bytes */612"))
+    );
+    // Overlaps adding up to more than the file, more ranges than served, a malformed one
+    // among them: the whole file.
+    let many: Vec<String> = (0..17).map(|i| format!("{i}-{i}")).collect();
+    for asked in ["0-400,200-611", &many.join(","), "0-1,x-2"] {
+        let r = ask("GET", &format!("Range: bytes={asked}\r\n"));
+        assert_eq!((r.status, r.body.len()), (200, 612), "{asked}");
+        assert_eq!(r.header("content-range"), None);
+    }
+    // A HEAD is answered with the whole file's head; a stale If-Range, the whole file.
+    let r = ask("HEAD", "Range: bytes=0-1,5-6\r\n");
+    assert_eq!((r.status, r.header("content-length")), (200, Some("612")));
+    let r = ask("GET", "Range: bytes=0-1,5-6\r\nIf-Range: \"stale\"\r\n");
+    assert_eq!((r.status, r.body.len()), (200, 612));
+    // curl reads the same body (Content-Length and all).
+    if !cfg!(windows) {
+        let r = curl(addr, "/small.html", &["-r", "0-0,-1"]);
+        assert_eq!(r.status, 206);
+        let boundary = boundary_of(r.header("content-type").unwrap());
+        let ty = "text/html; charset=utf-8";
+        assert!(r.body == multipart(&small_body(), &[(0, 0), (611, 611)], boundary, ty));
+    }
 }
 
 /// wrk's report of 100 connections for 2 s.
@@ -1260,6 +1370,7 @@ fn binary_serves_http_with_flags() {
 const STREAMS: &[&[u8]] = &[
     b"GET /small.html HTTP/1.1\r\nHost: t\r\n\r\nGET /sub/ HTTP/1.1\r\nHost: t\r\n\r\n",
     b"GET /medium.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=10-20\r\n\r\n",
+    b"GET /medium.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=0-9,30000-99999,-5\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n",
     b"HEAD /index.html HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.0\r\n\r\n",
     b"POST /u HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n",
     b"GET /index.html HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\nbodyGET /%2e%2e/x HTTP/1.1\r\nHost: t\r\n\r\n",

@@ -1,5 +1,5 @@
 //! Static files under a root directory: safe lookup, content types, validators
-//! (`ETag`, `Last-Modified`), conditional requests and single byte ranges.
+//! (`ETag`, `Last-Modified`), conditional requests and byte ranges.
 //!
 //! # Staying inside the root
 //!
@@ -436,64 +436,99 @@ pub(crate) fn if_range_holds(header: &[u8], etag: &[u8], mtime: i64) -> bool {
     date::parse_http_date(h) == Some(mtime)
 }
 
+/// Most ranges one request may ask for; a `Range` header with more is ignored (the whole
+/// file is sent), as RFC 9110 allows, so no request makes the server write thousands of
+/// part headers.
+pub(crate) const MAX_RANGES: usize = 16;
+
 /// What a `Range` header asks of a file of `len` bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RangeAsk {
-    /// Serve the whole file (no usable range: absent, malformed, several ranges).
+    /// Serve the whole file (no usable range: absent, malformed, too many, or ranges that
+    /// together ask for more than the file).
     Whole,
-    /// Serve `start..=end`.
-    Part { start: u64, end: u64 },
+    /// Serve these satisfiable ranges, in the order asked.
+    Parts(Box<Ranges>),
     /// 416.
     Unsatisfiable,
 }
 
-/// Interpret a `Range` header for a file of `len` bytes. Only one range is served; a
-/// header that is not a single well-formed byte range is ignored, as RFC 9110 allows.
-pub(crate) fn range(header: &[u8], len: u64) -> RangeAsk {
-    let Some(spec) = header.trim_ascii().strip_prefix(b"bytes=") else {
-        return RangeAsk::Whole;
-    };
-    let spec = spec.trim_ascii();
-    if spec.contains(&b',') {
-        return RangeAsk::Whole;
+/// Up to [`MAX_RANGES`] inclusive byte ranges `(first, last)`, each within the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ranges {
+    parts: [(u64, u64); MAX_RANGES],
+    n: usize,
+}
+
+impl Ranges {
+    pub(crate) fn as_slice(&self) -> &[(u64, u64)] {
+        &self.parts[..self.n]
     }
-    let Some(dash) = spec.iter().position(|&b| b == b'-') else {
-        return RangeAsk::Whole;
-    };
-    let (first, last) = (spec[..dash].trim_ascii(), spec[dash + 1..].trim_ascii());
+}
+
+/// One range spec of a `Range` header, checked for syntax only.
+enum Spec {
+    /// `first-last` (`last` is `u64::MAX` when absent).
+    From(u64, u64),
+    /// `-n`: the last `n` bytes.
+    Suffix(u64),
+}
+
+fn spec(s: &[u8]) -> Option<Spec> {
+    let dash = s.iter().position(|&b| b == b'-')?;
+    let (first, last) = (s[..dash].trim_ascii(), s[dash + 1..].trim_ascii());
     let num = super::parse::parse_decimal;
     match (first.is_empty(), last.is_empty()) {
-        (true, true) => RangeAsk::Whole,
-        (true, false) => match num(last) {
-            None => RangeAsk::Whole,
-            Some(0) => RangeAsk::Unsatisfiable,
-            Some(_) if len == 0 => RangeAsk::Unsatisfiable,
-            Some(n) => RangeAsk::Part {
-                start: len - n.min(len),
-                end: len - 1,
-            },
-        },
-        (false, _) => {
-            let Some(start) = num(first) else {
-                return RangeAsk::Whole;
-            };
-            let end = if last.is_empty() {
-                u64::MAX
-            } else {
-                match num(last) {
-                    Some(e) if e >= start => e,
-                    _ => return RangeAsk::Whole,
-                }
-            };
-            if start >= len {
-                RangeAsk::Unsatisfiable
-            } else {
-                RangeAsk::Part {
-                    start,
-                    end: end.min(len - 1),
-                }
-            }
+        (true, true) => None,
+        (true, false) => num(last).map(Spec::Suffix),
+        (false, true) => num(first).map(|f| Spec::From(f, u64::MAX)),
+        (false, false) => {
+            let (f, l) = (num(first)?, num(last)?);
+            (l >= f).then_some(Spec::From(f, l))
         }
+    }
+}
+
+/// Interpret a `Range` header for a file of `len` bytes (RFC 9110 section 14.2). A header
+/// that is not a well-formed `bytes` range set, that has more than [`MAX_RANGES`] ranges,
+/// or whose ranges add up to more than the file (overlaps), is ignored: the whole file. Of
+/// the rest, ranges that start at or past the end are dropped; none left is 416.
+pub(crate) fn range(header: &[u8], len: u64) -> RangeAsk {
+    let Some(set) = header.trim_ascii().strip_prefix(b"bytes=") else {
+        return RangeAsk::Whole;
+    };
+    let mut ranges = Ranges {
+        parts: [(0, 0); MAX_RANGES],
+        n: 0,
+    };
+    let (mut asked, mut total) = (0usize, 0u64);
+    // Empty list elements are allowed and skipped (RFC 9110 section 5.6.1).
+    for s in set.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        if s.is_empty() {
+            continue;
+        }
+        asked += 1;
+        if asked > MAX_RANGES {
+            return RangeAsk::Whole;
+        }
+        let part = match spec(s) {
+            None => return RangeAsk::Whole,
+            Some(Spec::Suffix(0)) => None,
+            Some(Spec::Suffix(n)) => (len > 0).then(|| (len - n.min(len), len - 1)),
+            Some(Spec::From(first, last)) => (first < len).then(|| (first, last.min(len - 1))),
+        };
+        if let Some((first, last)) = part {
+            total = total.saturating_add(last - first + 1);
+            ranges.parts[ranges.n] = (first, last);
+            ranges.n += 1;
+        }
+    }
+    if asked == 0 || total > len {
+        RangeAsk::Whole
+    } else if ranges.n == 0 {
+        RangeAsk::Unsatisfiable
+    } else {
+        RangeAsk::Parts(Box::new(ranges))
     }
 }
 
@@ -570,17 +605,73 @@ mod tests {
     #[test]
     fn ranges() {
         use RangeAsk::*;
-        assert_eq!(range(b"bytes=0-9", 100), Part { start: 0, end: 9 });
-        assert_eq!(range(b"bytes=90-", 100), Part { start: 90, end: 99 });
-        assert_eq!(range(b"bytes=90-500", 100), Part { start: 90, end: 99 });
-        assert_eq!(range(b"bytes=-10", 100), Part { start: 90, end: 99 });
-        assert_eq!(range(b"bytes=-500", 100), Part { start: 0, end: 99 });
+        fn parts(header: &[u8], len: u64) -> Vec<(u64, u64)> {
+            match range(header, len) {
+                Parts(r) => r.as_slice().to_vec(),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(parts(b"bytes=0-9", 100), [(0, 9)]);
+        assert_eq!(parts(b"bytes=90-", 100), [(90, 99)]);
+        assert_eq!(parts(b"bytes=90-500", 100), [(90, 99)]);
+        assert_eq!(parts(b"bytes=-10", 100), [(90, 99)]);
+        assert_eq!(parts(b"bytes=-500", 100), [(0, 99)]);
         assert_eq!(range(b"bytes=100-", 100), Unsatisfiable);
         assert_eq!(range(b"bytes=-0", 100), Unsatisfiable);
         assert_eq!(range(b"bytes=0-", 0), Unsatisfiable);
+        assert_eq!(range(b"bytes=-5", 0), Unsatisfiable);
         assert_eq!(range(b"bytes=5-1", 100), Whole);
-        assert_eq!(range(b"bytes=0-1,5-6", 100), Whole);
         assert_eq!(range(b"items=0-1", 100), Whole);
         assert_eq!(range(b"bytes=x-1", 100), Whole);
+        assert_eq!(range(b"bytes=", 100), Whole);
+        assert_eq!(range(b"bytes=,", 100), Whole);
+        // Several ranges, in the order asked; empty elements and spaces are allowed.
+        assert_eq!(parts(b"bytes=0-1,5-6", 100), [(0, 1), (5, 6)]);
+        assert_eq!(
+            parts(b"bytes= 50-59 ,, -5,0-0", 100),
+            [(50, 59), (95, 99), (0, 0)]
+        );
+        // Unsatisfiable ones are dropped; all of them is 416; a bad one spoils the set.
+        assert_eq!(parts(b"bytes=200-300,0-1", 100), [(0, 1)]);
+        assert_eq!(range(b"bytes=200-300,100-", 100), Unsatisfiable);
+        assert_eq!(range(b"bytes=0-1,x", 100), Whole);
+        assert_eq!(range(b"bytes=0-1,3-2", 100), Whole);
+        // Overlaps that add up to more than the file, or too many ranges: the whole file.
+        assert_eq!(range(b"bytes=0-60,40-99", 100), Whole);
+        assert_eq!(parts(b"bytes=0-60,40-50", 100), [(0, 60), (40, 50)]);
+        let many: Vec<String> = (0..=MAX_RANGES).map(|i| format!("{i}-{i}")).collect();
+        assert_eq!(
+            range(format!("bytes={}", many.join(",")).as_bytes(), 100),
+            Whole
+        );
+        let most = &many[..MAX_RANGES];
+        let r = parts(format!("bytes={}", most.join(",")).as_bytes(), 100);
+        assert_eq!(r.len(), MAX_RANGES);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any header, well formed or not, gives ranges inside the file, no more than
+        /// served at once, adding up to no more than the file.
+        #[test]
+        fn ranges_stay_inside_the_file(
+            header in "(bytes=)?[-0-9, x]{0,60}|bytes=([0-9]{0,20}-[0-9]{0,20},?){0,20}",
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            len in 0u64..2000,
+        ) {
+            for h in [header.as_bytes(), &raw[..]] {
+                if let RangeAsk::Parts(r) = range(h, len) {
+                    let parts = r.as_slice();
+                    proptest::prop_assert!(!parts.is_empty() && parts.len() <= MAX_RANGES);
+                    let mut total = 0;
+                    for &(first, last) in parts {
+                        proptest::prop_assert!(first <= last && last < len, "{parts:?} of {len}");
+                        total += last - first + 1;
+                    }
+                    proptest::prop_assert!(total <= len);
+                }
+            }
+        }
     }
 }

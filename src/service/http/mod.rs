@@ -9,8 +9,8 @@
 //! - A malformed head is answered 400 and the connection closes; a request line over the
 //!   head limit 414, a head over it 431.
 //! - Files: `Content-Type` from the extension, `index.html` for a directory, `ETag` and
-//!   `Last-Modified` with `If-None-Match` / `If-Modified-Since` (304), one `Range` (206, or
-//!   416 when unsatisfiable). Small bodies are copied into the output; larger ones go to the
+//!   `Last-Modified` with `If-None-Match` / `If-Modified-Since` (304), `Range` (206, with a
+//!   `multipart/byteranges` body for several ranges; 416 when unsatisfiable). Small bodies are copied into the output; larger ones go to the
 //!   driver as file ranges (zero copy, bounded memory). No request reads outside the root:
 //!   `..` segments, encoded separators, backslashes and NUL bytes are refused, and on Linux
 //!   files open with `openat2(RESOLVE_BENEATH)`, so no symbolic link leads out.
@@ -40,9 +40,11 @@ mod parse;
 mod response;
 
 use std::cell::RefCell;
+use std::fs::File;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -603,16 +605,11 @@ impl Http {
             }
             _ => RangeAsk::Whole,
         };
-        let mut range_buf = [0u8; 64];
-        let (status, start, len, content_range) = match ask {
-            RangeAsk::Whole => (Status::Ok, 0, f.len, 0),
-            RangeAsk::Part { start, end } => {
-                let mut cur = &mut range_buf[..];
-                let _ = write!(cur, "bytes {start}-{end}/{}", f.len);
-                let n = 64 - cur.len();
-                (Status::PartialContent, start, end - start + 1, n)
-            }
+        let parts = match ask {
+            RangeAsk::Whole => None,
+            RangeAsk::Parts(r) => Some(r),
             RangeAsk::Unsatisfiable => {
+                let mut range_buf = [0u8; 64];
                 let mut cur = &mut range_buf[..];
                 let _ = write!(cur, "bytes */{}", f.len);
                 let n = 64 - cur.len();
@@ -621,48 +618,183 @@ impl Http {
                 return (status, short(conn, status, persist, false, &extra));
             }
         };
+        let status = match parts {
+            None => Status::Ok,
+            Some(_) => Status::PartialContent,
+        };
         let mut w = HeadWriter::start(conn, status);
-        w.field(b"Content-Type", f.content_type.as_bytes())
-            .field(b"Last-Modified", &modified)
+        w.field(b"Last-Modified", &modified)
             .field(b"ETag", etag)
             .field(b"Accept-Ranges", b"bytes");
-        if content_range > 0 {
-            w.field(b"Content-Range", &range_buf[..content_range]);
+        let mut body = FileBody {
+            file: Some(f.file),
+            shared: None,
+            copied: 0,
+            sent: 0,
+        };
+        match parts.as_deref().map(files::Ranges::as_slice) {
+            None => {
+                w.field(b"Content-Type", f.content_type.as_bytes());
+                w.finish(f.len, persist);
+                if !head_only {
+                    body.part(s, conn, 0, f.len);
+                }
+            }
+            Some(&[(first, last)]) => {
+                let mut range_buf = [0u8; 64];
+                let mut cur = &mut range_buf[..];
+                let _ = write!(cur, "bytes {first}-{last}/{}", f.len);
+                let n = 64 - cur.len();
+                w.field(b"Content-Type", f.content_type.as_bytes())
+                    .field(b"Content-Range", &range_buf[..n]);
+                w.finish(last - first + 1, persist);
+                if !head_only {
+                    body.part(s, conn, first, last - first + 1);
+                }
+            }
+            Some(ranges) => {
+                // RFC 9110 section 14.6: each range as a part with its own Content-Type
+                // and Content-Range, between boundary lines.
+                let boundary = Boundary::next();
+                let boundary = boundary.as_bytes();
+                let mut heads = Vec::with_capacity(ranges.len() * 96);
+                let mut ends = [0usize; files::MAX_RANGES];
+                let mut len = 0;
+                for (i, &(first, last)) in ranges.iter().enumerate() {
+                    heads.extend_from_slice(b"\r\n--");
+                    heads.extend_from_slice(boundary);
+                    heads.extend_from_slice(b"\r\nContent-Type: ");
+                    heads.extend_from_slice(f.content_type.as_bytes());
+                    let _ = write!(
+                        heads,
+                        "\r\nContent-Range: bytes {first}-{last}/{}\r\n\r\n",
+                        f.len
+                    );
+                    ends[i] = heads.len();
+                    len += last - first + 1;
+                }
+                let closing_len = 8 + boundary.len() as u64;
+                let mut ty = Vec::with_capacity(32 + boundary.len());
+                ty.extend_from_slice(b"multipart/byteranges; boundary=");
+                ty.extend_from_slice(boundary);
+                w.field(b"Content-Type", &ty);
+                w.finish(len + heads.len() as u64 + closing_len, persist);
+                if !head_only {
+                    let mut from = 0;
+                    for (&(first, last), &end) in ranges.iter().zip(&ends) {
+                        conn.write(&heads[from..end]);
+                        body.sent += (end - from) as u64;
+                        from = end;
+                        if !body.part(s, conn, first, last - first + 1) {
+                            break;
+                        }
+                    }
+                    if !conn.is_closing() {
+                        conn.write(b"\r\n--");
+                        conn.write(boundary);
+                        conn.write(b"--\r\n");
+                        body.sent += closing_len;
+                    }
+                }
+            }
         }
-        w.finish(len, persist);
-        if head_only || len == 0 {
-            return (status, 0);
+        if body.shared.is_some() {
+            if !s.drain_asked {
+                s.drain_asked = true;
+                conn.clear_deadline();
+                conn.notify_drained();
+            }
+            if s.files >= FILES_IN_FLIGHT || s.file_bytes >= FILE_BYTES_IN_FLIGHT {
+                // No more requests until these bodies are out, and no more reading either:
+                // pipelined requests wait in the socket, not here.
+                s.paused = true;
+                conn.pause_reading_until_drained();
+            }
         }
-        if len <= COPY_MAX {
-            // One copy of a small body is cheaper than a second send of a file range.
+        (status, body.sent)
+    }
+}
+
+/// A file's bytes on their way into a response body.
+struct FileBody {
+    /// The file, until a range of it is queued.
+    file: Option<File>,
+    /// The file, shared by the ranges queued for the driver.
+    shared: Option<Arc<File>>,
+    /// Bytes copied into the output so far, at most [`COPY_MAX`] per response.
+    copied: u64,
+    /// Body bytes written or queued.
+    sent: u64,
+}
+
+impl FileBody {
+    /// Copy `len` bytes from `start` into the output while the response's copies stay
+    /// within [`COPY_MAX`] (one copy of a small body is cheaper than a second send of a
+    /// file range), else queue them as a file range. False when the file shrank under
+    /// us: the promised length cannot be kept, so the connection closes.
+    fn part(&mut self, s: &mut HttpSession, conn: &mut Conn<'_>, start: u64, len: u64) -> bool {
+        if len == 0 {
+            return true;
+        }
+        if self.copied + len <= COPY_MAX {
+            self.copied += len;
+            let file = match (&self.shared, &self.file) {
+                (Some(f), _) => &**f,
+                (None, Some(f)) => f,
+                (None, None) => unreachable!("a file body always has its file"),
+            };
             let got = SCRATCH.with(|scratch| {
                 let buf = &mut scratch.borrow_mut().1;
                 buf.resize(len as usize, 0);
-                let got = files::read_at(&f.file, buf, start).unwrap_or(0);
+                let got = files::read_at(file, buf, start).unwrap_or(0);
                 conn.write(&buf[..got]);
                 got as u64
             });
+            self.sent += got;
             if got < len {
-                // The file shrank under us: the promised length cannot be kept.
                 conn.close();
+                return false;
             }
-            return (status, got);
+            return true;
         }
-        conn.send_file(Arc::new(f.file), start, len);
+        let file = match (self.shared.as_ref(), self.file.take()) {
+            (Some(f), _) => Arc::clone(f),
+            (None, Some(f)) => Arc::clone(self.shared.insert(Arc::new(f))),
+            (None, None) => unreachable!("a file body always has its file"),
+        };
+        conn.send_file(file, start, len);
         s.files += 1;
         s.file_bytes += len;
-        if !s.drain_asked {
-            s.drain_asked = true;
-            conn.clear_deadline();
-            conn.notify_drained();
+        self.sent += len;
+        true
+    }
+}
+
+/// The boundary between the parts of a `multipart/byteranges` body: 16 hex digits, a
+/// different number for every response of the process.
+struct Boundary([u8; 16]);
+
+impl Boundary {
+    fn next() -> Boundary {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        // A counter run through a mixing function (splitmix64) with the process id, so
+        // boundaries do not repeat in a process and differ between processes.
+        let mut x = NEXT
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(u64::from(std::process::id()) << 32)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        let mut out = [0u8; 16];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = b"0123456789abcdef"[(x >> (60 - 4 * i)) as usize & 0xf];
         }
-        if s.files >= FILES_IN_FLIGHT || s.file_bytes >= FILE_BYTES_IN_FLIGHT {
-            // No more requests until these bodies are out, and no more reading either:
-            // pipelined requests wait in the socket, not here.
-            s.paused = true;
-            conn.pause_reading_until_drained();
-        }
-        (status, len)
+        Boundary(out)
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 }
 
