@@ -230,6 +230,9 @@ pub struct HttpSession {
     /// The peer stopped sending, and requests that came before its EOF wait behind file
     /// bodies for output to drain: the input held at the EOF and how far it was answered.
     tail: Option<(Box<[u8]>, usize)>,
+    /// The minor version the request being answered named, when it was read as 1.1
+    /// (HTTP/1.2 to 1.9): what its access log line says.
+    asked_minor: Option<u8>,
 }
 
 /// A request whose body is being discarded: its head, kept to answer it afterwards.
@@ -279,7 +282,8 @@ impl Http {
         bytes: u64,
         now: Instant,
     ) {
-        self.log_line(s, Some(&line_of(req)), status, bytes, now);
+        let line = line_of(req, s.asked_minor.take());
+        self.log_line(s, Some(&line), status, bytes, now);
     }
 
     /// Count an answered request and log it: with its request line, or (`None`) as one
@@ -324,7 +328,8 @@ impl Http {
         status: Status,
         conn: &mut Conn<'_>,
     ) {
-        self.refuse(s, status, Some(&line_of(req)), conn);
+        let line = line_of(req, s.asked_minor.take());
+        self.refuse(s, status, Some(&line), conn);
     }
 
     /// Arm the keep-alive deadline (unless one close enough is armed).
@@ -798,13 +803,14 @@ impl Boundary {
     }
 }
 
-/// The access log's view of a request.
-fn line_of<'a>(req: &Request<'a>) -> log::Line<'a> {
+/// The access log's view of a request; `asked_minor`: the version it named, where it was
+/// read as 1.1.
+fn line_of<'a>(req: &Request<'a>, asked_minor: Option<u8>) -> log::Line<'a> {
     log::Line {
         method: req.method,
         target: req.target,
         major: 1,
-        minor: req.minor,
+        minor: asked_minor.unwrap_or(req.minor),
         referer: req.referer,
         user_agent: req.user_agent,
     }
@@ -860,6 +866,7 @@ impl Service for Http {
             drain_asked: false,
             paused: false,
             tail: None,
+            asked_minor: None,
         }
     }
 
@@ -875,8 +882,9 @@ impl Service for Http {
         }
         let head = parse::parse_head(input, self.max_header);
         if let Head::Reject(Reject::VersionNotSupported) = head {
-            // HTTP/1.2 to 1.9 are answered as 1.1 (and logged so).
+            // HTTP/1.2 to 1.9 are answered as 1.1, and logged with the version they named.
             if let Some(copy) = parse::as_http11(input, self.max_header) {
+                s.asked_minor = parse::asked_minor(input);
                 return self.head(s, parse::parse_head(&copy, self.max_header), &copy, conn);
             }
         }

@@ -205,6 +205,11 @@ pub(crate) fn as_http11(input: &[u8], max: usize) -> Option<Vec<u8>> {
     Some(copy)
 }
 
+/// The minor version a head's request line names, where httparse does not read it.
+pub(crate) fn asked_minor(input: &[u8]) -> Option<u8> {
+    version_line(input).map(|l| l.minor)
+}
+
 /// A request line `METHOD SP target SP HTTP/d.d` (the first line that is not empty) whose
 /// version httparse does not read: method, target and version for the 505 and its log.
 fn version_line(input: &[u8]) -> Option<Line<'_>> {
