@@ -332,6 +332,18 @@ impl Http {
         self.refuse(s, status, Some(&line), conn);
     }
 
+    /// Refuse the request whose body is being read, logged with its request line.
+    fn refuse_pending(&self, s: &mut HttpSession, status: Status, conn: &mut Conn<'_>) {
+        let Some(pending) = s.body.take() else {
+            return self.refuse(s, status, None, conn);
+        };
+        match parse::parse_head(&pending.head, usize::MAX) {
+            Head::Complete(req, _) => self.refuse_request(s, &req, status, conn),
+            // The head parsed once; it parses the same way again.
+            Head::Partial | Head::Reject(_) => self.refuse(s, status, None, conn),
+        }
+    }
+
     /// Arm the keep-alive deadline (unless one close enough is armed).
     fn keepalive(&self, conn: &mut Conn<'_>) {
         let Some(t) = self.keepalive_timeout else {
@@ -345,6 +357,17 @@ impl Http {
         match conn.deadline() {
             Some(d) if d <= at && at - d < slack => {}
             _ => conn.set_deadline(at),
+        }
+    }
+
+    /// Arm the header deadline for a head or body being read, unless file bodies are
+    /// draining: the engine may then hold reading back for the output, so the rest of the
+    /// head may wait in the socket through no fault of the client's; `drained` arms it.
+    fn read_deadline(&self, s: &HttpSession, conn: &mut Conn<'_>) {
+        if s.drain_asked {
+            conn.clear_deadline();
+        } else {
+            self.header_deadline(conn);
         }
     }
 
@@ -367,7 +390,7 @@ impl Http {
             Head::Partial => {
                 if !s.head_timer {
                     s.head_timer = true;
-                    self.header_deadline(conn);
+                    self.read_deadline(s, conn);
                 }
                 0
             }
@@ -421,7 +444,7 @@ impl Http {
             reader: BodyReader::new(req.body),
             head: head.into(),
         }));
-        self.header_deadline(conn);
+        self.read_deadline(s, conn);
     }
 
     /// Discard body bytes; answer the request when the body ends.
@@ -435,7 +458,7 @@ impl Http {
         match step {
             BodyStep::More => {
                 if used > 0 {
-                    self.header_deadline(conn);
+                    self.read_deadline(s, conn);
                 }
                 used
             }
@@ -456,11 +479,7 @@ impl Http {
                 } else {
                     Status::BadRequest
                 };
-                let pending = s.body.take().expect("a body is pending");
-                match parse::parse_head(&pending.head, usize::MAX) {
-                    Head::Complete(req, _) => self.refuse_request(s, &req, status, conn),
-                    Head::Partial | Head::Reject(_) => self.refuse(s, status, None, conn),
-                }
+                self.refuse_pending(s, status, conn);
                 input.len()
             }
         }
@@ -915,13 +934,19 @@ impl Service for Http {
             }
             return;
         }
-        if s.body.is_none() && !s.head_timer {
+        if s.body.is_some() || s.head_timer {
+            // A head or body being read had no deadline while output drained.
+            self.header_deadline(conn);
+        } else {
             self.keepalive(conn);
         }
     }
 
     fn deadline(&self, s: &mut HttpSession, conn: &mut Conn<'_>) {
-        if s.head_timer || s.body.is_some() {
+        if s.body.is_some() {
+            // A body too slow: logged with its request's line.
+            self.refuse_pending(s, Status::RequestTimeout, conn);
+        } else if s.head_timer {
             self.refuse(s, Status::RequestTimeout, None, conn);
         }
         conn.close();
