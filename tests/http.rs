@@ -504,6 +504,42 @@ fn curl_head_conditional_range_and_errors(setup: Setup) {
         &["-r", "0-9", "-H", &format!("If-Range: {etag}")],
     );
     assert_eq!((r.status, &r.body[..]), (206, &small_body()[..10]));
+    // If-Range with a date: it holds when it is the file's Last-Modified, a second or more
+    // in the past (a date of this very second is a weak validator).
+    let old = site.root.join("old.txt");
+    std::fs::write(&old, b"0123456789").unwrap();
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+    let r = curl(addr, "/old.txt", &[]);
+    let old_modified = r.header("last-modified").unwrap().to_string();
+    for (date, status) in [
+        (old_modified.as_str(), 206),
+        ("Thu, 01 Jan 1970 00:00:00 GMT", 200),
+    ] {
+        let r = curl(
+            addr,
+            "/old.txt",
+            &["-r", "2-3", "-H", &format!("If-Range: {date}")],
+        );
+        assert_eq!(r.status, status, "{date}");
+    }
+    // A modification time ahead of the clock is sent as the response's Date.
+    let ahead = site.root.join("ahead.txt");
+    std::fs::write(&ahead, b"ahead").unwrap();
+    let tomorrow = std::time::SystemTime::now() + Duration::from_secs(86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&ahead)
+        .unwrap()
+        .set_modified(tomorrow)
+        .unwrap();
+    let r = curl(addr, "/ahead.txt", &[]);
+    assert_eq!(r.header("last-modified"), r.header("date"));
     // Errors.
     let r = curl(addr, "/missing.html", &[]);
     assert_eq!((r.status, &r.body[..]), (404, &b"404 Not Found\n"[..]));
@@ -868,6 +904,10 @@ fn malformed_requests_get_400_and_close(setup: Setup) {
         // An empty chunk-size line is not the last chunk: what follows must not pass for
         // trailer fields (the request after it would vanish).
         b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\r\nGET /index.html HTTP/1.1\r\nHost: t\r\n\r\n",
+        // A bare LF inside a chunk extension, a bare CR in a trailer field: each could
+        // make another parser see a different request after them.
+        b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nb\r\nhello\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\rY: b\r\n\r\n",
         // A Host, or the authority of an absolute target, that is no host and port.
         b"GET / HTTP/1.1\r\nHost: a b/c\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: ../x\r\n\r\n",
@@ -1266,6 +1306,21 @@ fn directories_index_redirect_and_autoindex(setup: Setup) {
         page.contains("href=\"x%3Cy%3E.txt\">x&lt;y&gt;.txt</a>"),
         "{page}"
     );
+    // A name that is not UTF-8: its link carries its bytes, and leads to it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(b"\xff\xfe.txt");
+        std::fs::write(site.root.join("empty").join(name), b"odd\n").unwrap();
+        let r = curl(listing.local_addr(), "/empty/", &[]);
+        let page = String::from_utf8_lossy(&r.body);
+        assert!(
+            page.contains("href=\"%FF%FE.txt\">\u{fffd}\u{fffd}.txt</a>"),
+            "{page}"
+        );
+        let r = curl(listing.local_addr(), "/empty/%FF%FE.txt", &[]);
+        assert_eq!((r.status, &r.body[..]), (200, &b"odd\n"[..]));
+    }
 }
 
 fn server_with_autoindex(setup: Setup, site: &Site) -> Server {

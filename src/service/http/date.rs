@@ -215,23 +215,25 @@ pub(crate) fn unix_secs(t: SystemTime) -> i64 {
     }
 }
 
-/// The `Date` value of a thread and the instant until which it holds.
+/// The wall clock's second of a thread, as a number and a `Date` value, and the instant
+/// until which it holds.
 struct DateCache {
     until: Option<Instant>,
+    secs: i64,
     text: [u8; HTTP_DATE_LEN],
 }
 
 thread_local! {
     /// The `Date` value of this thread, formatted at most once a second.
     static NOW: RefCell<DateCache> = const {
-        RefCell::new(DateCache { until: None, text: [0; HTTP_DATE_LEN] })
+        RefCell::new(DateCache { until: None, secs: 0, text: [0; HTTP_DATE_LEN] })
     };
 }
 
-/// The time at `now` (a monotonic instant from [`Conn::now`](crate::service::Conn::now))
-/// as an IMF-fixdate, written to `out`. The wall clock is read and formatted at most once a
-/// second per thread (when `now` reaches the next whole second of the wall clock).
-pub(crate) fn write_now_http(now: Instant, out: impl FnOnce(&[u8])) {
+/// This thread's wall-clock second at `now` (a monotonic instant from
+/// [`Conn::now`](crate::service::Conn::now)). The wall clock is read and formatted at most
+/// once a second per thread (when `now` reaches the next whole second of the wall clock).
+fn with_now<R>(now: Instant, f: impl FnOnce(&DateCache) -> R) -> R {
     NOW.with(|c| {
         let mut c = c.borrow_mut();
         if c.until.is_none_or(|until| now >= until) {
@@ -239,11 +241,22 @@ pub(crate) fn write_now_http(now: Instant, out: impl FnOnce(&[u8])) {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
             let into_second = Duration::from_nanos(u64::from(wall.subsec_nanos()));
-            c.text = http_date(wall.as_secs() as i64);
+            c.secs = wall.as_secs() as i64;
+            c.text = http_date(c.secs);
             c.until = Some(now + (Duration::from_secs(1) - into_second));
         }
-        out(&c.text);
+        f(&c)
     })
+}
+
+/// The time at `now` as an IMF-fixdate, written to `out` (see `with_now`).
+pub(crate) fn write_now_http(now: Instant, out: impl FnOnce(&[u8])) {
+    with_now(now, |c| out(&c.text))
+}
+
+/// The time at `now` in seconds since the epoch: the second the `Date` field says.
+pub(crate) fn now_secs(now: Instant) -> i64 {
+    with_now(now, |c| c.secs)
 }
 
 #[cfg(test)]

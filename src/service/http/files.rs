@@ -157,11 +157,13 @@ impl Root {
         let Ok(entries) = std::fs::read_dir(self.canonical.join(path)) else {
             return Lookup::NotFound;
         };
-        let mut names: Vec<(String, bool)> = entries
+        // Each name as its bytes (what a link to it must carry, percent-encoded, so a name
+        // that is not UTF-8 stays reachable) and whether it is a directory.
+        let mut names: Vec<(Vec<u8>, bool)> = entries
             .filter_map(Result::ok)
             .map(|e| {
                 let dir = e.file_type().is_ok_and(|t| t.is_dir());
-                (e.file_name().to_string_lossy().into_owned(), dir)
+                (e.file_name().into_encoded_bytes(), dir)
             })
             .collect();
         names.sort();
@@ -178,7 +180,7 @@ impl Root {
             page.push_str(&format!(
                 "<li><a href=\"{}{slash}\">{}{slash}</a></li>\n",
                 escape_href(&name),
-                escape_html(&name)
+                escape_html(&String::from_utf8_lossy(&name))
             ));
         }
         page.push_str("</ul></body></html>\n");
@@ -301,9 +303,9 @@ fn escape_html(s: &str) -> String {
     out
 }
 
-fn escape_href(s: &str) -> String {
+fn escape_href(s: &[u8]) -> String {
     let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
+    for &b in s {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
             out.push(b as char);
         } else {
@@ -427,13 +429,15 @@ pub(crate) fn not_modified_since(header: &[u8], mtime: i64, now: i64) -> bool {
 }
 
 /// True when an `If-Range` validator still holds: a strong `ETag` equal to the file's, or
-/// its exact `Last-Modified` date.
-pub(crate) fn if_range_holds(header: &[u8], etag: &[u8], mtime: i64) -> bool {
+/// its exact `Last-Modified` date while that date is strong, a second or more before `now`
+/// (RFC 9110 sections 8.8.2.2 and 13.1.5: within the same second the file may have
+/// changed again).
+pub(crate) fn if_range_holds(header: &[u8], etag: &[u8], mtime: i64, now: i64) -> bool {
     let h = header.trim_ascii();
     if h.starts_with(b"\"") {
         return h == etag;
     }
-    date::parse_http_date(h) == Some(mtime)
+    mtime < now && date::parse_http_date(h) == Some(mtime)
 }
 
 /// Most ranges one request may ask for; a `Range` header with more is ignored (the whole
@@ -477,7 +481,15 @@ enum Spec {
 fn spec(s: &[u8]) -> Option<Spec> {
     let dash = s.iter().position(|&b| b == b'-')?;
     let (first, last) = (s[..dash].trim_ascii(), s[dash + 1..].trim_ascii());
-    let num = super::parse::parse_decimal;
+    // Positions past 64 bits are past any file's end: they saturate (RFC 9110 section
+    // 14.1.1 has any number of digits).
+    let num = |d: &[u8]| {
+        (!d.is_empty() && d.iter().all(u8::is_ascii_digit)).then(|| {
+            d.iter().fold(0u64, |n, &b| {
+                n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+            })
+        })
+    };
     match (first.is_empty(), last.is_empty()) {
         (true, true) => None,
         (true, false) => num(last).map(Spec::Suffix),
@@ -494,7 +506,13 @@ fn spec(s: &[u8]) -> Option<Spec> {
 /// or whose ranges add up to more than the file (overlaps), is ignored: the whole file. Of
 /// the rest, ranges that start at or past the end are dropped; none left is 416.
 pub(crate) fn range(header: &[u8], len: u64) -> RangeAsk {
-    let Some(set) = header.trim_ascii().strip_prefix(b"bytes=") else {
+    // The range unit is case-insensitive (RFC 9110 section 14.1).
+    let header = header.trim_ascii();
+    let Some(set) = header
+        .get(..6)
+        .filter(|unit| unit.eq_ignore_ascii_case(b"bytes="))
+        .map(|_| &header[6..])
+    else {
         return RangeAsk::Whole;
     };
     let mut ranges = Ranges {
@@ -597,9 +615,12 @@ mod tests {
             10,
             20
         ));
-        assert!(if_range_holds(b"\"1-2\"", e, 5));
-        assert!(!if_range_holds(b"W/\"1-2\"", e, 5));
-        assert!(if_range_holds(b"Thu, 01 Jan 1970 00:00:05 GMT", e, 5));
+        assert!(if_range_holds(b"\"1-2\"", e, 5, 5));
+        assert!(!if_range_holds(b"W/\"1-2\"", e, 5, 9));
+        assert!(if_range_holds(b"Thu, 01 Jan 1970 00:00:05 GMT", e, 5, 6));
+        // A date validator of this very second is weak: it does not hold.
+        assert!(!if_range_holds(b"Thu, 01 Jan 1970 00:00:05 GMT", e, 5, 5));
+        assert!(!if_range_holds(b"Thu, 01 Jan 1970 00:00:04 GMT", e, 5, 9));
     }
 
     #[test]
@@ -625,6 +646,13 @@ mod tests {
         assert_eq!(range(b"bytes=x-1", 100), Whole);
         assert_eq!(range(b"bytes=", 100), Whole);
         assert_eq!(range(b"bytes=,", 100), Whole);
+        // Numbers past 64 bits saturate; the unit is case-insensitive.
+        assert_eq!(parts(b"bytes=0-18446744073709551616", 100), [(0, 99)]);
+        assert_eq!(parts(b"bytes=0-99999999999999999999999", 100), [(0, 99)]);
+        assert_eq!(range(b"bytes=99999999999999999999-", 100), Unsatisfiable);
+        assert_eq!(parts(b"bytes=-99999999999999999999", 100), [(0, 99)]);
+        assert_eq!(parts(b"Bytes=0-9", 100), [(0, 9)]);
+        assert_eq!(parts(b"BYTES=0-9", 100), [(0, 9)]);
         // Several ranges, in the order asked; empty elements and spaces are allowed.
         assert_eq!(parts(b"bytes=0-1,5-6", 100), [(0, 1), (5, 6)]);
         assert_eq!(

@@ -46,7 +46,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use files::{Lookup, OpenFile, RangeAsk, Root};
 use log::AccessLog;
@@ -591,7 +591,10 @@ impl Http {
         let head_only = req.method == "HEAD";
         let etag = files::ETag::new(f.mtime, f.len);
         let etag = etag.as_bytes();
-        let modified = date::http_date(f.mtime);
+        let now = date::now_secs(conn.now());
+        // A modification time ahead of the clock is sent as now (RFC 9110 section
+        // 8.8.2.1: Last-Modified is never later than Date).
+        let modified = date::http_date(f.mtime.min(now));
         // Preconditions in RFC 9110's order (section 13.2.2): If-Match, else
         // If-Unmodified-Since, can fail the request (412) before the cache validators below.
         let failed = match req.if_match {
@@ -606,9 +609,9 @@ impl Http {
         }
         let not_modified = match req.if_none_match {
             Some(h) => files::none_match_hits(h, etag),
-            None => req.if_modified_since.is_some_and(|h| {
-                files::not_modified_since(h, f.mtime, date::unix_secs(SystemTime::now()))
-            }),
+            None => req
+                .if_modified_since
+                .is_some_and(|h| files::not_modified_since(h, f.mtime, now)),
         };
         if not_modified {
             let mut w = HeadWriter::start(conn, Status::NotModified);
@@ -623,7 +626,7 @@ impl Http {
                     && f.len > 0
                     && req
                         .if_range
-                        .is_none_or(|ir| files::if_range_holds(ir, etag, f.mtime)) =>
+                        .is_none_or(|ir| files::if_range_holds(ir, etag, f.mtime, now)) =>
             {
                 files::range(h, f.len)
             }

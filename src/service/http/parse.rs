@@ -219,11 +219,10 @@ fn version_line(input: &[u8]) -> Option<Line<'_>> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut parts = line.splitn(3, |&b| b == b' ');
     let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
     // Visible ASCII, and the bytes of UTF-8 (as httparse takes them in a target).
     let visible = |b: &u8| (0x21..0x7f).contains(b) || *b >= 0x80;
     let well_formed = !method.is_empty()
-        && method.iter().all(tchar)
+        && method.iter().all(|&b| tchar(b))
         && !target.is_empty()
         && target.iter().all(visible)
         && version.len() == 8
@@ -585,8 +584,8 @@ impl BodyReader {
                 BodyState::Chunked(Chunk::Size) if !rest[0].is_ascii_hexdigit() => {
                     return (used, BodyStep::Malformed)
                 }
-                BodyState::Chunked(Chunk::Size) => match httparse::parse_chunk_size(rest) {
-                    Ok(httparse::Status::Complete((n, size))) => {
+                BodyState::Chunked(Chunk::Size) => match chunk_size(rest) {
+                    Ok(Some((n, size))) => {
                         used += n;
                         self.seen = self.seen.saturating_add(size);
                         if self.seen > max_body {
@@ -598,9 +597,7 @@ impl BodyReader {
                             Chunk::Data(size)
                         });
                     }
-                    Ok(httparse::Status::Partial) if rest.len() <= MAX_CHUNK_LINE => {
-                        return (used, BodyStep::More)
-                    }
+                    Ok(None) if rest.len() <= MAX_CHUNK_LINE => return (used, BodyStep::More),
                     _ => return (used, BodyStep::Malformed),
                 },
                 BodyState::Chunked(Chunk::Data(left)) => {
@@ -636,18 +633,68 @@ impl BodyReader {
                     if self.trailer > max_trailer {
                         return (used, BodyStep::Malformed);
                     }
-                    if rest[..nl]
-                        .strip_suffix(b"\r")
-                        .unwrap_or(&rest[..nl])
-                        .is_empty()
-                    {
+                    let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
+                    if line.is_empty() {
                         self.state = BodyState::Length(0);
                         return (used, BodyStep::Done);
+                    }
+                    if !trailer_field(line) {
+                        return (used, BodyStep::Malformed);
                     }
                 }
             }
         }
     }
+}
+
+/// A token character (RFC 9110 section 5.6.2).
+fn tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A byte a field value, or a chunk extension, may hold: HTAB, SP, visible ASCII and
+/// obs-text; no other control (a bare CR or LF, NUL, DEL).
+fn value_byte(b: u8) -> bool {
+    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
+}
+
+/// A chunk-size line (RFC 9112 section 7.1): `1*HEXDIG`, leading zeros allowed, the size
+/// within 64 bits; any chunk extension of field-value bytes (its parameters are ignored,
+/// as the RFC allows); CRLF. `Ok(None)`: the line has not ended yet. Returns the line's
+/// length and the size.
+fn chunk_size(line: &[u8]) -> Result<Option<(usize, u64)>, ()> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let significant = &line[..digits][line[..digits].iter().take_while(|&&b| b == b'0').count()..];
+    if digits == 0 || significant.len() > 16 {
+        return Err(());
+    }
+    let size = significant.iter().fold(0u64, |n, &d| {
+        // A hex digit, checked above.
+        n << 4 | u64::from((d as char).to_digit(16).unwrap_or(0))
+    });
+    let rest = &line[digits..];
+    let ext = rest.iter().take_while(|&&b| value_byte(b)).count();
+    // What follows the digits is only spaces and tabs (BWS) or an extension.
+    let ext_text = rest[..ext].trim_ascii_start();
+    if !(ext_text.is_empty() || ext_text.starts_with(b";")) {
+        return Err(());
+    }
+    match &rest[ext..] {
+        [] | [b'\r'] => Ok(None),
+        [b'\r', b'\n', ..] => Ok(Some((digits + ext + 2, size))),
+        _ => Err(()),
+    }
+}
+
+/// A trailer field line, without its line end: `name: value`, the name a token, the value
+/// of field-value bytes. A line folded onto the one before (obs-fold) is refused.
+fn trailer_field(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    colon > 0
+        && line[..colon].iter().all(|&b| tchar(b))
+        && line[colon + 1..].iter().all(|&b| value_byte(b))
 }
 
 #[cfg(test)]
@@ -831,6 +878,43 @@ mod tests {
         assert_eq!(discard(raw, 10).1, BodyStep::TooLarge);
         assert_eq!(discard(b"5\r\nhelloXX", 100).1, BodyStep::Malformed);
         assert_eq!(discard(b"zz\r\n", 100).1, BodyStep::Malformed);
+        // Sizes: leading zeros, up to 64 bits; spaces before an extension.
+        let ok = b"0000000000000000005\r\nhello\r\n0 ;a=\"b;c\"\r\n\r\n";
+        assert_eq!(discard(ok, 100), (ok.len(), BodyStep::Done));
+        assert_eq!(
+            chunk_size(b"ffffffffffffffff\r\n"),
+            Ok(Some((18, u64::MAX)))
+        );
+        assert_eq!(chunk_size(b"1ffffffffffffffff\r\n"), Err(()));
+        assert_eq!(chunk_size(b"5;a"), Ok(None));
+        assert_eq!(chunk_size(b"5\r"), Ok(None));
+        // A control in an extension, a line end that is not CRLF, something else after
+        // the size: malformed (a bare LF in an extension passed for part of it).
+        for bad in [
+            &b"5;a\nb\r\nhello\r\n0\r\n\r\n"[..],
+            b"5;\nhello\r\n0\r\n\r\n",
+            b"5;a\x00b\r\nhello\r\n0\r\n\r\n",
+            b"5;a\x7f\r\nhello\r\n0\r\n\r\n",
+            b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5 6\r\nhello\r\n0\r\n\r\n",
+            b"-5\r\nhello\r\n0\r\n\r\n",
+        ] {
+            assert_eq!(discard(bad, 100).1, BodyStep::Malformed, "{bad:?}");
+        }
+        // Trailer fields: a token name and a value without controls; no folding.
+        let ok = b"0\r\nX-A: 1\r\nX-B:\t\xff\n\r\n";
+        assert_eq!(discard(ok, 100), (ok.len(), BodyStep::Done));
+        for bad in [
+            &b"0\r\nX: a\rY: b\r\n\r\n"[..],
+            b"0\r\nX: a\x00\r\n\r\n",
+            b"0\r\nX: a\r\n folded\r\n\r\n",
+            b"0\r\nno colon\r\n\r\n",
+            b"0\r\n: empty name\r\n\r\n",
+            b"0\r\nX Y: z\r\n\r\n",
+        ] {
+            assert_eq!(discard(bad, 100).1, BodyStep::Malformed, "{bad:?}");
+        }
         // Byte by byte, the decoder reaches the same end.
         let mut r = BodyReader::new(BodyLen::Chunked);
         let mut held: Vec<u8> = Vec::new();
