@@ -61,6 +61,7 @@ pub(crate) enum CommandKind {
     NotifyDrained,
     PauseUntilDrained,
     ResumeReading,
+    IdleExempt(bool),
     /// Index into [`Commands::deadlines`].
     Deadline(usize),
     Close,
@@ -203,6 +204,7 @@ impl Commands {
                 CommandKind::NotifyDrained => apply(it.conn, Command::NotifyDrained),
                 CommandKind::PauseUntilDrained => apply(it.conn, Command::PauseUntilDrained),
                 CommandKind::ResumeReading => apply(it.conn, Command::ResumeReading),
+                CommandKind::IdleExempt(on) => apply(it.conn, Command::IdleExempt(on)),
                 CommandKind::Close => apply(it.conn, Command::Close),
                 CommandKind::Deadline(i) => {
                     let (at, generation) = self.deadlines[i];

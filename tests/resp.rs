@@ -39,6 +39,9 @@ every_backend!(
     maxmemory_noeviction_refuses_writes,
     maxmemory_policies_evict,
     subscriber_that_stops_reading_is_dropped_and_closed,
+    client_list_shows_every_connection,
+    subscribers_are_exempt_from_the_idle_timeout,
+    quit_leaves_the_channels_at_once,
     snapshot_round_trip_and_corrupt_file_refused,
     sigterm_under_write_load_loses_no_acknowledged_write,
 );
@@ -882,6 +885,127 @@ fn subscriber_that_stops_reading_is_dropped_and_closed(setup: Setup) {
     wait_until("the subscriber is closed", || server.stats().open == 1);
 
     assert_eq!(publisher.cmd(&["PING"]), Reply::Simple("PONG".into()));
+    drop(sub);
+}
+
+/// The lines of a CLIENT LIST reply, each as its fields.
+fn client_list(c: &mut Client, args: &[&str]) -> Vec<std::collections::HashMap<String, String>> {
+    let text = String::from_utf8(c.cmd(args).bytes().to_vec()).unwrap();
+    text.lines()
+        .map(|l| {
+            l.split(' ')
+                .filter_map(|f| f.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+fn client_list_shows_every_connection(setup: Setup) {
+    let (server, _) = server(setup, 2, |_| {});
+    let addr = server.local_addr();
+    let mut a = Client::connect(addr);
+    let mut b = Client::connect(addr);
+    let mut s = Client::connect(addr);
+    assert_eq!(a.cmd(&["CLIENT", "SETNAME", "alpha"]), Reply::ok());
+    let ids: Vec<String> = [&mut a, &mut b, &mut s]
+        .into_iter()
+        .map(|c| c.cmd(&["CLIENT", "ID"]).int().to_string())
+        .collect();
+    s.cmd(&["SUBSCRIBE", "ch", "other"]);
+    let all = client_list(&mut b, &["CLIENT", "LIST"]);
+    let mut listed: Vec<&str> = all.iter().map(|l| l["id"].as_str()).collect();
+    listed.sort_unstable();
+    let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(listed, want, "{all:?}");
+    let by_id = |id: &str| all.iter().find(|l| l["id"] == id).unwrap();
+    let (la, lb, ls) = (by_id(&ids[0]), by_id(&ids[1]), by_id(&ids[2]));
+    assert_eq!((la["name"].as_str(), la["flags"].as_str()), ("alpha", "N"));
+    assert_eq!(la["cmd"], "client");
+    assert_eq!(lb["addr"], b.writer.local_addr().unwrap().to_string());
+    assert_eq!(lb["laddr"], addr.to_string());
+    assert_eq!((ls["flags"].as_str(), ls["sub"].as_str()), ("P", "2"));
+    assert_eq!(ls["cmd"], "subscribe");
+    // Filters: by type, by id (unknown ids list nothing).
+    let pubsub = client_list(&mut b, &["CLIENT", "LIST", "TYPE", "pubsub"]);
+    assert_eq!(pubsub.len(), 1);
+    assert_eq!(pubsub[0]["id"], ids[2]);
+    assert_eq!(
+        client_list(&mut b, &["CLIENT", "LIST", "TYPE", "normal"]).len(),
+        2
+    );
+    let some = client_list(&mut b, &["CLIENT", "LIST", "ID", &ids[0], "999999"]);
+    assert_eq!(some.len(), 1);
+    assert_eq!(some[0]["name"], "alpha");
+    assert_eq!(
+        b.cmd(&["CLIENT", "LIST", "ID", "x"]),
+        Reply::Error("ERR Invalid client ID".into())
+    );
+    assert_eq!(
+        b.cmd(&["CLIENT", "LIST", "TYPE", "x"]),
+        Reply::Error("ERR Unknown client type 'x'".into())
+    );
+    // A connection that closes leaves the list.
+    drop(a);
+    wait_until("the closed connection leaves the list", || {
+        client_list(&mut b, &["CLIENT", "LIST"]).len() == 2
+    });
+}
+
+fn subscribers_are_exempt_from_the_idle_timeout(setup: Setup) {
+    let resp = ringport::service::resp::Resp::builder().build().unwrap();
+    let timeout = Duration::from_millis(300);
+    let mut b = setup.builder();
+    b.io_threads(2).idle_timeout(Some(timeout));
+    let server = b.build(resp).unwrap();
+    let addr = server.local_addr();
+    let mut sub = Client::connect(addr);
+    sub.cmd(&["SUBSCRIBE", "ch"]);
+    let mut plain = Client::connect(addr);
+    assert_eq!(plain.cmd(&["PING"]), Reply::Simple("PONG".into()));
+    // The plain connection that sends nothing is closed; the subscriber is not (an
+    // absence of a close is what is checked: it waits out several timeouts).
+    assert!(plain.read_to_end().is_empty());
+    std::thread::sleep(timeout * 4);
+    let mut publisher = Client::connect(addr);
+    assert_eq!(publisher.cmd(&["PUBLISH", "ch", "m"]), Reply::Int(1));
+    assert_eq!(
+        sub.read(),
+        arr(&[Reply::bulk("message"), Reply::bulk("ch"), Reply::bulk("m")])
+    );
+    // Unsubscribed, it is a plain connection again: closed once idle.
+    sub.send(&encode(&[b"UNSUBSCRIBE"]));
+    sub.read();
+    assert!(sub.read_to_end().is_empty());
+    drop(publisher);
+    wait_until("every connection closed", || server.stats().open == 0);
+}
+
+fn quit_leaves_the_channels_at_once(setup: Setup) {
+    let (server, _) = server(setup, 2, |_| {});
+    let addr = server.local_addr();
+    let mut sub = Client::connect(addr);
+    sub.cmd(&["SUBSCRIBE", "x"]);
+    let mut other = Client::connect(addr);
+    assert_eq!(other.cmd(&["PUBLISH", "x", "before"]), Reply::Int(1));
+    assert_eq!(
+        sub.read(),
+        arr(&[
+            Reply::bulk("message"),
+            Reply::bulk("x"),
+            Reply::bulk("before")
+        ])
+    );
+    assert_eq!(sub.cmd(&["QUIT"]), Reply::ok());
+    // The subscriber keeps its socket open: it is gone for PUBLISH and the counts all
+    // the same, without waiting for the close to complete.
+    assert_eq!(
+        other.cmd(&["PUBSUB", "NUMSUB", "x"]),
+        arr(&[Reply::bulk("x"), Reply::Int(0)])
+    );
+    assert_eq!(other.cmd(&["PUBLISH", "x", "after"]), Reply::Int(0));
+    assert_eq!(info_field(&mut other, "connected_clients"), 1);
     drop(sub);
 }
 

@@ -87,6 +87,8 @@ struct Conn {
     /// The service paused reading ([`Command::PauseUntilDrained`]) and has not yet said to
     /// go on ([`Command::ResumeReading`]): the pause outlasts the drain.
     hold_reading: bool,
+    /// The service exempted the connection from the idle timeout.
+    idle_exempt: bool,
     /// Reading paused because the connection's worker is behind.
     stalled: bool,
     /// Interest the poller holds now (oneshot: nothing after an event fired).
@@ -399,8 +401,9 @@ impl PollDriver {
                     }
                     // Idle: the server was ready to read and nothing came. While reading is
                     // paused by the server itself (output over the limit, worker behind, the
-                    // service's hold) the clock does not run.
-                    let reading = c.want(stopping).read;
+                    // service's hold) the clock does not run, nor for a connection the
+                    // service exempted.
+                    let reading = c.want(stopping).read && !c.idle_exempt;
                     if !reading {
                         c.last_read = now;
                     }
@@ -562,6 +565,7 @@ impl PollDriver {
             out_paused: false,
             over_limit: false,
             hold_reading: false,
+            idle_exempt: false,
             stalled: false,
             armed: Interest {
                 read: true,
@@ -834,6 +838,7 @@ impl PollDriver {
                 // low enough by then.
                 c.hold_reading = false;
             }
+            Command::IdleExempt(on) => c.idle_exempt = on,
             Command::Close => {
                 c.closing = true;
             }

@@ -154,6 +154,10 @@ pub enum Command<'a> {
     /// End a pause of [`Command::PauseUntilDrained`]: read again once queued output is at
     /// or below `output_low` (nothing to do when reading was not paused so).
     ResumeReading,
+    /// Exempt the connection from the idle timeout (`true`), or no longer (`false`): for a
+    /// connection that waits on the server by design (a Pub/Sub subscriber), where silence
+    /// is not idleness. The send timeout still applies.
+    IdleExempt(bool),
     /// Write everything queued, then close the connection.
     Close,
 }

@@ -247,6 +247,16 @@ impl<'a> Conn<'a> {
         self.cmds.push_item(self.id, CommandKind::ResumeReading);
     }
 
+    /// Exempt this connection from the server's idle timeout (`true`), or no longer
+    /// (`false`; the idle clock starts again then): for a connection that waits on the
+    /// server by design, such as a Pub/Sub subscriber, whose silence is not idleness. The
+    /// send timeout still applies.
+    pub fn exempt_from_idle_timeout(&mut self, exempt: bool) {
+        self.seal();
+        self.cmds
+            .push_item(self.id, CommandKind::IdleExempt(exempt));
+    }
+
     /// Call [`Service::deadline`] once `at` passes, unless the deadline is cleared or moved
     /// first. One deadline per connection: this replaces any earlier one.
     pub fn set_deadline(&mut self, at: Instant) {

@@ -160,6 +160,7 @@ impl UringDriver {
             out_paused: false,
             over_limit: false,
             hold_reading: false,
+            idle_exempt: false,
             stalled: false,
             starved: false,
             held: None,

@@ -55,7 +55,8 @@
 //! - Idle timeout: a connection that sent nothing for `idle_timeout` while the driver was
 //!   ready to read from it is closed; while reading is paused by the driver itself (output
 //!   over the limit, worker behind, buffer ring empty, close asked, shutdown) or by the
-//!   service, the clock does not run. Send timeout: a connection whose queued output made no progress (no send wrote
+//!   service, the clock does not run, nor for a connection the service exempted
+//!   (`IdleExempt`). Send timeout: a connection whose queued output made no progress (no send wrote
 //!   anything) for `send_timeout` is closed, a peer that stopped reading, including one whose
 //!   service asked to close. Neither applies while a connection lingers (the linger
 //!   deadline bounds that). Both count as `timed_out`.
@@ -229,6 +230,8 @@ struct Conn {
     /// The service paused reading (`PauseUntilDrained`) and has not yet said to go on
     /// (`ResumeReading`): the pause outlasts the drain.
     hold_reading: bool,
+    /// The service exempted the connection from the idle timeout (`IdleExempt`).
+    idle_exempt: bool,
     /// Reading paused, with input held: the connection's worker is behind, or input arrived
     /// while reading was paused for output.
     stalled: bool,
@@ -806,6 +809,7 @@ impl UringDriver {
             // Reading resumes when the connection is processed at the end of this turn (if
             // its output is low enough by then).
             Command::ResumeReading => c.hold_reading = false,
+            Command::IdleExempt(on) => c.idle_exempt = on,
             Command::Close => c.closing = true,
         }
         self.mark_dirty(slot);
@@ -922,8 +926,8 @@ impl UringDriver {
                         // Idle: the driver was ready to read and nothing came. While reading
                         // is paused by the driver itself (output over the limit, worker
                         // behind, buffer ring empty, close asked, shutdown) the clock does
-                        // not run.
-                        let reading = c.wants_recv(stopping) && !c.out_paused;
+                        // not run, nor for a connection the service exempted.
+                        let reading = c.wants_recv(stopping) && !c.out_paused && !c.idle_exempt;
                         if !reading {
                             c.last_read = now;
                         }

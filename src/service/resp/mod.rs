@@ -40,6 +40,7 @@ mod value;
 pub use store::EvictionPolicy;
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -145,6 +146,7 @@ impl RespBuilder {
             pubsub: PubSub::default(),
             config: self.config.clone(),
             clients: AtomicUsize::new(0),
+            listed: Mutex::default(),
             connections: AtomicU64::new(0),
             commands: (0..COUNTERS).map(|_| Counter::default()).collect(),
             next_id: AtomicU64::new(1),
@@ -201,6 +203,8 @@ pub(crate) struct Shared {
     pubsub: PubSub,
     config: Config,
     clients: AtomicUsize,
+    /// Every client, for CLIENT LIST.
+    listed: Mutex<BTreeMap<u64, Arc<Listed>>>,
     connections: AtomicU64,
     commands: Box<[Counter]>,
     next_id: AtomicU64,
@@ -323,9 +327,10 @@ pub(crate) struct Multi {
 /// The state of a connection that commands see.
 pub(crate) struct Client {
     id: u64,
-    peer: SocketAddr,
-    local: SocketAddr,
-    name: Option<Box<[u8]>>,
+    /// What other connections see of this one (CLIENT LIST), its name and address included.
+    listed: Arc<Listed>,
+    /// What `listed` shows now, to write it only when it changes.
+    shown: Shown,
     handle: Handle,
     subs: Option<Box<Subscriptions>>,
     /// SUBSCRIBE and friends changed `subs` since the registry last matched it.
@@ -341,6 +346,77 @@ impl Client {
     fn subscribed(&self) -> bool {
         self.subs.as_ref().is_some_and(|s| s.count() > 0)
     }
+
+    /// This client's state as CLIENT LIST shows it.
+    fn shown(&self) -> Shown {
+        Shown {
+            cmd: self.last.map(|s| s.name),
+            sub: self.subs.as_ref().map_or(0, |s| s.channels.len()),
+            psub: self.subs.as_ref().map_or(0, |s| s.patterns.len()),
+            multi: self.multi.as_ref().map_or(-1, |m| m.queued.len() as i64),
+        }
+    }
+
+    /// Make what other connections see of this one current: after each batch of commands
+    /// (a time stamp, and a lock only when something else changed).
+    fn update_listed(&mut self, now_ms: u64) {
+        self.listed.last_ms.store(now_ms, Ordering::Relaxed);
+        let shown = self.shown();
+        if shown != self.shown {
+            self.shown = shown;
+            self.listed.state().1 = shown;
+        }
+    }
+}
+
+/// What CLIENT LIST shows of a connection, readable by every other.
+pub(crate) struct Listed {
+    id: u64,
+    peer: SocketAddr,
+    local: SocketAddr,
+    /// When it connected and when its last commands ran, in milliseconds since the epoch.
+    since_ms: u64,
+    last_ms: AtomicU64,
+    /// Its name (CLIENT SETNAME) and its state as of its last batch of commands.
+    state: Mutex<(Option<Box<[u8]>>, Shown)>,
+}
+
+impl Listed {
+    fn new(id: u64, peer: SocketAddr, local: SocketAddr) -> Arc<Listed> {
+        let now = unix_ms();
+        Arc::new(Listed {
+            id,
+            peer,
+            local,
+            since_ms: now,
+            last_ms: AtomicU64::new(now),
+            state: Mutex::new((None, Shown::NEW)),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, (Option<Box<[u8]>>, Shown)> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A client's state as CLIENT LIST shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shown {
+    /// The last command run.
+    cmd: Option<&'static str>,
+    sub: usize,
+    psub: usize,
+    /// Commands queued in MULTI, -1 outside one.
+    multi: i64,
+}
+
+impl Shown {
+    const NEW: Shown = Shown {
+        cmd: None,
+        sub: 0,
+        psub: 0,
+        multi: -1,
+    };
 }
 
 /// Where a connection's replies go.
@@ -371,6 +447,8 @@ pub struct Session {
     /// Input that was held back (output over [`OUTPUT_PAUSE`]) when the peer's EOF came,
     /// and how much of it has run: its commands run as the output drains.
     after_eof: Option<(Vec<u8>, usize)>,
+    /// No longer counted among the clients nor subscribed (QUIT, or the close).
+    left: bool,
 }
 
 impl Session {
@@ -539,6 +617,8 @@ impl Resp {
                             s.route = Route::Entering(out[mark..].to_vec());
                             out.clear();
                             conn.notify_drained();
+                            // A subscriber waits for messages: its silence is not idleness.
+                            conn.exempt_from_idle_timeout(true);
                         }
                     }
                     s.frame.reset();
@@ -559,6 +639,7 @@ impl Resp {
         if count > 0 {
             let c = &self.shared.commands[s.client.id as usize % COUNTERS];
             c.0.fetch_add(count, Ordering::Relaxed);
+            s.client.update_listed(now);
         }
         used
     }
@@ -583,6 +664,7 @@ impl Resp {
                 s.client.subs_changed = false;
                 conn.write(out);
                 if s.client.quit {
+                    self.leave(s);
                     conn.close();
                 }
             }
@@ -604,6 +686,23 @@ impl Resp {
         out.clear();
     }
 
+    /// The client is gone for the server: no longer counted, no longer subscribed. Once, at
+    /// QUIT or at the close.
+    fn leave(&self, s: &mut Session) {
+        if std::mem::replace(&mut s.left, true) {
+            return;
+        }
+        self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+        self.shared
+            .listed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&s.client.id);
+        if let Some(subs) = s.client.subs.take() {
+            self.shared.pubsub.remove(s.client.id, &subs);
+        }
+    }
+
     /// After output went through the handle: close on failure or QUIT, and move between
     /// routes as subscriptions come and go.
     fn after_send(&self, s: &mut Session, sent: bool, conn: &mut Conn<'_>) {
@@ -613,6 +712,8 @@ impl Resp {
             return;
         }
         if s.client.quit {
+            // Gone for PUBLISH and the counts at once, not when the close completes.
+            self.leave(s);
             let _ = s.client.handle.close();
             return;
         }
@@ -644,12 +745,18 @@ impl Service for Resp {
         let shared = &self.shared;
         shared.clients.fetch_add(1, Ordering::Relaxed);
         shared.connections.fetch_add(1, Ordering::Relaxed);
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let listed = Listed::new(id, info.peer, info.local);
+        shared
+            .listed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, Arc::clone(&listed));
         Session {
             client: Client {
-                id: shared.next_id.fetch_add(1, Ordering::Relaxed),
-                peer: info.peer,
-                local: info.local,
-                name: None,
+                id,
+                listed,
+                shown: Shown::NEW,
                 handle: conn.handle(),
                 subs: None,
                 subs_changed: false,
@@ -664,6 +771,7 @@ impl Service for Resp {
             window_in: 0,
             drain_asked: false,
             after_eof: None,
+            left: false,
         }
     }
 
@@ -720,17 +828,15 @@ impl Service for Resp {
         self.after_send(s, sent.is_ok(), conn);
     }
 
-    fn notified(&self, s: &mut Session, _conn: &mut Conn<'_>) {
+    fn notified(&self, s: &mut Session, conn: &mut Conn<'_>) {
         s.notifies = s.notifies.saturating_sub(1);
         if s.notifies == 0 && matches!(s.route, Route::Leaving) {
             s.route = Route::Conn;
+            conn.exempt_from_idle_timeout(false);
         }
     }
 
-    fn close(&self, s: Session) {
-        self.shared.clients.fetch_sub(1, Ordering::Relaxed);
-        if let Some(subs) = &s.client.subs {
-            self.shared.pubsub.remove(s.client.id, subs);
-        }
+    fn close(&self, mut s: Session) {
+        self.leave(&mut s);
     }
 }

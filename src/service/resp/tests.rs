@@ -9,7 +9,7 @@ use ringport_fallback::{ConnId, Waker};
 
 use super::commands::TABLE;
 use super::protocol::{Frame, Step};
-use super::{Client, Resp, Route, Session};
+use super::{Client, Listed, Resp, Route, Session, Shown};
 use crate::service::handle::{Handle, Mailbox};
 
 /// Bytes a strict RESP2 reply parser consumes for one reply at the start of `b`.
@@ -77,9 +77,12 @@ fn session() -> Session {
     Session {
         client: Client {
             id: 1,
-            peer: "127.0.0.1:1".parse().unwrap(),
-            local: "127.0.0.1:2".parse().unwrap(),
-            name: None,
+            listed: Listed::new(
+                1,
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            ),
+            shown: Shown::NEW,
             handle: Handle::new(id, Arc::clone(&mailbox)),
             subs: None,
             subs_changed: false,
@@ -94,6 +97,7 @@ fn session() -> Session {
         window_in: 0,
         drain_asked: false,
         after_eof: None,
+        left: false,
     }
 }
 

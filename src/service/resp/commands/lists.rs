@@ -49,7 +49,7 @@ pub fn rpush(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
 
 fn pop(ctx: &mut Ctx<'_, '_>, args: Args<'_>, front: bool) -> Res {
     if args.len() > 3 {
-        return Err(super::SYNTAX.into());
+        return Err(super::wrong_arity(if front { "lpop" } else { "rpop" }));
     }
     let count = count_arg(args, 2)?;
     let out = &mut *ctx.out;

@@ -445,7 +445,8 @@ pub fn count_arg(args: Args<'_>, i: usize) -> Result<Option<usize>, Error> {
     if args.len() <= i {
         return Ok(None);
     }
-    let n = int(args.get(i))?;
+    // As Redis: anything but a count of 0 or more, a word included, is "out of range".
+    let n = int(args.get(i)).map_err(|_| Error::from(NOT_POSITIVE))?;
     if n < 0 {
         return Err(NOT_POSITIVE.into());
     }

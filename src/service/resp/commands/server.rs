@@ -2,13 +2,15 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 
 use super::{flag, int, is, lookup, printable, Ctx, Error, Res, Spec, SYNTAX, TABLE};
 use crate::service::resp::glob;
 use crate::service::resp::protocol::{reply, Args};
 use crate::service::resp::pubsub::Subscriptions;
+use crate::service::resp::store::unix_ms;
 use crate::service::resp::store::{Keyspace, SHARDS};
-use crate::service::resp::{Client, Multi, Shared};
+use crate::service::resp::{Client, Listed, Multi, Shared, Shown};
 
 /// The version reported to clients, which some of them check for features.
 pub const REDIS_VERSION: &str = "7.0.0";
@@ -58,7 +60,7 @@ pub fn hello(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
         let mut i = 2;
         while i < args.len() {
             if is(args.get(i), "setname") && i + 1 < args.len() {
-                ctx.client.name = Some(valid_name(args.get(i + 1))?.into());
+                ctx.client.listed.state().0 = Some(valid_name(args.get(i + 1))?.into());
                 i += 2;
             } else if is(args.get(i), "auth") {
                 return Err("ERR AUTH is not supported by this server".into());
@@ -95,17 +97,107 @@ fn valid_name(name: &[u8]) -> Result<&[u8], Error> {
     Ok(name)
 }
 
-fn client_line(c: &Client) -> String {
+/// One line of CLIENT LIST and CLIENT INFO (without its newline).
+fn client_line(l: &Listed, name: Option<&[u8]>, shown: Shown, now_ms: u64) -> String {
+    let flags = match (shown.sub + shown.psub > 0, shown.multi >= 0) {
+        (true, _) => "P",
+        (false, true) => "x",
+        (false, false) => "N",
+    };
     format!(
-        "id={} addr={} laddr={} name={} db=0 sub={} psub={} multi={} cmd=client",
-        c.id,
-        c.peer,
-        c.local,
-        String::from_utf8_lossy(c.name.as_deref().unwrap_or_default()),
-        c.subs.as_ref().map_or(0, |s| s.channels.len()),
-        c.subs.as_ref().map_or(0, |s| s.patterns.len()),
-        c.multi.as_ref().map_or(-1, |m| m.queued.len() as i64),
+        "id={} addr={} laddr={} name={} age={} idle={} flags={flags} db=0 sub={} psub={} multi={} cmd={}",
+        l.id,
+        l.peer,
+        l.local,
+        String::from_utf8_lossy(name.unwrap_or_default()),
+        now_ms.saturating_sub(l.since_ms) / 1000,
+        now_ms.saturating_sub(l.last_ms.load(Ordering::Relaxed)) / 1000,
+        shown.sub,
+        shown.psub,
+        shown.multi,
+        shown.cmd.unwrap_or("NULL"),
     )
+}
+
+/// The caller's name and state now (not as of its last batch: it is running CLIENT).
+fn own_state(c: &Client, now_ms: u64) -> (Option<Box<[u8]>>, Shown) {
+    c.listed.last_ms.store(now_ms, Ordering::Relaxed);
+    let shown = Shown {
+        cmd: Some("client"),
+        ..c.shown()
+    };
+    (c.listed.state().0.clone(), shown)
+}
+
+/// The caller's own line.
+fn own_line(c: &Client, now_ms: u64) -> String {
+    let (name, shown) = own_state(c, now_ms);
+    client_line(&c.listed, name.as_deref(), shown, now_ms)
+}
+
+/// CLIENT LIST [TYPE type] [ID id ...]: every client, or those of a type or with those ids.
+fn client_list(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    let mut kind: Option<bool> = None; // Some(true): pubsub clients only; Some(false): normal.
+    let mut ids: Option<Vec<u64>> = None;
+    let mut i = 2;
+    while i < args.len() {
+        if is(args.get(i), "type") && i + 1 < args.len() {
+            let t = args.get(i + 1);
+            kind = Some(if is(t, "pubsub") {
+                true
+            } else if is(t, "normal") {
+                false
+            } else if is(t, "master") || is(t, "replica") || is(t, "slave") {
+                // No replication here: no such clients.
+                ids = Some(Vec::new());
+                false
+            } else {
+                return Err(format!("ERR Unknown client type '{}'", printable(t)).into());
+            });
+            i += 2;
+        } else if is(args.get(i), "id") && i + 1 < args.len() {
+            let mut wanted = Vec::new();
+            for a in (i + 1..args.len()).map(|j| args.get(j)) {
+                match int(a) {
+                    Ok(id) if id > 0 => wanted.push(id as u64),
+                    _ => return Err("ERR Invalid client ID".into()),
+                }
+            }
+            ids = Some(ids.map_or(wanted.clone(), |old| {
+                old.into_iter().filter(|id| wanted.contains(id)).collect()
+            }));
+            break;
+        } else {
+            return Err(SYNTAX.into());
+        }
+    }
+    let now = unix_ms();
+    let me = ctx.client.id;
+    let listed: Vec<Arc<Listed>> = ctx
+        .shared
+        .listed
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .values()
+        .filter(|l| ids.as_ref().is_none_or(|ids| ids.contains(&l.id)))
+        .cloned()
+        .collect();
+    let mut text = String::new();
+    for l in &listed {
+        let (name, shown) = if l.id == me {
+            own_state(ctx.client, now)
+        } else {
+            let st = l.state();
+            (st.0.clone(), st.1)
+        };
+        if kind.is_some_and(|pubsub| pubsub != (shown.sub + shown.psub > 0)) {
+            continue;
+        }
+        text.push_str(&client_line(l, name.as_deref(), shown, now));
+        text.push('\n');
+    }
+    reply::bulk(ctx.out, text.as_bytes());
+    Ok(())
 }
 
 pub fn client(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
@@ -127,11 +219,11 @@ pub fn client(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
     } else if is(sub, "setname") {
         arity(n == 3)?;
         let name = valid_name(args.get(2))?;
-        ctx.client.name = (!name.is_empty()).then(|| name.into());
+        ctx.client.listed.state().0 = (!name.is_empty()).then(|| name.into());
         reply::ok(ctx.out);
     } else if is(sub, "getname") {
         arity(n == 2)?;
-        match &ctx.client.name {
+        match &ctx.client.listed.state().0 {
             Some(name) => reply::bulk(ctx.out, name),
             None => reply::null(ctx.out),
         }
@@ -140,12 +232,10 @@ pub fn client(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
         reply::ok(ctx.out);
     } else if is(sub, "info") {
         arity(n == 2)?;
-        let line = client_line(ctx.client) + "\n";
+        let line = own_line(ctx.client, unix_ms()) + "\n";
         reply::bulk(ctx.out, line.as_bytes());
     } else if is(sub, "list") {
-        // Only the caller is listed: other connections' state is theirs alone.
-        let line = client_line(ctx.client) + "\n";
-        reply::bulk(ctx.out, line.as_bytes());
+        return client_list(ctx, args);
     } else if is(sub, "no-evict") || is(sub, "no-touch") || is(sub, "reply") {
         arity(n == 3)?;
         reply::ok(ctx.out);
@@ -161,7 +251,7 @@ pub fn client(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
 
 pub fn reset(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> Res {
     ctx.client.multi = None;
-    ctx.client.name = None;
+    ctx.client.listed.state().0 = None;
     if let Some(s) = &mut ctx.client.subs {
         if s.count() > 0 {
             s.channels.clear();
