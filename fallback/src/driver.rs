@@ -793,6 +793,7 @@ impl PollDriver {
     }
 
     fn apply(&mut self, conn: ConnId, cmd: Command<'_>) {
+        let now = self.now;
         let slot = conn.slot();
         let Some(c) = self
             .slots
@@ -838,7 +839,11 @@ impl PollDriver {
                 // low enough by then.
                 c.hold_reading = false;
             }
-            Command::IdleExempt(on) => c.idle_exempt = on,
+            Command::IdleExempt(on) => {
+                c.idle_exempt = on;
+                // The idle clock starts again now.
+                c.last_read = now;
+            }
             Command::Close => {
                 c.closing = true;
             }

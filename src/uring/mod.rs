@@ -809,7 +809,11 @@ impl UringDriver {
             // Reading resumes when the connection is processed at the end of this turn (if
             // its output is low enough by then).
             Command::ResumeReading => c.hold_reading = false,
-            Command::IdleExempt(on) => c.idle_exempt = on,
+            Command::IdleExempt(on) => {
+                c.idle_exempt = on;
+                // The idle clock starts again now.
+                c.last_read = now;
+            }
             Command::Close => c.closing = true,
         }
         self.mark_dirty(slot);

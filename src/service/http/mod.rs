@@ -241,6 +241,16 @@ struct Pending {
     head: Box<[u8]>,
 }
 
+impl Pending {
+    /// The request, parsed again from its head (it parsed once: it parses the same way).
+    fn request(&self) -> Option<Request<'_>> {
+        match parse::parse_head(&self.head, usize::MAX) {
+            Head::Complete(req, _) => Some(req),
+            Head::Partial | Head::Reject(_) => None,
+        }
+    }
+}
+
 thread_local! {
     /// Scratch for decoded paths and copied file bodies.
     static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
@@ -334,13 +344,9 @@ impl Http {
 
     /// Refuse the request whose body is being read, logged with its request line.
     fn refuse_pending(&self, s: &mut HttpSession, status: Status, conn: &mut Conn<'_>) {
-        let Some(pending) = s.body.take() else {
-            return self.refuse(s, status, None, conn);
-        };
-        match parse::parse_head(&pending.head, usize::MAX) {
-            Head::Complete(req, _) => self.refuse_request(s, &req, status, conn),
-            // The head parsed once; it parses the same way again.
-            Head::Partial | Head::Reject(_) => self.refuse(s, status, None, conn),
+        match s.body.take().as_deref().and_then(Pending::request) {
+            Some(req) => self.refuse_request(s, &req, status, conn),
+            None => self.refuse(s, status, None, conn),
         }
     }
 
@@ -464,12 +470,9 @@ impl Http {
             }
             BodyStep::Done => {
                 let pending = s.body.take().expect("a body is pending");
-                match parse::parse_head(&pending.head, usize::MAX) {
-                    Head::Complete(req, _) => self.answer(s, &req, conn),
-                    // The head parsed once; it parses the same way again.
-                    Head::Partial | Head::Reject(_) => {
-                        self.refuse(s, Status::InternalError, None, conn);
-                    }
+                match pending.request() {
+                    Some(req) => self.answer(s, &req, conn),
+                    None => self.refuse(s, Status::InternalError, None, conn),
                 }
                 used
             }
@@ -593,15 +596,17 @@ impl Http {
         let etag = etag.as_bytes();
         let now = date::now_secs(conn.now());
         // A modification time ahead of the clock is sent as now (RFC 9110 section
-        // 8.8.2.1: Last-Modified is never later than Date).
-        let modified = date::http_date(f.mtime.min(now));
+        // 8.8.2.1: Last-Modified is never later than Date), and every date validator is
+        // compared with what was sent.
+        let mtime = f.mtime.min(now);
+        let modified = date::http_date(mtime);
         // Preconditions in RFC 9110's order (section 13.2.2): If-Match, else
         // If-Unmodified-Since, can fail the request (412) before the cache validators below.
         let failed = match req.if_match {
             Some(h) => !files::match_hits(h, etag),
             None => req
                 .if_unmodified_since
-                .is_some_and(|h| files::modified_since(h, f.mtime)),
+                .is_some_and(|h| files::modified_since(h, mtime)),
         };
         if failed {
             let status = Status::PreconditionFailed;
@@ -611,7 +616,7 @@ impl Http {
             Some(h) => files::none_match_hits(h, etag),
             None => req
                 .if_modified_since
-                .is_some_and(|h| files::not_modified_since(h, f.mtime, now)),
+                .is_some_and(|h| files::not_modified_since(h, mtime, now)),
         };
         if not_modified {
             let mut w = HeadWriter::start(conn, Status::NotModified);
@@ -626,7 +631,7 @@ impl Http {
                     && f.len > 0
                     && req
                         .if_range
-                        .is_none_or(|ir| files::if_range_holds(ir, etag, f.mtime, now)) =>
+                        .is_none_or(|ir| files::if_range_holds(ir, etag, mtime, now)) =>
             {
                 files::range(h, f.len)
             }
@@ -636,11 +641,8 @@ impl Http {
             RangeAsk::Whole => None,
             RangeAsk::Parts(r) => Some(r),
             RangeAsk::Unsatisfiable => {
-                let mut range_buf = [0u8; 64];
-                let mut cur = &mut range_buf[..];
-                let _ = write!(cur, "bytes */{}", f.len);
-                let n = 64 - cur.len();
-                let extra: [(&[u8], &[u8]); 1] = [(b"Content-Range", &range_buf[..n])];
+                let range = ContentRange::new(None, f.len);
+                let extra: [(&[u8], &[u8]); 1] = [(b"Content-Range", range.as_bytes())];
                 let status = Status::RangeNotSatisfiable;
                 return (status, short(conn, status, persist, false, &extra));
             }
@@ -668,12 +670,9 @@ impl Http {
                 }
             }
             Some(&[(first, last)]) => {
-                let mut range_buf = [0u8; 64];
-                let mut cur = &mut range_buf[..];
-                let _ = write!(cur, "bytes {first}-{last}/{}", f.len);
-                let n = 64 - cur.len();
+                let range = ContentRange::new(Some((first, last)), f.len);
                 w.field(b"Content-Type", f.content_type.as_bytes())
-                    .field(b"Content-Range", &range_buf[..n]);
+                    .field(b"Content-Range", range.as_bytes());
                 w.finish(last - first + 1, persist);
                 if !head_only {
                     body.part(s, conn, first, last - first + 1);
@@ -692,11 +691,11 @@ impl Http {
                     heads.extend_from_slice(boundary);
                     heads.extend_from_slice(b"\r\nContent-Type: ");
                     heads.extend_from_slice(f.content_type.as_bytes());
-                    let _ = write!(
-                        heads,
-                        "\r\nContent-Range: bytes {first}-{last}/{}\r\n\r\n",
-                        f.len
+                    heads.extend_from_slice(b"\r\nContent-Range: ");
+                    heads.extend_from_slice(
+                        ContentRange::new(Some((first, last)), f.len).as_bytes(),
                     );
+                    heads.extend_from_slice(b"\r\n\r\n");
                     ends[i] = heads.len();
                     len += last - first + 1;
                 }
@@ -739,6 +738,30 @@ impl Http {
             }
         }
         (status, body.sent)
+    }
+}
+
+/// A `Content-Range` value: `bytes FIRST-LAST/LEN`, or `bytes */LEN` for no range.
+struct ContentRange {
+    text: [u8; 64],
+    len: usize,
+}
+
+impl ContentRange {
+    fn new(range: Option<(u64, u64)>, total: u64) -> ContentRange {
+        let mut text = [0u8; 64];
+        let mut cur = &mut text[..];
+        // At most 6 + 3 * 20 + 2 bytes: it fits.
+        let _ = match range {
+            Some((first, last)) => write!(cur, "bytes {first}-{last}/{total}"),
+            None => write!(cur, "bytes */{total}"),
+        };
+        let len = 64 - cur.len();
+        ContentRange { text, len }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.text[..self.len]
     }
 }
 
@@ -905,8 +928,8 @@ impl Service for Http {
         let head = parse::parse_head(input, self.max_header);
         if let Head::Reject(Reject::VersionNotSupported) = head {
             // HTTP/1.2 to 1.9 are answered as 1.1, and logged with the version they named.
-            if let Some(copy) = parse::as_http11(input, self.max_header) {
-                s.asked_minor = parse::asked_minor(input);
+            if let Some((copy, minor)) = parse::as_http11(input, self.max_header) {
+                s.asked_minor = Some(minor);
                 return self.head(s, parse::parse_head(&copy, self.max_header), &copy, conn);
             }
         }

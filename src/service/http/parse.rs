@@ -180,8 +180,9 @@ fn version_error(input: &[u8]) -> Reject {
 /// A head whose request line says HTTP/1.2 to 1.9, with its version changed to 1.1 (a
 /// copy of the start of `input`, as much as a head of at most `max` bytes can take): RFC
 /// 9112 section 2.3 has a server answer a later minor version as the highest it speaks,
-/// and httparse reads only 1.0 and 1.1. `None` for any other head.
-pub(crate) fn as_http11(input: &[u8], max: usize) -> Option<Vec<u8>> {
+/// and httparse reads only 1.0 and 1.1. With it, the minor version the head named. `None`
+/// for any other head.
+pub(crate) fn as_http11(input: &[u8], max: usize) -> Option<(Vec<u8>, u8)> {
     let line = version_line(input)?;
     if line.major != 1 || line.minor < 2 {
         return None;
@@ -202,12 +203,7 @@ pub(crate) fn as_http11(input: &[u8], max: usize) -> Option<Vec<u8>> {
         .unwrap_or(window.len());
     let mut copy = window[..end].to_vec();
     copy[digit] = b'1';
-    Some(copy)
-}
-
-/// The minor version a head's request line names, where httparse does not read it.
-pub(crate) fn asked_minor(input: &[u8]) -> Option<u8> {
-    version_line(input).map(|l| l.minor)
+    Some((copy, line.minor))
 }
 
 /// A request line `METHOD SP target SP HTTP/d.d` (the first line that is not empty) whose
@@ -609,14 +605,11 @@ impl BodyReader {
                     }
                     self.state = BodyState::Chunked(Chunk::DataEnd);
                 }
+                // Chunk data ends with CRLF, as a chunk-size line does (RFC 9112 section 7.1).
                 BodyState::Chunked(Chunk::DataEnd) => match rest {
                     [] | [b'\r'] => return (used, BodyStep::More),
                     [b'\r', b'\n', ..] => {
                         used += 2;
-                        self.state = BodyState::Chunked(Chunk::Size);
-                    }
-                    [b'\n', ..] => {
-                        used += 1;
                         self.state = BodyState::Chunked(Chunk::Size);
                     }
                     _ => return (used, BodyStep::Malformed),
@@ -897,6 +890,7 @@ mod tests {
             b"5;a\x7f\r\nhello\r\n0\r\n\r\n",
             b"5;a\rb\r\nhello\r\n0\r\n\r\n",
             b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
             b"5 6\r\nhello\r\n0\r\n\r\n",
             b"-5\r\nhello\r\n0\r\n\r\n",
         ] {
@@ -1013,7 +1007,7 @@ mod props {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1500), max in 64usize..2048) {
             check_head(&bytes, max);
-            if let Some(copy) = as_http11(&bytes, max) {
+            if let Some((copy, _)) = as_http11(&bytes, max) {
                 prop_assert!(copy.len() <= bytes.len());
                 check_head(&copy, max);
             }
@@ -1030,7 +1024,7 @@ mod props {
         ) {
             let input = mutate(base, &edits);
             check_head(&input, max);
-            if let Some(copy) = as_http11(&input, max) {
+            if let Some((copy, _)) = as_http11(&input, max) {
                 check_head(&copy, max);
             }
             // Every prefix parses as partial, complete or rejected, never anything else.

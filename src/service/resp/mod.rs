@@ -449,6 +449,34 @@ pub struct Session {
     after_eof: Option<(Vec<u8>, usize)>,
     /// No longer counted among the clients nor subscribed (QUIT, or the close).
     left: bool,
+    /// The store, which counts and lists the client until it leaves.
+    shared: Arc<Shared>,
+}
+
+impl Session {
+    /// The client is gone for the server: no longer counted, listed nor subscribed. Once:
+    /// at QUIT, at the close, or when the session is dropped without one (a service panic).
+    fn leave(&mut self) {
+        if std::mem::replace(&mut self.left, true) {
+            return;
+        }
+        let shared = &self.shared;
+        shared.clients.fetch_sub(1, Ordering::Relaxed);
+        shared
+            .listed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.client.id);
+        if let Some(subs) = self.client.subs.take() {
+            shared.pubsub.remove(self.client.id, &subs);
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.leave();
+    }
 }
 
 impl Session {
@@ -664,13 +692,22 @@ impl Resp {
                 s.client.subs_changed = false;
                 conn.write(out);
                 if s.client.quit {
-                    self.leave(s);
+                    s.leave();
                     conn.close();
                 }
             }
             Route::Entering(held) => held.extend_from_slice(out),
             Route::Handle | Route::Leaving => {
-                let sent = if s.client.subs_changed {
+                let sent = if s.client.quit {
+                    // Gone for PUBLISH and the counts before its OK is on its way (a worker
+                    // thread's reply can reach the client before the worker goes on).
+                    s.leave();
+                    if out.is_empty() {
+                        Ok(())
+                    } else {
+                        s.client.handle.send(out)
+                    }
+                } else if s.client.subs_changed {
                     let c = &mut s.client;
                     let subs = c.subs.get_or_insert_with(Box::default);
                     self.shared.pubsub.sync(c.id, &c.handle, subs, out)
@@ -686,23 +723,6 @@ impl Resp {
         out.clear();
     }
 
-    /// The client is gone for the server: no longer counted, no longer subscribed. Once, at
-    /// QUIT or at the close.
-    fn leave(&self, s: &mut Session) {
-        if std::mem::replace(&mut s.left, true) {
-            return;
-        }
-        self.shared.clients.fetch_sub(1, Ordering::Relaxed);
-        self.shared
-            .listed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&s.client.id);
-        if let Some(subs) = s.client.subs.take() {
-            self.shared.pubsub.remove(s.client.id, &subs);
-        }
-    }
-
     /// After output went through the handle: close on failure or QUIT, and move between
     /// routes as subscriptions come and go.
     fn after_send(&self, s: &mut Session, sent: bool, conn: &mut Conn<'_>) {
@@ -713,7 +733,7 @@ impl Resp {
         }
         if s.client.quit {
             // Gone for PUBLISH and the counts at once, not when the close completes.
-            self.leave(s);
+            s.leave();
             let _ = s.client.handle.close();
             return;
         }
@@ -772,6 +792,7 @@ impl Service for Resp {
             drain_asked: false,
             after_eof: None,
             left: false,
+            shared: Arc::clone(shared),
         }
     }
 
@@ -837,6 +858,6 @@ impl Service for Resp {
     }
 
     fn close(&self, mut s: Session) {
-        self.leave(&mut s);
+        s.leave();
     }
 }

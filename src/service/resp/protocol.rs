@@ -495,10 +495,22 @@ pub fn format_float(f: f64) -> String {
     }
 }
 
+/// A float as Redis writes an INCRBYFLOAT result: plain decimal, never an exponent (the
+/// shortest digits that read back as `f`, padded with zeros).
+pub fn format_float_plain(f: f64) -> String {
+    if f == 0.0 {
+        "0".into()
+    } else {
+        format!("{f}")
+    }
+}
+
 /// A float argument: decimal or exponent notation, `inf`, `+inf`, `-inf`; never NaN.
 pub fn parse_f64(s: &[u8]) -> Option<f64> {
     let t = std::str::from_utf8(s).ok()?;
-    if t.is_empty() || t.len() > 64 || t.starts_with(|c: char| c.is_whitespace()) {
+    // Redis reads floats of up to 5 KiB (`MAX_LONG_DOUBLE_CHARS`): an INCRBYFLOAT result
+    // in plain decimal is up to 309 digits before the point, and more after it.
+    if t.is_empty() || t.len() > 5 * 1024 || t.starts_with(|c: char| c.is_whitespace()) {
         return None;
     }
     let lower = t.to_ascii_lowercase();

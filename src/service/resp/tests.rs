@@ -70,7 +70,7 @@ fn count_replies(mut b: &[u8]) -> Result<usize, String> {
     Ok(n)
 }
 
-fn session() -> Session {
+fn session(resp: &Resp) -> Session {
     let mailbox = Mailbox::new(Waker::new(), 1 << 20);
     let id = ConnId::new(0, 1, 1);
     mailbox.opened(id);
@@ -97,7 +97,9 @@ fn session() -> Session {
         window_in: 0,
         drain_asked: false,
         after_eof: None,
-        left: false,
+        // Never counted nor listed: `open` did not run.
+        left: true,
+        shared: Arc::clone(&resp.shared),
     }
 }
 
@@ -244,7 +246,7 @@ proptest! {
             wire[i] = b;
         }
         let resp = Resp::builder().build().unwrap();
-        let mut s = session();
+        let mut s = session(&resp);
         let mut out = Vec::new();
         let mut at = 0;
         while at < wire.len() {
@@ -267,7 +269,7 @@ proptest! {
     #[test]
     fn every_command_answers_once_and_memory_adds_up(cmds in prop::collection::vec(command(), 1..40)) {
         let resp = Resp::builder().build().unwrap();
-        let mut s = session();
+        let mut s = session(&resp);
         let now = super::store::unix_ms();
         for c in &cmds {
             let ranges: Vec<(usize, usize)> = {
@@ -301,4 +303,49 @@ fn reply_checker_rejects_malformed_replies() {
     assert!(count_replies(b"$3\r\nab\r\n").is_err());
     assert!(count_replies(b"*2\r\n:1\r\n").is_err());
     assert!(count_replies(b"x").is_err());
+}
+
+/// Run `cmd` on session `s` of `resp`; its reply.
+fn run(resp: &Resp, s: &mut Session, cmd: &[&str]) -> Vec<u8> {
+    let wire = encode(
+        &cmd.iter()
+            .map(|a| a.as_bytes().to_vec())
+            .collect::<Vec<_>>(),
+    );
+    let Step::Complete(_) = s.frame.parse(&wire, 1 << 16) else {
+        panic!("{cmd:?} does not parse");
+    };
+    let mut out = Vec::new();
+    resp.execute(
+        &mut s.client,
+        s.frame.view(&wire),
+        &mut out,
+        super::store::unix_ms(),
+    );
+    s.frame.reset();
+    out
+}
+
+#[test]
+fn incrbyfloat_reads_back_what_it_wrote() {
+    let resp = Resp::builder().build().unwrap();
+    let mut s = session(&resp);
+    // Plain decimal past 64 characters, large and small, is read back by the next one.
+    let big = format!("{}", 1e64f64);
+    assert_eq!(big.len(), 65);
+    let reply = |text: &str| format!("${}\r\n{text}\r\n", text.len()).into_bytes();
+    assert_eq!(
+        run(&resp, &mut s, &["INCRBYFLOAT", "k", "1e64"]),
+        reply(&big)
+    );
+    assert_eq!(run(&resp, &mut s, &["INCRBYFLOAT", "k", "0"]), reply(&big));
+    let max = format!("{}", f64::MAX);
+    assert_eq!(run(&resp, &mut s, &["INCRBYFLOAT", "m", &max]), reply(&max));
+    assert_eq!(run(&resp, &mut s, &["INCRBYFLOAT", "m", "-1"]), reply(&max));
+    let tiny = format!("{}", 1e-63f64);
+    assert_eq!(
+        run(&resp, &mut s, &["INCRBYFLOAT", "t", "1e-63"]),
+        reply(&tiny)
+    );
+    assert_eq!(run(&resp, &mut s, &["INCRBYFLOAT", "t", "0"]), reply(&tiny));
 }

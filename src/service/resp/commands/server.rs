@@ -139,6 +139,7 @@ fn own_line(c: &Client, now_ms: u64) -> String {
 fn client_list(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
     let mut kind: Option<bool> = None; // Some(true): pubsub clients only; Some(false): normal.
     let mut ids: Option<Vec<u64>> = None;
+    let mut nobody = false;
     let mut i = 2;
     while i < args.len() {
         if is(args.get(i), "type") && i + 1 < args.len() {
@@ -149,7 +150,7 @@ fn client_list(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
                 false
             } else if is(t, "master") || is(t, "replica") || is(t, "slave") {
                 // No replication here: no such clients.
-                ids = Some(Vec::new());
+                nobody = true;
                 false
             } else {
                 return Err(format!("ERR Unknown client type '{}'", printable(t)).into());
@@ -163,25 +164,33 @@ fn client_list(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
                     _ => return Err("ERR Invalid client ID".into()),
                 }
             }
-            ids = Some(ids.map_or(wanted.clone(), |old| {
-                old.into_iter().filter(|id| wanted.contains(id)).collect()
-            }));
+            wanted.sort_unstable();
+            wanted.dedup();
+            ids = Some(wanted);
             break;
         } else {
             return Err(SYNTAX.into());
         }
     }
+    if nobody {
+        reply::bulk(ctx.out, b"");
+        return Ok(());
+    }
     let now = unix_ms();
     let me = ctx.client.id;
-    let listed: Vec<Arc<Listed>> = ctx
-        .shared
-        .listed
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .values()
-        .filter(|l| ids.as_ref().is_none_or(|ids| ids.contains(&l.id)))
-        .cloned()
-        .collect();
+    let listed: Vec<Arc<Listed>> = {
+        let all = ctx
+            .shared
+            .listed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &ids {
+            // One lookup per id (sorted, deduplicated): each client once, in the order of
+            // connection, as Redis lists them.
+            Some(ids) => ids.iter().filter_map(|id| all.get(id)).cloned().collect(),
+            None => all.values().cloned().collect(),
+        }
+    };
     let mut text = String::new();
     for l in &listed {
         let (name, shown) = if l.id == me {

@@ -1,7 +1,7 @@
 //! String commands.
 
 use super::{float, int, is, Ctx, Error, Res, NOT_INT, SYNTAX, WRONGTYPE};
-use crate::service::resp::protocol::{parse_f64, parse_i64, reply, Args};
+use crate::service::resp::protocol::{format_float_plain, parse_f64, parse_i64, reply, Args};
 use crate::service::resp::value::Value;
 
 pub fn get(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
@@ -253,13 +253,7 @@ pub fn incrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
         if !n.is_finite() {
             return Err(Error::from("ERR increment would produce NaN or Infinity"));
         }
-        // As Redis writes an INCRBYFLOAT result: plain decimal, never an exponent (Rust's
-        // `Display` gives the shortest digits that read back as `n`, padded with zeros).
-        let text = if n == 0.0 {
-            "0".to_string()
-        } else {
-            format!("{n}")
-        };
+        let text = format_float_plain(n);
         store_str(v, text.as_bytes());
         Ok(text)
     })?;
