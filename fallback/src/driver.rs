@@ -43,8 +43,8 @@ use polling::{Event, Events, Poller};
 
 use crate::errno::{classify, is_out_of_descriptors, Disposition, Site};
 use crate::event::{
-    log_fatal, Backoff, Command, ConnId, ConnInfo, Dispatch, DriverConfig, FileRange, LogLimit,
-    Shared, Stats, Waker,
+    log_fatal, Backoff, Command, ConnId, ConnInfo, Dispatch, DriverConfig, FileRange, IdleClock,
+    LogLimit, Shared, Stats, Waker,
 };
 use crate::net::{prepare_stream, set_cork};
 use crate::outq::FileQueue;
@@ -87,16 +87,15 @@ struct Conn {
     /// The service paused reading ([`Command::PauseUntilDrained`]) and has not yet said to
     /// go on ([`Command::ResumeReading`]): the pause outlasts the drain.
     hold_reading: bool,
-    /// The service exempted the connection from the idle timeout.
-    idle_exempt: bool,
     /// Reading paused because the connection's worker is behind.
     stalled: bool,
     /// Interest the poller holds now (oneshot: nothing after an event fired).
     armed: Interest,
     /// Queued for the end-of-turn re-arm.
     dirty: bool,
-    /// Last time bytes arrived, or reading resumed after a pause (idle timeout).
-    last_read: Instant,
+    /// Since when the connection is idle: bytes arrived, or reading resumed after a pause;
+    /// or exempt (idle timeout).
+    last_read: IdleClock,
     /// Last time queued output made progress, or output was queued on an empty queue
     /// (send timeout).
     last_write: Instant,
@@ -401,16 +400,16 @@ impl PollDriver {
                     }
                     // Idle: the server was ready to read and nothing came. While reading is
                     // paused by the server itself (output over the limit, worker behind, the
-                    // service's hold) the clock does not run, nor for a connection the
-                    // service exempted.
-                    let reading = c.want(stopping).read && !c.idle_exempt;
+                    // service's hold) the clock does not run; a connection the service
+                    // exempted is never idle.
+                    let reading = c.want(stopping).read;
                     if !reading {
-                        c.last_read = now;
+                        c.last_read.reset(now);
                     }
                     let idle = self
                         .cfg
                         .idle_timeout
-                        .is_some_and(|t| reading && now.duration_since(c.last_read) >= t);
+                        .is_some_and(|t| reading && c.last_read.expired(now, t));
                     // Send timeout: output is owed and the peer took none of it for that long.
                     let stuck = self
                         .cfg
@@ -565,14 +564,13 @@ impl PollDriver {
             out_paused: false,
             over_limit: false,
             hold_reading: false,
-            idle_exempt: false,
             stalled: false,
             armed: Interest {
                 read: true,
                 write: false,
             },
             dirty: false,
-            last_read: self.now,
+            last_read: IdleClock::Since(self.now),
             last_write: self.now,
             linger_until: None,
         });
@@ -657,7 +655,7 @@ impl PollDriver {
                     return true;
                 }
                 Ok(n) => {
-                    c.last_read = self.now;
+                    c.last_read.reset(self.now);
                     Stats::add(&self.stats.bytes_in, n as u64);
                     dispatch.data(c.id, &self.read_buf[..n]);
                     total += n;
@@ -839,11 +837,7 @@ impl PollDriver {
                 // low enough by then.
                 c.hold_reading = false;
             }
-            Command::IdleExempt(on) => {
-                c.idle_exempt = on;
-                // The idle clock starts again now.
-                c.last_read = now;
-            }
+            Command::IdleExempt(on) => c.last_read.exempt(on, now),
             Command::Close => {
                 c.closing = true;
             }

@@ -521,6 +521,41 @@ fn log_epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
+/// A connection's idle clock: when the driver last saw it read (or chose not to count the
+/// time since), or that its service exempted it from the idle timeout
+/// ([`Command::IdleExempt`]). As small as an `Instant`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleClock {
+    /// Counting from this instant.
+    Since(Instant),
+    /// Exempt: never idle.
+    Exempt,
+}
+
+impl IdleClock {
+    /// Input arrived, or the time until `now` does not count: count from `now` (an exempt
+    /// connection stays exempt).
+    pub fn reset(&mut self, now: Instant) {
+        if let IdleClock::Since(t) = self {
+            *t = now;
+        }
+    }
+
+    /// Exempt the connection (`true`), or count again from `now` (`false`).
+    pub fn exempt(&mut self, exempt: bool, now: Instant) {
+        *self = if exempt {
+            IdleClock::Exempt
+        } else {
+            IdleClock::Since(now)
+        };
+    }
+
+    /// Whether the connection has been idle for `timeout` by `now`.
+    pub fn expired(&self, now: Instant, timeout: Duration) -> bool {
+        matches!(self, IdleClock::Since(t) if now.duration_since(*t) >= timeout)
+    }
+}
+
 /// Accept-loop pause after running out of a resource: starts at `min`, doubles up to `max`,
 /// resets on the next successful accept.
 #[derive(Debug, Clone)]

@@ -160,14 +160,13 @@ impl UringDriver {
             out_paused: false,
             over_limit: false,
             hold_reading: false,
-            idle_exempt: false,
             stalled: false,
             starved: false,
             held: None,
             dirty: false,
             dying: None,
             linger_until: None,
-            last_read: self.now,
+            last_read: IdleClock::Since(self.now),
             last_write: self.now,
         });
         self.open += 1;

@@ -110,7 +110,7 @@ use io_uring::{cqueue, opcode, squeue, IoUring};
 use ringport_fallback::errno::{
     classify, from_completion, is_out_of_descriptors, Disposition, Site,
 };
-use ringport_fallback::event::{log_fatal, Backoff, LogLimit};
+use ringport_fallback::event::{log_fatal, Backoff, IdleClock, LogLimit};
 use ringport_fallback::net::prepare_stream;
 use ringport_fallback::outq::FileQueue;
 use ringport_fallback::{Command, ConnId, ConnInfo, Dispatch, DriverConfig, Shared, Stats, Waker};
@@ -230,8 +230,6 @@ struct Conn {
     /// The service paused reading (`PauseUntilDrained`) and has not yet said to go on
     /// (`ResumeReading`): the pause outlasts the drain.
     hold_reading: bool,
-    /// The service exempted the connection from the idle timeout (`IdleExempt`).
-    idle_exempt: bool,
     /// Reading paused, with input held: the connection's worker is behind, or input arrived
     /// while reading was paused for output.
     stalled: bool,
@@ -248,8 +246,9 @@ struct Conn {
     /// Lingering until this deadline: the output is written and the write side shut down;
     /// input is read and discarded until the peer's EOF, then the connection closes.
     linger_until: Option<Instant>,
-    /// Last time bytes arrived, or reading resumed after a pause (idle timeout).
-    last_read: Instant,
+    /// Since when the connection is idle: bytes arrived, or reading resumed after a pause;
+    /// or exempt (idle timeout).
+    last_read: IdleClock,
     /// Last time queued output made progress, or output was queued on an empty queue
     /// (send timeout).
     last_write: Instant,
@@ -809,11 +808,7 @@ impl UringDriver {
             // Reading resumes when the connection is processed at the end of this turn (if
             // its output is low enough by then).
             Command::ResumeReading => c.hold_reading = false,
-            Command::IdleExempt(on) => {
-                c.idle_exempt = on;
-                // The idle clock starts again now.
-                c.last_read = now;
-            }
+            Command::IdleExempt(on) => c.last_read.exempt(on, now),
             Command::Close => c.closing = true,
         }
         self.mark_dirty(slot);
@@ -930,13 +925,13 @@ impl UringDriver {
                         // Idle: the driver was ready to read and nothing came. While reading
                         // is paused by the driver itself (output over the limit, worker
                         // behind, buffer ring empty, close asked, shutdown) the clock does
-                        // not run, nor for a connection the service exempted.
-                        let reading = c.wants_recv(stopping) && !c.out_paused && !c.idle_exempt;
+                        // not run; a connection the service exempted is never idle.
+                        let reading = c.wants_recv(stopping) && !c.out_paused;
                         if !reading {
-                            c.last_read = now;
+                            c.last_read.reset(now);
                         }
-                        let idle = idle_timeout
-                            .is_some_and(|t| reading && now.duration_since(c.last_read) >= t);
+                        let idle =
+                            idle_timeout.is_some_and(|t| reading && c.last_read.expired(now, t));
                         // Send timeout: output is owed and the peer took none of it for that
                         // long.
                         let stuck = send_timeout.is_some_and(|t| {

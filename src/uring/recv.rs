@@ -65,7 +65,7 @@ impl UringDriver {
             let n = res as usize;
             match bid.and_then(|b| self.bufs.get(b, n)) {
                 Some(bytes) => {
-                    c.last_read = self.now;
+                    c.last_read.reset(self.now);
                     if deliver {
                         for piece in bytes.chunks(scripted.piece.unwrap_or(n)) {
                             if c.stalled || c.out_paused || dispatch.congested(c.id) {
@@ -222,7 +222,7 @@ impl UringDriver {
                         c.stalled = false;
                         // The pause was the worker's doing, not the peer's: the idle clock
                         // starts again from here.
-                        c.last_read = now;
+                        c.last_read.reset(now);
                         true
                     }
                 }

@@ -42,7 +42,7 @@ mod response;
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Write as _};
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -213,7 +213,9 @@ impl Http {
 
 /// One connection's state.
 pub struct HttpSession {
-    peer: SocketAddr,
+    /// The client's address, for the access log (the port is not logged; the address alone
+    /// keeps the session of every idle connection smaller).
+    peer: IpAddr,
     /// When the first byte of the request being read arrived (for the latency histogram).
     started: Option<Instant>,
     /// A request body is being discarded; the request is answered when it ends.
@@ -228,11 +230,13 @@ pub struct HttpSession {
     /// Requests wait until output drains.
     paused: bool,
     /// The peer stopped sending, and requests that came before its EOF wait behind file
-    /// bodies for output to drain: the input held at the EOF and how far it was answered.
-    tail: Option<(Box<[u8]>, usize)>,
-    /// The minor version the request being answered named, when it was read as 1.1
-    /// (HTTP/1.2 to 1.9): what its access log line says.
-    asked_minor: Option<u8>,
+    /// bodies for output to drain: the input held at the EOF and how far it was answered
+    /// (boxed: rare, and the session of every idle connection stays small).
+    tail: Option<Box<(Box<[u8]>, usize)>>,
+    /// The minor version the request being answered named when it was read as 1.1
+    /// (HTTP/1.2 to 1.9; 0 otherwise): what its access log line says. One byte, so the
+    /// session stays as small as it was.
+    asked_minor: u8,
 }
 
 /// A request whose body is being discarded: its head, kept to answer it afterwards.
@@ -292,7 +296,7 @@ impl Http {
         bytes: u64,
         now: Instant,
     ) {
-        let line = line_of(req, s.asked_minor.take());
+        let line = line_of(req, std::mem::take(&mut s.asked_minor));
         self.log_line(s, Some(&line), status, bytes, now);
     }
 
@@ -310,7 +314,7 @@ impl Http {
         self.metrics
             .record(class, status.code(), s.started.take(), now);
         if let Some(log) = &self.log {
-            log.record(s.peer.ip(), line, status.code(), bytes);
+            log.record(s.peer, line, status.code(), bytes);
         }
     }
 
@@ -338,7 +342,7 @@ impl Http {
         status: Status,
         conn: &mut Conn<'_>,
     ) {
-        let line = line_of(req, s.asked_minor.take());
+        let line = line_of(req, std::mem::take(&mut s.asked_minor));
         self.refuse(s, status, Some(&line), conn);
     }
 
@@ -848,14 +852,14 @@ impl Boundary {
     }
 }
 
-/// The access log's view of a request; `asked_minor`: the version it named, where it was
-/// read as 1.1.
-fn line_of<'a>(req: &Request<'a>, asked_minor: Option<u8>) -> log::Line<'a> {
+/// The access log's view of a request; `asked_minor`: the version it named where it was
+/// read as 1.1, else 0.
+fn line_of<'a>(req: &Request<'a>, asked_minor: u8) -> log::Line<'a> {
     log::Line {
         method: req.method,
         target: req.target,
         major: 1,
-        minor: asked_minor.unwrap_or(req.minor),
+        minor: asked_minor.max(req.minor),
         referer: req.referer,
         user_agent: req.user_agent,
     }
@@ -902,7 +906,7 @@ impl Service for Http {
     fn open(&self, info: &ConnInfo, conn: &mut Conn<'_>) -> HttpSession {
         self.header_deadline(conn);
         HttpSession {
-            peer: info.peer,
+            peer: info.peer.ip(),
             started: None,
             body: None,
             head_timer: false,
@@ -911,7 +915,7 @@ impl Service for Http {
             drain_asked: false,
             paused: false,
             tail: None,
-            asked_minor: None,
+            asked_minor: 0,
         }
     }
 
@@ -929,7 +933,7 @@ impl Service for Http {
         if let Head::Reject(Reject::VersionNotSupported) = head {
             // HTTP/1.2 to 1.9 are answered as 1.1, and logged with the version they named.
             if let Some((copy, minor)) = parse::as_http11(input, self.max_header) {
-                s.asked_minor = Some(minor);
+                s.asked_minor = minor;
                 return self.head(s, parse::parse_head(&copy, self.max_header), &copy, conn);
             }
         }
@@ -939,7 +943,7 @@ impl Service for Http {
     fn eof(&self, s: &mut HttpSession, rest: &[u8], conn: &mut Conn<'_>) {
         // Requests that arrived before the peer's EOF are still answered.
         if let Some(used) = self.answer_tail(s, rest, conn) {
-            s.tail = Some((rest[used..].into(), 0));
+            s.tail = Some(Box::new((rest[used..].into(), 0)));
         }
     }
 
@@ -954,9 +958,10 @@ impl Service for Http {
         s.paused = false;
         s.files = 0;
         s.file_bytes = 0;
-        if let Some((tail, at)) = s.tail.take() {
-            if let Some(used) = self.answer_tail(s, &tail[at..], conn) {
-                s.tail = Some((tail, at + used));
+        if let Some(mut tail) = s.tail.take() {
+            if let Some(used) = self.answer_tail(s, &tail.0[tail.1..], conn) {
+                tail.1 += used;
+                s.tail = Some(tail);
             }
             return;
         }
