@@ -17,8 +17,6 @@ pub struct Activated {
     pub service: Option<TcpListener>,
     /// The socket named `metrics`, if any.
     pub metrics: Option<TcpListener>,
-    /// Sockets passed but not used (more than one for the service), by name.
-    pub unused: Vec<String>,
 }
 
 /// The listeners passed to this process, or `None` when none were (`LISTEN_PID` unset or
@@ -73,8 +71,16 @@ pub fn take() -> io::Result<Option<Activated>> {
         } else if out.service.is_none() {
             &mut out.service
         } else {
-            out.unused.push(name.to_string());
-            continue;
+            // One process serves one listening socket (and the metrics one): a socket left
+            // unserved would take connections that nobody accepts (the service manager
+            // keeps it open), so this is refused, not ignored.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "passed socket {} ({name}) would not be served: a process serves one                      listening socket and one named `metrics` (for IPv4 and IPv6 on one                      port, pass one socket on [::]:PORT, or run a process per socket)",
+                    3 + i
+                ),
+            ));
         };
         // A connected socket (systemd's `Accept=yes`) or one never put to `listen` would
         // fail every accept: refuse it here, where the error can say why.

@@ -3,8 +3,7 @@
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::load::BenchArgs;
 use crate::units;
@@ -377,16 +376,16 @@ fn serve(args: ServeArgs) -> ExitCode {
                     .local_addr()
                     .map_or_else(|e| e.to_string(), |a| a.to_string());
                 tracing::info!("socket activation: serving on the passed listener {at}");
+                if let Some(flag) = args.listen {
+                    tracing::warn!("socket activation: --listen {flag} is not used");
+                }
                 builder.listener(l);
             }
             if let Some(l) = passed.metrics {
+                if let Some(flag) = args.ops.metrics {
+                    tracing::warn!("socket activation: --metrics {flag} is not used");
+                }
                 builder.metrics_listener(l);
-            }
-            if !passed.unused.is_empty() {
-                tracing::warn!(
-                    "socket activation: ignoring passed sockets {}",
-                    passed.unused.join(", ")
-                );
             }
         }
         Err(e) => {
@@ -461,12 +460,20 @@ fn serve(args: ServeArgs) -> ExitCode {
         tracing::warn!("{reason}; using the poll backend");
     }
     let handle = server.shutdown_handle();
-    let signals = AtomicUsize::new(0);
-    let installed = ctrlc::set_handler(move || {
-        if signals.fetch_add(1, Ordering::SeqCst) == 0 {
-            tracing::info!("shutting down (again to exit at once)");
+    // The first signal starts the shutdown; another at least `REPEAT` later exits at once.
+    // One sooner is the same request delivered twice (`timeout` signals the process and its
+    // group; so does a terminal's Ctrl+C to a process group), not a second one.
+    const REPEAT: Duration = Duration::from_millis(500);
+    let mut first: Option<Instant> = None;
+    let installed = ctrlc::set_handler(move || match first {
+        None => {
+            first = Some(Instant::now());
+            tracing::info!("shutting down (a signal again to exit at once)");
             handle.shutdown();
-        } else {
+        }
+        Some(t) if t.elapsed() < REPEAT => {}
+        Some(_) => {
+            tracing::warn!("a second signal: exiting at once, dropping what was still to send");
             std::process::exit(130);
         }
     });

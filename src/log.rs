@@ -2,7 +2,7 @@
 //! standard error, through `tracing`.
 //!
 //! ```text
-//! 2026-11-26T19:05:00.123456Z  INFO ringport: shutting down (again to exit at once)
+//! 2026-11-26T19:05:00.123456Z  INFO ringport: shutting down (a signal again to exit at once)
 //! 2026-11-26T19:05:01.002113Z  WARN ringport: 12 connections refused over the cap ...
 //! ```
 //!

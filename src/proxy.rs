@@ -16,7 +16,10 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use ringport_fallback::event::LogLimit;
 
 use crate::metrics::{Exposition, Kind};
 use crate::service::{Conn, ConnInfo, Service};
@@ -317,6 +320,9 @@ pub struct ProxyProtocol<S> {
     inner: S,
     cfg: ProxyConfig,
     counts: [AtomicU64; RESULTS.len()],
+    /// Refused headers are logged at most once a second (a load balancer without
+    /// `send-proxy`, or a client that bypasses it, refuses every connection).
+    log: Mutex<LogLimit>,
 }
 
 impl<S: Service> ProxyProtocol<S> {
@@ -326,6 +332,7 @@ impl<S: Service> ProxyProtocol<S> {
             inner,
             cfg,
             counts: Default::default(),
+            log: Mutex::new(LogLimit::new(Duration::from_secs(1))),
         }
     }
 
@@ -340,11 +347,26 @@ impl<S: Service> ProxyProtocol<S> {
 
     fn reject(&self, index: usize, info: &ConnInfo, conn: &mut Conn<'_>) {
         self.counts[index].fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
-            "PROXY protocol: {} from {}; closing the connection",
-            RESULTS[index],
-            info.peer
-        );
+        let allowed = self
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .allow();
+        if let Some(suppressed) = allowed {
+            let more = if suppressed > 0 {
+                format!(" ({suppressed} more refused since the last such line)")
+            } else {
+                String::new()
+            };
+            let why = match RESULTS[index] {
+                "missing" => "no PROXY header",
+                "malformed" => "a malformed PROXY header",
+                "oversized" => "a PROXY header over its size",
+                "timeout" => "no PROXY header in time",
+                _ => "a PROXY header from a source not trusted",
+            };
+            tracing::warn!("PROXY protocol: closed {} for {why}{more}", info.peer);
+        }
         conn.close();
     }
 }

@@ -438,3 +438,43 @@ fn refused_ring_memory_says_how_much_was_asked() {
     );
     assert!(!err.contains("MEMLOCK"), "stderr: {err}");
 }
+
+/// A stop signal delivered twice at once (`timeout` signals the process and its group) is
+/// one request to stop: the shutdown is graceful (exit 0, counters). A second signal later
+/// exits at once (130), saying so, while output is still owed.
+#[cfg(unix)]
+#[test]
+fn a_signal_twice_at_once_is_one_stop_and_a_later_one_exits_at_once() {
+    let kill = |child: &std::process::Child| {
+        // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }
+    };
+    let mut p = serve_process(&["--backend", "poll"]).unwrap();
+    assert_eq!((kill(&p.guard.child), kill(&p.guard.child)), (0, 0));
+    let status = wait_exit(&mut p.guard.child);
+    assert_eq!(status.code(), Some(0));
+    let mut err = String::new();
+    p.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(exit_counters(&err).contains_key("accepted"), "{err}");
+
+    // Output owed to a client that does not read holds the shutdown (up to the grace).
+    let mut p = serve_process(&["--backend", "poll", "--shutdown-grace", "60s"]).unwrap();
+    let c = connect(p.addr);
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![7u8; 64 * 1024];
+        while w.write_all(&chunk).is_ok() {}
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(kill(&p.guard.child), 0);
+    // Well past the 500 ms within which a repeat is the same request.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(kill(&p.guard.child), 0);
+    let status = wait_exit(&mut p.guard.child);
+    assert_eq!(status.code(), Some(130));
+    let mut err = String::new();
+    p.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("a second signal: exiting at once"), "{err}");
+    let _ = c.shutdown(std::net::Shutdown::Both);
+    writer.join().unwrap();
+}

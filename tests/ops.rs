@@ -640,6 +640,57 @@ fn poll_socket_activation_serves_the_passed_listeners() {
     socket_activation_case(Backend::Poll);
 }
 
+/// Start ringport under `systemd-socket-activate` with `activate` (its arguments), connect
+/// to `addr` (one of the sockets), and expect ringport to refuse the sockets at start: the
+/// connection closes unanswered. Returns what the children wrote to stderr.
+fn activation_refused(backend: Backend, activate: &[&str], addr: SocketAddr) -> String {
+    let mut guard = socket_activate(activate, &["--backend", backend.name()], Stdio::null());
+    wait_until("systemd-socket-activate to listen", || {
+        TcpStream::connect(addr).is_ok()
+    });
+    // systemd-socket-activate's stderr, read as it comes: the children write theirs there
+    // too.
+    let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut pipe = guard.child.stderr.take().unwrap();
+    let reader = {
+        let err = err.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                err.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    // ringport exits at once: the connection it was handed closes unanswered.
+    let mut c = connect(addr);
+    let _ = c.write_all(b"hello");
+    let mut buf = [0u8; 16];
+    match c.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("{backend}: the connection should close unanswered: {other:?}"),
+    }
+    // Without `-a` the activator execs ringport, which exits; with it, each child has exited
+    // (and so written all it had to) before the activator stops: its children get SIGTERM
+    // when it exits.
+    let mut exited = false;
+    wait_until("ringport to exit", || {
+        exited = matches!(guard.child.try_wait(), Ok(Some(_)));
+        let err = err.lock().unwrap();
+        let spawned = err.matches("Spawned ").count();
+        exited || (spawned >= 1 && err.matches(" died with code ").count() == spawned)
+    });
+    if !exited {
+        common::stop_signal(&guard.child);
+        common::wait_exit(&mut guard.child);
+    }
+    reader.join().unwrap();
+    let err = err.lock().unwrap().clone();
+    err
+}
+
 /// systemd's `Accept=yes` passes a connected socket, not a listener: refused at start with
 /// the reason (it used to be served as a listener whose every accept failed, the client
 /// left waiting), whichever backend was asked for.
@@ -647,52 +698,27 @@ fn poll_socket_activation_serves_the_passed_listeners() {
 fn socket_activation_refuses_a_connected_socket() {
     for backend in ringport::available_backends() {
         let port = free_port();
-        let mut guard = socket_activate(
-            &["-a", "-l", &format!("127.0.0.1:{port}")],
-            &["--backend", backend.name()],
-            Stdio::null(),
-        );
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_until("systemd-socket-activate to listen", || {
-            TcpStream::connect(addr).is_ok()
-        });
-        // systemd-socket-activate's stderr, read as it comes: the children write theirs
-        // there too.
-        let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let mut pipe = guard.child.stderr.take().unwrap();
-        let reader = {
-            let err = err.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                    err.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            })
-        };
-        // ringport exits at once: the connection it was handed closes unanswered.
-        let mut c = connect(addr);
-        let _ = c.write_all(b"hello");
-        let mut buf = [0u8; 16];
-        match c.read(&mut buf) {
-            Ok(0) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            other => panic!("{backend}: the connection should close unanswered: {other:?}"),
-        }
-        // Each child has exited (and so written all it had to) before the activator stops:
-        // its children get SIGTERM when it exits.
-        wait_until("every activated child to exit", || {
-            let err = err.lock().unwrap();
-            let spawned = err.matches("Spawned ").count();
-            spawned >= 2 && err.matches(" died with code ").count() == spawned
-        });
-        common::stop_signal(&guard.child);
-        common::wait_exit(&mut guard.child);
-        reader.join().unwrap();
-        let err = err.lock().unwrap();
+        let err = activation_refused(backend, &["-a", "-l", &addr.to_string()], addr);
         assert!(
             err.contains("passed socket 3 (unknown) is not listening"),
+            "{backend}: {err}"
+        );
+    }
+}
+
+/// Two sockets for the service (IPv4 and IPv6 on one port, say): a process serves one, and
+/// the other would take connections nobody accepts, so ringport refuses to start (it used to
+/// serve the first and leave the second with a warning).
+#[test]
+fn socket_activation_refuses_a_socket_it_would_not_serve() {
+    for backend in ringport::available_backends() {
+        let (first, second) = (free_port(), free_port());
+        let addr: SocketAddr = format!("127.0.0.1:{first}").parse().unwrap();
+        let other = format!("127.0.0.1:{second}");
+        let err = activation_refused(backend, &["-l", &addr.to_string(), "-l", &other], addr);
+        assert!(
+            err.contains("passed socket 4 (unknown) would not be served"),
             "{backend}: {err}"
         );
     }

@@ -1176,3 +1176,28 @@ use signals::{
     sigterm_under_write_load_loses_no_acknowledged_write,
     snapshot_round_trip_and_corrupt_file_refused,
 };
+
+/// A snapshot that could not be written is found at start (Redis checks its `dir` too), not
+/// at the first SAVE or at shutdown, when the data would be lost.
+#[test]
+fn a_snapshot_path_that_cannot_be_written_is_refused_at_start() {
+    let dir = common::TempDir::new("resp-snapshot-dir");
+    let path = dir.0.join("missing").join("dump.rps");
+    let mut b = ringport::service::resp::Resp::builder();
+    b.snapshot(&path);
+    let Err(e) = b.build() else {
+        panic!("a snapshot in a missing directory is refused");
+    };
+    assert!(
+        e.to_string().contains(&format!(
+            "the snapshot cannot be written at {}",
+            path.display()
+        )),
+        "{e}"
+    );
+    // Where it can be written, nothing is left behind by the check.
+    let ok = dir.0.join("dump.rps");
+    b.snapshot(&ok);
+    drop(b.build().unwrap());
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0);
+}

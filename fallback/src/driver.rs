@@ -43,8 +43,8 @@ use polling::{Event, Events, Poller};
 
 use crate::errno::{classify, is_out_of_descriptors, Disposition, Site};
 use crate::event::{
-    log_fatal, Backoff, Command, ConnId, ConnInfo, Dispatch, DriverConfig, FileRange, IdleClock,
-    LogLimit, Shared, Stats, Waker,
+    log_fatal, warn_grace_over, Backoff, Command, ConnId, ConnInfo, Dispatch, DriverConfig,
+    FileRange, IdleClock, LogLimit, Shared, Stats, Waker,
 };
 use crate::net::{prepare_stream, set_cork};
 use crate::outq::FileQueue;
@@ -253,6 +253,7 @@ impl PollDriver {
                     return Ok(());
                 }
                 if self.now.duration_since(since) >= self.cfg.shutdown_grace {
+                    warn_grace_over(self.cfg.shutdown_grace, self.open);
                     self.close_all(dispatch);
                     dispatch.flush();
                     return Ok(());

@@ -588,6 +588,18 @@ impl Backoff {
     }
 }
 
+/// Log that the shutdown grace ran out with `open` connections of one I/O thread still
+/// open: they are closed, and what they were still owed is dropped (counted as
+/// `discarded`).
+pub fn warn_grace_over(grace: Duration, open: usize) {
+    if open > 0 {
+        tracing::warn!(
+            "shutdown grace ({grace:?}) is over: closing {open} connection(s) still open, \
+             dropping what they were still owed"
+        );
+    }
+}
+
 /// Rate limit for log lines: at most one per `every`.
 #[derive(Debug)]
 pub struct LogLimit {

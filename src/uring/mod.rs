@@ -110,7 +110,7 @@ use io_uring::{cqueue, opcode, squeue, IoUring};
 use ringport_fallback::errno::{
     classify, from_completion, is_out_of_descriptors, Disposition, Site,
 };
-use ringport_fallback::event::{log_fatal, Backoff, IdleClock, LogLimit};
+use ringport_fallback::event::{log_fatal, warn_grace_over, Backoff, IdleClock, LogLimit};
 use ringport_fallback::net::prepare_stream;
 use ringport_fallback::outq::FileQueue;
 use ringport_fallback::{Command, ConnId, ConnInfo, Dispatch, DriverConfig, Shared, Stats, Waker};
@@ -539,6 +539,7 @@ impl UringDriver {
                     return Ok(());
                 }
                 if self.now.duration_since(since) >= self.cfg.shutdown_grace {
+                    warn_grace_over(self.cfg.shutdown_grace, self.open);
                     self.close_all(dispatch, last);
                     self.drain_all(dispatch, last);
                     dispatch.flush();

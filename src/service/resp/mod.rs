@@ -132,13 +132,21 @@ impl RespBuilder {
     ///
     /// # Errors
     /// `InvalidData` with a one-line reason when the snapshot is unreadable, truncated or
-    /// corrupt (nothing of it is loaded then); errors spawning the thread.
+    /// corrupt (nothing of it is loaded then); the error creating a file beside it when one
+    /// cannot be written there (a missing directory, no permission); errors spawning the
+    /// thread.
     pub fn build(&self) -> io::Result<Resp> {
         let ks = Keyspace::new(self.config.maxmemory, self.config.policy);
         let mut loaded = 0;
         if let Some(path) = &self.config.snapshot {
             loaded = snapshot::load(path, &ks)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            snapshot::check_writable(path).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("the snapshot cannot be written at {}: {e}", path.display()),
+                )
+            })?;
         }
         let shared = Arc::new_cyclic(|me| Shared {
             me: me.clone(),

@@ -105,6 +105,15 @@ fn encode_shard(shard: &Shard, now: u64, out: &mut Vec<u8>) -> u64 {
     n
 }
 
+/// Whether a snapshot can be written at `path`: its temporary file is created and removed,
+/// so a missing directory or one without write permission is found at start, not at the
+/// first SAVE or at shutdown (when the data would be lost).
+pub(crate) fn check_writable(path: &Path) -> io::Result<()> {
+    let tmp = temp_path(path);
+    File::create(&tmp)?;
+    fs::remove_file(&tmp)
+}
+
 /// The temporary file a snapshot of `path` is written to first.
 fn temp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
