@@ -4,8 +4,9 @@
 //! open from descriptor 3 on, and says so in the environment: `LISTEN_PID` (the process
 //! they are meant for), `LISTEN_FDS` (how many) and `LISTEN_FDNAMES` (their names, from
 //! `FileDescriptorName=`, separated by `:`). A socket named `metrics` serves the Prometheus
-//! metrics; the first other one serves the service. The variables are removed once read,
-//! so child processes do not take the sockets for theirs.
+//! metrics; the other one serves the service. Any further socket is refused (it would hold
+//! connections nobody accepts). The variables are removed once read, so child processes do
+//! not take the sockets for theirs.
 
 use std::io;
 use std::net::TcpListener;
@@ -13,7 +14,7 @@ use std::net::TcpListener;
 /// The listeners systemd passed.
 #[derive(Debug, Default)]
 pub struct Activated {
-    /// The service's listener (the first socket not named `metrics`).
+    /// The service's listener (the socket not named `metrics`).
     pub service: Option<TcpListener>,
     /// The socket named `metrics`, if any.
     pub metrics: Option<TcpListener>,
@@ -24,7 +25,8 @@ pub struct Activated {
 ///
 /// # Errors
 /// `LISTEN_FDS` is not a number, or a passed descriptor is not a TCP socket, or (where the
-/// system says) not a listening one.
+/// system says) not a listening one, or one more than a socket for the service and one
+/// named `metrics`.
 pub fn take() -> io::Result<Option<Activated>> {
     let pid = std::env::var("LISTEN_PID").ok();
     let fds = std::env::var("LISTEN_FDS").ok();
@@ -66,7 +68,20 @@ pub fn take() -> io::Result<Option<Activated>> {
                     format!("passed socket {} ({name}) is missing", 3 + i),
                 )
             })?;
-        let slot = if name == "metrics" && out.metrics.is_none() {
+        let slot = if name == "metrics" {
+            if out.metrics.is_some() {
+                // systemd names every socket of a unit with its FileDescriptorName=: two
+                // sockets in one unit are both `metrics` when that is the last name given.
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "passed socket {} is a second one named `metrics` (systemd gives every \
+                         socket of a unit the unit's one FileDescriptorName=: put the metrics \
+                         socket in a unit of its own)",
+                        3 + i
+                    ),
+                ));
+            }
             &mut out.metrics
         } else if out.service.is_none() {
             &mut out.service
@@ -77,7 +92,9 @@ pub fn take() -> io::Result<Option<Activated>> {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "passed socket {} ({name}) would not be served: a process serves one                      listening socket and one named `metrics` (for IPv4 and IPv6 on one                      port, pass one socket on [::]:PORT, or run a process per socket)",
+                    "passed socket {} ({name}) would not be served: a process serves one \
+                     listening socket and one named `metrics` (for IPv4 and IPv6 on one \
+                     port, pass one socket on [::]:PORT, or run a process per socket)",
                     3 + i
                 ),
             ));

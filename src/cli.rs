@@ -460,19 +460,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         tracing::warn!("{reason}; using the poll backend");
     }
     let handle = server.shutdown_handle();
-    // The first signal starts the shutdown; another at least `REPEAT` later exits at once.
-    // One sooner is the same request delivered twice (`timeout` signals the process and its
-    // group; so does a terminal's Ctrl+C to a process group), not a second one.
-    const REPEAT: Duration = Duration::from_millis(500);
-    let mut first: Option<Instant> = None;
-    let installed = ctrlc::set_handler(move || match first {
-        None => {
-            first = Some(Instant::now());
+    let mut presses = Presses::default();
+    let installed = ctrlc::set_handler(move || match presses.press() {
+        Press::First => {
             tracing::info!("shutting down (a signal again to exit at once)");
             handle.shutdown();
         }
-        Some(t) if t.elapsed() < REPEAT => {}
-        Some(_) => {
+        Press::Same => {}
+        Press::Again => {
             tracing::warn!("a second signal: exiting at once, dropping what was still to send");
             std::process::exit(130);
         }
@@ -632,5 +627,40 @@ mod tests {
     fn cli_definition_is_valid() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+}
+
+/// What a stop signal (SIGINT, SIGTERM, SIGHUP; Ctrl+C) means, by when it comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Press {
+    /// The first: stop gracefully.
+    First,
+    /// Within half a second of the first: the same request delivered twice (`timeout`
+    /// signals the process and its group; so does a terminal's Ctrl+C), not a second one.
+    Same,
+    /// Later: stop at once.
+    Again,
+}
+
+/// The stop signals seen so far.
+#[derive(Debug, Default)]
+pub(crate) struct Presses {
+    first: Option<Instant>,
+}
+
+impl Presses {
+    /// How long after the first a signal is still the same request.
+    const REPEAT: Duration = Duration::from_millis(500);
+
+    /// A stop signal came: what it means.
+    pub(crate) fn press(&mut self) -> Press {
+        match self.first {
+            None => {
+                self.first = Some(Instant::now());
+                Press::First
+            }
+            Some(t) if t.elapsed() < Self::REPEAT => Press::Same,
+            Some(_) => Press::Again,
+        }
     }
 }

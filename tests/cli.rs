@@ -459,13 +459,18 @@ fn a_signal_twice_at_once_is_one_stop_and_a_later_one_exits_at_once() {
 
     // Output owed to a client that does not read holds the shutdown (up to the grace).
     let mut p = serve_process(&["--backend", "poll", "--shutdown-grace", "60s"]).unwrap();
-    let c = connect(p.addr);
+    let mut c = connect(p.addr);
+    socket2::SockRef::from(&c)
+        .set_recv_buffer_size(16 * 1024)
+        .unwrap();
     let mut w = c.try_clone().unwrap();
     let writer = std::thread::spawn(move || {
         let chunk = vec![7u8; 64 * 1024];
         while w.write_all(&chunk).is_ok() {}
     });
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Echoed bytes: the connection is the server's, and its output builds up from here.
+    let mut some = [0u8; 4096];
+    c.read_exact(&mut some).unwrap();
     assert_eq!(kill(&p.guard.child), 0);
     // Well past the 500 ms within which a repeat is the same request.
     std::thread::sleep(std::time::Duration::from_millis(1500));

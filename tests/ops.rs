@@ -645,8 +645,13 @@ fn poll_socket_activation_serves_the_passed_listeners() {
 /// connection closes unanswered. Returns what the children wrote to stderr.
 fn activation_refused(backend: Backend, activate: &[&str], addr: SocketAddr) -> String {
     let mut guard = socket_activate(activate, &["--backend", backend.name()], Stdio::null());
+    // The first connection that gets through is the one checked: without `-a` it makes the
+    // activator exec ringport, which refuses and exits at once, so a later connect could be
+    // refused.
+    let mut first = None;
     wait_until("systemd-socket-activate to listen", || {
-        TcpStream::connect(addr).is_ok()
+        first = TcpStream::connect(addr).ok();
+        first.is_some()
     });
     // systemd-socket-activate's stderr, read as it comes: the children write theirs there
     // too.
@@ -664,7 +669,8 @@ fn activation_refused(backend: Backend, activate: &[&str], addr: SocketAddr) -> 
         })
     };
     // ringport exits at once: the connection it was handed closes unanswered.
-    let mut c = connect(addr);
+    let mut c = first.expect("connected");
+    c.set_read_timeout(Some(common::DEADLINE)).unwrap();
     let _ = c.write_all(b"hello");
     let mut buf = [0u8; 16];
     match c.read(&mut buf) {
@@ -719,6 +725,24 @@ fn socket_activation_refuses_a_socket_it_would_not_serve() {
         let err = activation_refused(backend, &["-l", &addr.to_string(), "-l", &other], addr);
         assert!(
             err.contains("passed socket 4 (unknown) would not be served"),
+            "{backend}: {err}"
+        );
+        // Two sockets named `metrics` (what one systemd unit with two sockets passes when
+        // its last FileDescriptorName= is `metrics`): the second is not the service's.
+        let (first, second) = (free_port(), free_port());
+        let addr: SocketAddr = format!("127.0.0.1:{first}").parse().unwrap();
+        let other = format!("127.0.0.1:{second}");
+        let two = [
+            "-l",
+            &addr.to_string(),
+            "-l",
+            &other,
+            "--fdname",
+            "metrics:metrics",
+        ];
+        let err = activation_refused(backend, &two, addr);
+        assert!(
+            err.contains("passed socket 4 is a second one named `metrics`"),
             "{backend}: {err}"
         );
     }

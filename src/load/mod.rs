@@ -44,7 +44,7 @@ mod report;
 use std::io::{self, IsTerminal, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -78,13 +78,11 @@ pub fn main(args: &BenchArgs) -> std::process::ExitCode {
         say(&e);
         return ExitCode::from(2);
     }
-    let presses = AtomicUsize::new(0);
-    let installed = ctrlc::set_handler(move || {
-        if presses.fetch_add(1, Ordering::SeqCst) == 0 {
-            INTERRUPTED.store(true, Ordering::SeqCst);
-        } else {
-            std::process::exit(i32::from(EXIT_INTERRUPTED));
-        }
+    let mut presses = crate::cli::Presses::default();
+    let installed = ctrlc::set_handler(move || match presses.press() {
+        crate::cli::Press::First => INTERRUPTED.store(true, Ordering::SeqCst),
+        crate::cli::Press::Same => {}
+        crate::cli::Press::Again => std::process::exit(i32::from(EXIT_INTERRUPTED)),
     });
     if let Err(e) = installed {
         say(&format!(

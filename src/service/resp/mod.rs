@@ -139,14 +139,14 @@ impl RespBuilder {
         let ks = Keyspace::new(self.config.maxmemory, self.config.policy);
         let mut loaded = 0;
         if let Some(path) = &self.config.snapshot {
-            loaded = snapshot::load(path, &ks)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             snapshot::check_writable(path).map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!("the snapshot cannot be written at {}: {e}", path.display()),
                 )
             })?;
+            loaded = snapshot::load(path, &ks)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         }
         let shared = Arc::new_cyclic(|me| Shared {
             me: me.clone(),

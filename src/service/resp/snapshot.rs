@@ -109,9 +109,15 @@ fn encode_shard(shard: &Shard, now: u64, out: &mut Vec<u8>) -> u64 {
 /// so a missing directory or one without write permission is found at start, not at the
 /// first SAVE or at shutdown (when the data would be lost).
 pub(crate) fn check_writable(path: &Path) -> io::Result<()> {
-    let tmp = temp_path(path);
-    File::create(&tmp)?;
-    fs::remove_file(&tmp)
+    let mut name = temp_path(path).into_os_string();
+    name.push("-check");
+    let probe = PathBuf::from(name);
+    // A name of its own, created new: nothing another writer has is truncated or removed.
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    fs::remove_file(&probe)
 }
 
 /// The temporary file a snapshot of `path` is written to first.
