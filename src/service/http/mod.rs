@@ -528,12 +528,10 @@ impl Http {
             conn.close();
         } else if !s.drain_asked {
             self.keepalive(conn);
-        } else if conn.deadline().is_some() {
-            // One armed for this request's head or body: output is draining, and `drained`
-            // sets the next (a client slow to read its answers is not idle; the engine's
-            // send timeout covers one that stopped).
-            conn.clear_deadline();
         }
+        // While output drains no deadline is armed (`read_deadline`): `drained` sets the
+        // next (a client slow to read its answers is not idle; the engine's send timeout
+        // covers one that stopped).
     }
 
     /// Serve a file (or a redirect, listing or error) for `path`.
