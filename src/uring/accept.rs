@@ -150,6 +150,7 @@ impl UringDriver {
             pending: Vec::new(),
             files: FileQueue::default(),
             corked: false,
+            fixed: false,
             nonblocking: false,
             want_drained: false,
             recv_armed: false,
@@ -169,6 +170,22 @@ impl UringDriver {
             last_read: IdleClock::Since(self.now),
             last_write: self.now,
         });
+        if slot < self.fixed_files {
+            let fd = self.slots[slot as usize]
+                .conn
+                .as_ref()
+                .map(|c| c.stream.as_raw_fd());
+            // Not entered (no memory for it): the connection uses its descriptor.
+            let entered = fd.is_some_and(|fd| {
+                self.ring
+                    .submitter()
+                    .register_files_update(slot, &[fd])
+                    .is_ok()
+            });
+            if let Some(c) = self.slots[slot as usize].conn.as_mut() {
+                c.fixed = entered;
+            }
+        }
         self.open += 1;
         Stats::add(&self.stats.accepted, 1);
         dispatch.open(id, &info);

@@ -187,8 +187,22 @@ impl UringDriver {
         // The descriptor is closed before the counters move, so whoever sees `closed` go
         // up sees the descriptor gone too.
         if c.busy() {
+            // Its entry in the descriptor table goes with the ring (or with the next
+            // connection in the slot); its requests hold the file until they complete.
             self.graveyard.push(c);
         } else {
+            // The table holds the socket open too: take it out before closing the
+            // descriptor, so the close is the last and the peer sees it. Should taking it out
+            // fail, shutting the socket down still ends the connection for the peer.
+            if c.fixed
+                && self
+                    .ring
+                    .submitter()
+                    .register_files_update(slot, &[-1])
+                    .is_err()
+            {
+                let _ = c.stream.shutdown(Shutdown::Both);
+            }
             drop(c);
         }
         if why == Some(CloseWhy::Idle) {

@@ -208,6 +208,8 @@ struct Conn {
     files: FileQueue,
     /// `TCP_CORK` is set while a file body goes out.
     corked: bool,
+    /// The descriptor is entered in the ring's table at the connection's slot.
+    fixed: bool,
     /// The socket was made non-blocking (for `sendfile`, at its first file range).
     nonblocking: bool,
     /// The service asked to be told when output drains to the low-water mark.
@@ -275,6 +277,17 @@ impl Conn {
         Fd(self.stream.as_raw_fd())
     }
 
+    /// How a receive or send names the socket: its slot in the ring's table with
+    /// `FIXED_FILE` when it is entered there, else its descriptor. (A cancel by descriptor
+    /// finds requests that name the slot too: both resolve to the same open file.)
+    fn file(&self) -> (Fd, squeue::Flags) {
+        if self.fixed {
+            (Fd(self.id.slot() as i32), squeue::Flags::FIXED_FILE)
+        } else {
+            (self.fd(), squeue::Flags::empty())
+        }
+    }
+
     fn queued(&self) -> usize {
         let file = usize::try_from(self.files.bytes()).unwrap_or(usize::MAX);
         ((self.sending.len() - self.send_pos) + self.pending.len()).saturating_add(file)
@@ -339,6 +352,11 @@ pub struct UringDriver {
     backlog: VecDeque<squeue::Entry>,
     /// Requests submitted whose last completion has not come yet.
     inflight: usize,
+    /// Length of the ring's table of registered descriptors: a connection in a slot below
+    /// it is entered in the table at admission, and its receives and sends name it by
+    /// slot (the kernel then skips looking the descriptor up and counting a reference to
+    /// its file on every request). 0 when the table could not be registered.
+    fixed_files: u32,
     cqes: Vec<(u64, i32, u32)>,
     wake_armed: bool,
     /// The eventfd read failed for good (`Fatal`): wait with a short timeout instead.
@@ -442,6 +460,7 @@ impl UringDriver {
         let (ring, _flavor) = ring::build(cfg.ring_entries)?;
         ring::check_features(&ring)?;
         bufs.register(&ring)?;
+        let fixed_files = ring::file_table(&ring, cfg.max_connections);
         let batch_wait = if ring.params().is_feature_min_timeout() {
             u32::try_from(cfg.batch_wait.as_micros()).unwrap_or(u32::MAX)
         } else {
@@ -475,6 +494,7 @@ impl UringDriver {
             starved: VecDeque::new(),
             backlog: VecDeque::new(),
             inflight: 0,
+            fixed_files,
             cqes: Vec::new(),
             wake_armed: false,
             wake_broken: false,

@@ -23,7 +23,11 @@ impl UringDriver {
             if !c.recv_armed && !c.out_paused {
                 c.recv_armed = true;
                 c.recv_cancel = false;
-                let entry = opcode::RecvMulti::new(c.fd(), bgid).build().user_data(ud);
+                let (fd, fixed) = c.file();
+                let entry = opcode::RecvMulti::new(fd, bgid)
+                    .build()
+                    .flags(fixed)
+                    .user_data(ud);
                 self.push(entry);
             }
         } else if c.recv_armed && !c.recv_cancel {

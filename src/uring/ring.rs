@@ -86,6 +86,39 @@ pub(crate) fn check_features(ring: &IoUring) -> io::Result<()> {
     }
 }
 
+/// Most slots one ring's table of registered descriptors has (8 bytes of kernel memory
+/// each): connections in slots past it use their descriptors as they are.
+const FILE_TABLE_MAX: usize = 16_384;
+
+/// Register an empty table of descriptors for the connections' slots: as many as
+/// `max_connections`, the open-files limit (which the kernel holds a table to) and
+/// [`FILE_TABLE_MAX`] allow. Returns its length; 0 when the kernel refused one (the
+/// connections then use their descriptors as they are, which only costs a lookup per
+/// request).
+pub(crate) fn file_table(ring: &IoUring, max_connections: usize) -> u32 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit, which `limit` is.
+    let open_files = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        0
+    };
+    let len = max_connections.min(open_files).min(FILE_TABLE_MAX) as u32;
+    if len == 0 {
+        return 0;
+    }
+    match ring.submitter().register_files_sparse(len) {
+        Ok(()) => len,
+        Err(e) => {
+            tracing::debug!("no table of registered descriptors ({e}): using descriptors");
+            0
+        }
+    }
+}
+
 /// A blocking eventfd (an io_uring read on a non-blocking one would fail with `EAGAIN`
 /// instead of waiting), close-on-exec.
 ///

@@ -68,9 +68,11 @@ impl UringDriver {
                 if let Some(Injected::Short(n)) = scripted {
                     len = len.min(n);
                 }
-                opcode::Send::new(c.fd(), rest.as_ptr(), len as u32)
+                let (fd, fixed) = c.file();
+                opcode::Send::new(fd, rest.as_ptr(), len as u32)
                     .flags(libc::MSG_NOSIGNAL)
                     .build()
+                    .flags(fixed)
                     .user_data(ud)
             }
         };
@@ -214,8 +216,10 @@ impl UringDriver {
         let Some(c) = self.slots[slot as usize].conn.as_mut() else {
             return;
         };
-        let entry = opcode::PollAdd::new(c.fd(), libc::POLLOUT as u32)
+        let (fd, fixed) = c.file();
+        let entry = opcode::PollAdd::new(fd, libc::POLLOUT as u32)
             .build()
+            .flags(fixed)
             .user_data(user_data(Op::FileReady, c.id.generation(), slot));
         c.send_busy = true;
         self.push(entry);
