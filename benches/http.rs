@@ -11,8 +11,10 @@
 //! apart and a drift of the machine (a busy neighbour on a shared host) touches both; each
 //! figure is the median over the rounds, and each ratio to nginx the median of the rounds'
 //! ratios (each round's figure over nginx's in that round).
-//! Server CPU is read from `/proc/PID/stat` of the server's processes (nginx: master and
-//! worker) over the window.
+//! Server CPU is the scheduler's run time of the server's threads (nginx: master and
+//! worker) over the window (`/proc/PID/task/*/schedstat`: exact, where the tick-sampled
+//! times of `/proc/PID/stat` count a whole tick to whoever runs when it fires); wrk's own
+//! CPU, from `/proc/PID/stat`, only says whether wrk was the limit.
 //!
 //! Contenders: nginx from the distribution (one worker, `access_log off`, `sendfile on`,
 //! the same root, `/plaintext` as a fixed-body `return 200`), and ringport
@@ -38,7 +40,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::{family, family_ticks, median, pinned, rss_bytes, ticks_per_second, Proc};
+use support::{family, family_cpu_seconds, median, pinned, rss_bytes, ticks_per_second, Proc};
 
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -544,11 +546,11 @@ fn wrk_bytes(s: &str) -> Option<f64> {
 /// One measured window of wrk against a running (and warmed up) server.
 fn measure(bench: &Bench, server: &Running, path: &str) -> Result<Sample, String> {
     let url = server.url(path);
-    let before = family_ticks(&server.pids);
+    let before = family_cpu_seconds(&server.pids)?;
     let began = Instant::now();
     let (report, load_ticks) = wrk(bench, &url, bench.secs)?;
     let elapsed = began.elapsed().as_secs_f64();
-    let server_ticks = family_ticks(&server.pids) - before;
+    let server_secs = family_cpu_seconds(&server.pids)? - before;
     let field = |prefix: &str| -> Option<&str> {
         report
             .lines()
@@ -576,7 +578,7 @@ fn measure(bench: &Bench, server: &Running, path: &str) -> Result<Sample, String
         rps,
         bytes_per_sec: transfer,
         p99_ms: p99,
-        server_cpu: server_ticks as f64 / bench.tck / elapsed,
+        server_cpu: server_secs / elapsed,
         load_cpu: load_ticks as f64 / bench.tck / elapsed,
         errors,
     })

@@ -146,26 +146,6 @@ fn start(setup: &Setup, c: Contender) -> Result<Server, String> {
     }
 }
 
-/// CPU seconds a process has used: the scheduler's run time of each of its threads
-/// (`/proc/PID/task/*/schedstat`, nanoseconds), which a process that sleeps and wakes often
-/// gets exactly, where the tick-sampled user + system times of `/proc/PID/stat` are coarse.
-fn cpu_seconds(pid: u32) -> Result<f64, String> {
-    let dir = format!("/proc/{pid}/task");
-    let mut ns = 0u64;
-    for t in std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))? {
-        let path = t.map_err(|e| e.to_string())?.path().join("schedstat");
-        // A thread may exit between the listing and the read.
-        if let Ok(s) = std::fs::read_to_string(&path) {
-            ns += s
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| format!("bad {}", path.display()))?;
-        }
-    }
-    Ok(ns as f64 / 1e9)
-}
-
 /// One run: requests/s and server CPU microseconds per request.
 fn measure(setup: &Setup, c: Contender, test: &str, pipeline: u32) -> Result<(f64, f64), String> {
     let server = start(setup, c)?;
@@ -175,7 +155,7 @@ fn measure(setup: &Setup, c: Contender, test: &str, pipeline: u32) -> Result<(f6
         setup.requests
     };
     let pid = server.child.id();
-    let cpu0 = cpu_seconds(pid)?;
+    let cpu0 = support::cpu_seconds(pid)?;
     let out = pinned(setup, 1, &setup.redis_benchmark)
         .args(["-p", &server.port.to_string(), "-c", CONNECTIONS])
         .args(["-P", &pipeline.to_string(), "-n", &n.to_string()])
@@ -183,7 +163,7 @@ fn measure(setup: &Setup, c: Contender, test: &str, pipeline: u32) -> Result<(f6
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run redis-benchmark: {e}"))?;
-    let cpu = cpu_seconds(pid)? - cpu0;
+    let cpu = support::cpu_seconds(pid)? - cpu0;
     drop(server);
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {

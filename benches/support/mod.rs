@@ -117,9 +117,29 @@ pub fn family(pid: u32) -> Vec<u32> {
     all
 }
 
-/// CPU ticks of a process and its children.
-pub fn family_ticks(pids: &[u32]) -> u64 {
-    pids.iter().map(|&p| cpu_ticks(p)).sum()
+/// CPU seconds a process has used: the scheduler's run time of each of its threads
+/// (`/proc/PID/task/*/schedstat`, nanoseconds), which a process that sleeps and wakes often
+/// gets exactly, where the tick-sampled user + system times of `/proc/PID/stat` are coarse.
+pub fn cpu_seconds(pid: u32) -> Result<f64, String> {
+    let dir = format!("/proc/{pid}/task");
+    let mut ns = 0u64;
+    for t in std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))? {
+        let path = t.map_err(|e| e.to_string())?.path().join("schedstat");
+        // A thread may exit between the listing and the read.
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            ns += s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| format!("bad {}", path.display()))?;
+        }
+    }
+    Ok(ns as f64 / 1e9)
+}
+
+/// CPU seconds of a process and its children ([`cpu_seconds`] of each).
+pub fn family_cpu_seconds(pids: &[u32]) -> Result<f64, String> {
+    pids.iter().map(|&p| cpu_seconds(p)).sum()
 }
 
 /// Resident memory of processes, in bytes.
