@@ -7,6 +7,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+#[path = "common/process.rs"]
+mod process;
+
+use process::Start;
+
 const BIN: &str = env!("CARGO_BIN_EXE_ringport");
 /// Generous: a loaded CI machine may be slow to start a process.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -33,7 +38,7 @@ fn serve(backend: &str) -> Option<Server> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .spawn()
+        .start()
         .expect("spawn ringport serve");
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();
@@ -72,7 +77,7 @@ fn bench(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .start()
         .expect("spawn ringport bench");
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
@@ -473,7 +478,7 @@ fn impossible_rate_is_counted_as_missed() {
         "0",
         "--json",
     ];
-    let limited = Command::new("prlimit").arg("--version").output().is_ok();
+    let limited = Command::new("prlimit").arg("--version").run().is_ok();
     let started = std::time::Instant::now();
     let out = if limited {
         let child = Command::new("prlimit")
@@ -483,7 +488,7 @@ fn impossible_rate_is_counted_as_missed() {
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
+            .start()
             .unwrap();
         child.wait_with_output().unwrap()
     } else {
@@ -708,7 +713,7 @@ fn ctrl_c_prints_what_was_measured(json_out: bool) {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .start()
         .unwrap();
     let pid = child.id();
     let guard_pid = pid;

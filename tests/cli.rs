@@ -5,7 +5,7 @@ mod common;
 use std::io::{Read, Write};
 use std::process::Command;
 
-use common::{available, connect, serve_process, stop_signal, stoppable, wait_exit, Rng};
+use common::{available, connect, serve_process, stop_signal, stoppable, wait_exit, Rng, Start};
 use ringport::Backend;
 
 /// `ringport serve` prints its banner, echoes byte-exact, and on the stop signal (SIGTERM;
@@ -121,7 +121,7 @@ fn backend_from_environment() {
             .args(["serve", "--listen", "127.0.0.1:0"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
-            .spawn()
+            .start()
             .unwrap(),
     };
     let mut line = String::new();
@@ -139,7 +139,7 @@ fn backend_from_environment() {
 fn bad_arguments_are_clear_errors() {
     let out = Command::new(env!("CARGO_BIN_EXE_ringport"))
         .args(["serve", "--backend", "carrier-pigeon"])
-        .output()
+        .run()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -147,7 +147,7 @@ fn bad_arguments_are_clear_errors() {
 
     let out = Command::new(env!("CARGO_BIN_EXE_ringport"))
         .args(["serve", "--idle-timeout", "soon"])
-        .output()
+        .run()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a duration"));
@@ -157,7 +157,7 @@ fn bad_arguments_are_clear_errors() {
     let addr = taken.local_addr().unwrap().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_ringport"))
         .args(["serve", "--backend", "poll", "--listen", &addr])
-        .output()
+        .run()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -169,7 +169,7 @@ fn bad_arguments_are_clear_errors() {
 fn help_shows_examples() {
     let out = Command::new(env!("CARGO_BIN_EXE_ringport"))
         .args(["serve", "--help"])
-        .output()
+        .run()
         .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
@@ -195,7 +195,7 @@ fn usage_error(args: &[&str], env: &[(&str, &str)]) -> String {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.args(args).output().unwrap();
+    let out = cmd.args(args).run().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
     assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
@@ -351,7 +351,7 @@ fn banner_to_a_full_stdout_is_one_clear_error() {
         .args(["serve", "--listen", "127.0.0.1:0", "--backend", "poll"])
         .stdout(full)
         .stderr(std::process::Stdio::piped())
-        .output()
+        .run()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
@@ -379,7 +379,7 @@ fn log_lines_to_a_full_stderr_are_dropped() {
             .args(["serve", "--listen", "127.0.0.1:0", "--backend", "poll"])
             .stdout(std::process::Stdio::piped())
             .stderr(full)
-            .spawn()
+            .start()
             .unwrap(),
     };
     let mut line = String::new();
@@ -409,7 +409,7 @@ fn refused_ring_memory_says_how_much_was_asked() {
         eprintln!("skipped: backend uring is not available on this machine");
         return;
     }
-    if Command::new("prlimit").arg("--version").output().is_err() {
+    if Command::new("prlimit").arg("--version").run().is_err() {
         eprintln!("skipped: prlimit is not installed");
         return;
     }
@@ -419,7 +419,7 @@ fn refused_ring_memory_says_how_much_was_asked() {
         .args(["serve", "--listen", "127.0.0.1:0", "--backend", "uring"])
         .args(["--ring-buffers", "32768", "--buffer-size", "1MiB"])
         .stdout(std::process::Stdio::null())
-        .output()
+        .run()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{wait_until, ChildGuard, TempDir};
+use common::{wait_until, ChildGuard, Start, TempDir};
 use ringport::Backend;
 
 /// How long wrk drives HAProxy.
@@ -58,7 +58,7 @@ impl Instance {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
+            .start()
             .unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
@@ -176,7 +176,7 @@ fn rolling_restarts_behind_haproxy_lose_no_request() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
+        .start()
         .expect("haproxy runs (.ci/run installs the Debian package haproxy)");
     let mut haproxy = ChildGuard { child: haproxy };
     wait_until("HAProxy to see both instances up", || {
@@ -190,7 +190,7 @@ fn rolling_restarts_behind_haproxy_lose_no_request() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .start()
         .expect("wrk runs (.ci/run installs it)");
     let mut wrk = ChildGuard { child: wrk };
     let started = Instant::now();

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{connect, wait_until, ChildGuard, Rng, Setup, TempDir, DEADLINE};
+use common::{connect, wait_until, ChildGuard, Rng, Setup, Start, TempDir, DEADLINE};
 use ringport::service::http::{Http, HttpBuilder};
 use ringport::Server;
 
@@ -136,7 +136,7 @@ fn run_tool(program: &str, args: &[&str]) -> Vec<u8> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .start()
         .unwrap_or_else(|e| panic!("cannot run {program} ({e}): .ci/run installs it"));
     let mut guard = ChildGuard { child };
     let mut out = Vec::new();
@@ -1469,7 +1469,7 @@ fn binary_serves_http_with_flags() {
             "--root",
         ])
         .arg(site.root.join("small.html"))
-        .output()
+        .run()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a directory"));

@@ -7,7 +7,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{assert_echo, connect, echo_exchange, try_echo, wait_until, Rng, Setup};
+use common::{assert_echo, connect, echo_exchange, try_echo, wait_until, Rng, Setup, Start};
 #[cfg(target_os = "linux")]
 use common::{
     available, cpu_ticks, rss_bytes, serve_process, serve_process_under, ticks_per_second,
@@ -479,7 +479,7 @@ fn out_of_descriptors_backs_off_and_recovers() {
 fn out_of_descriptors_backs_off_and_recovers() {
     if std::process::Command::new("prlimit")
         .arg("--version")
-        .output()
+        .run()
         .is_err()
     {
         panic!("prlimit (util-linux) is needed for this test");

@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{connect, wait_until, ChildGuard, Setup, TempDir};
+use common::{connect, wait_until, ChildGuard, Setup, Start, TempDir};
 use ringport::proxy::{ProxyConfig, ProxyProtocol, Version};
 use ringport::service::http::Http;
 use ringport::{Backend, Server};
@@ -120,7 +120,7 @@ fn promtool_accepts(text: &str) {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .start()
         .expect("promtool runs (.ci/run installs the Debian package prometheus)");
     child
         .stdin
@@ -540,7 +540,7 @@ fn socket_activate(activate: &[&str], serve: &[&str], stdout: Stdio) -> ChildGua
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(Stdio::piped())
-        .spawn()
+        .start()
         .expect("systemd-socket-activate runs (.ci/run installs the Debian package systemd)");
     ChildGuard { child }
 }
@@ -764,7 +764,7 @@ fn log_lines_have_timestamp_and_level_and_are_filtered() {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
+            .start()
             .unwrap();
         let mut guard = ChildGuard { child };
         let mut banner = String::new();
@@ -804,7 +804,7 @@ fn log_lines_have_timestamp_and_level_and_are_filtered() {
     assert!(run(&["--log-level", "info"], Some("error")).contains("stopped; counters:"));
     let bad = Command::new(env!("CARGO_BIN_EXE_ringport"))
         .args(["serve", "--log-level", "loud"])
-        .output()
+        .run()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a level"));

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::resp::{encode, python_redis, redis_cli, run_program, server, tool, Client, Reply};
-use common::{connect, wait_until, ChildGuard, Rng, Setup};
+use common::{connect, wait_until, ChildGuard, Rng, Setup, Start};
 use ringport::service::resp::EvictionPolicy;
 
 every_backend!(
@@ -127,7 +127,7 @@ impl CliSubscriber {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
-            .spawn()
+            .start()
             .expect("start redis-cli");
         let lines = BufReader::new(child.stdout.take().unwrap());
         CliSubscriber {

@@ -24,7 +24,7 @@ use std::time::Duration;
 #[cfg(target_os = "linux")]
 use std::time::Instant;
 
-use common::{available, connect, wait_until, Rng};
+use common::{available, connect, wait_until, Rng, Start};
 #[cfg(target_os = "linux")]
 use common::{fd_count, wait_exit, ChildGuard, DEADLINE};
 use ringport::fallback::Disposition;
@@ -350,7 +350,7 @@ fn spawn_without_io_uring(backend: &str) -> io::Result<Child> {
             Ok(())
         });
     }
-    cmd.spawn()
+    cmd.start()
 }
 
 /// Lines of a child's pipe, read on a thread so that waits can have a deadline.

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod process;
 pub mod resp;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -10,6 +11,8 @@ use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ringport::service::Echo;
+
+pub use process::Start;
 use ringport::{Backend, Server, ServerBuilder};
 
 /// Generous deadline for anything a test waits on: CI machines are small and busy.
@@ -245,7 +248,7 @@ pub fn serve_process_under(wrapper: &[&str], args: &[&str]) -> io::Result<ServeP
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     stoppable(&mut cmd);
-    let mut child = cmd.spawn()?;
+    let mut child = cmd.start()?;
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take();
     let guard = ChildGuard { child };

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use ringport::service::resp::{Resp, RespBuilder};
 use ringport::Server;
 
-use super::{connect, wait_exit, ChildGuard, Setup};
+use super::{connect, wait_exit, ChildGuard, Setup, Start};
 
 /// One RESP2 reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,7 +209,7 @@ pub fn run_program(cmd: &mut Command, input: &[u8]) -> (std::process::ExitStatus
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .start()
         .expect("start program");
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
