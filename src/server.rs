@@ -226,6 +226,16 @@ impl ServerBuilder {
         self
     }
 
+    /// io_uring: slots per ring whose connections have their sockets entered in the ring's
+    /// table of registered descriptors (default 16,384; also capped by the open-files limit
+    /// and [`max_connections`](Self::max_connections); zero: none). Each slot is 8 bytes of
+    /// kernel memory; a connection past them works the same, with one descriptor lookup per
+    /// request more.
+    pub fn registered_files(&mut self, n: u32) -> &mut Self {
+        self.driver.registered_files = n;
+        self
+    }
+
     /// Scripted syscall failures at the drivers' choke points (tests only).
     #[cfg(feature = "fault-injection")]
     pub fn faults(&mut self, plan: Arc<ringport_fallback::fault::FaultPlan>) -> &mut Self {

@@ -156,6 +156,68 @@ fn tiny_buffer_ring_stays_byte_exact_with_workers() {
     tiny_buffer_ring(2);
 }
 
+/// A table of registered descriptors of 3 slots and 10 connections at a time: connections
+/// in and past the table, closed in a mixed order and their slots reused, all echo byte for
+/// byte, and every close reaches the peer (the table never keeps a socket open).
+fn registered_files_and_plain_descriptors(workers: usize) {
+    let _serial = serial();
+    const CONNS: usize = 10;
+    let Some(server) = server(Backend::Uring, workers, |b| {
+        b.registered_files(3);
+    }) else {
+        return;
+    };
+    let addr = server.local_addr();
+    let mut socks: Vec<TcpStream> = (0..CONNS).map(|_| connect(addr)).collect();
+    for (i, s) in socks.iter_mut().enumerate() {
+        echo_exact(s, i as u64, 10_000 + i * 333);
+    }
+    // Close every other one (slots in and past the table come free), open as many again
+    // (they take those slots), and echo on all of them.
+    let mut closed = 0;
+    for i in (0..CONNS).rev().step_by(2) {
+        let mut s = socks.swap_remove(i);
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "bytes after the echo: {}", rest.len());
+        closed += 1;
+    }
+    wait_until("the closed connections gone", || {
+        server.stats().open == (CONNS - closed) as u64
+    });
+    socks.extend((0..closed).map(|_| connect(addr)));
+    for (i, s) in socks.iter_mut().enumerate() {
+        echo_exact(s, 100 + i as u64, 50_000 + i * 777);
+    }
+    // The server closes each (it answers the client's EOF with its own): the client reads
+    // EOF, which it would not while anything still held the socket open.
+    for s in &mut socks {
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "bytes after the echo: {}", rest.len());
+    }
+    wait_until("every connection closed", || server.stats().open == 0);
+    let stats = stop(server);
+    let total = (CONNS + closed) as u64;
+    assert_eq!(stats.accepted, total, "{stats}");
+    assert_eq!(stats.closed, total, "{stats}");
+    assert_eq!(stats.bytes_in, stats.bytes_out, "{stats}");
+    assert_eq!(stats.errors_of(Disposition::Fatal), 0);
+}
+
+#[test]
+fn registered_files_and_plain_descriptors_inline() {
+    registered_files_and_plain_descriptors(0);
+}
+
+#[test]
+fn registered_files_and_plain_descriptors_with_workers() {
+    registered_files_and_plain_descriptors(2);
+}
+
 /// Connect, push as much as the socket takes without ever reading, then reset: the server
 /// has a send blocked on a full window and a receive armed when the RST lands.
 fn abuse(addr: SocketAddr, seed: u64) {

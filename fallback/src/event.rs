@@ -380,6 +380,11 @@ pub struct DriverConfig {
     /// what they have (`min_wait`, Linux 6.12 and later; zero: return at the first
     /// completion). A request after an idle spell is never held back.
     pub batch_wait: Duration,
+    /// io_uring: slots of the ring's table of registered descriptors (at most the
+    /// open-files limit and `max_connections`): a connection in a slot below it has its
+    /// socket entered there, and its receives and sends name the slot, which spares the
+    /// kernel a descriptor lookup per request. Connections past it use their descriptors.
+    pub registered_files: u32,
     /// The listener is one socket shared by every I/O thread (passed in by socket
     /// activation), not one per thread: io_uring then asks for one connection at a time, so
     /// that the threads' rings take turns at it (a multishot accept would leave every
@@ -439,6 +444,7 @@ impl Default for DriverConfig {
             buffer_size: 16 * 1024,
             ring_entries: 1024,
             batch_wait: Duration::from_micros(30),
+            registered_files: 16_384,
             shared_listener: false,
             #[cfg(feature = "fault-injection")]
             faults: None,

@@ -460,7 +460,7 @@ impl UringDriver {
         let (ring, _flavor) = ring::build(cfg.ring_entries)?;
         ring::check_features(&ring)?;
         bufs.register(&ring)?;
-        let fixed_files = ring::file_table(&ring, cfg.max_connections);
+        let fixed_files = ring::file_table(&ring, &cfg);
         let batch_wait = if ring.params().is_feature_min_timeout() {
             u32::try_from(cfg.batch_wait.as_micros()).unwrap_or(u32::MAX)
         } else {

@@ -6,6 +6,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use io_uring::{opcode, IoUring, Probe};
 use ringport_fallback::errno::{classify, Disposition, Site};
+use ringport_fallback::DriverConfig;
 
 /// Which setup flags the ring got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,16 +87,12 @@ pub(crate) fn check_features(ring: &IoUring) -> io::Result<()> {
     }
 }
 
-/// Most slots one ring's table of registered descriptors has (8 bytes of kernel memory
-/// each): connections in slots past it use their descriptors as they are.
-const FILE_TABLE_MAX: usize = 16_384;
-
 /// Register an empty table of descriptors for the connections' slots: as many as
-/// `max_connections`, the open-files limit (which the kernel holds a table to) and
-/// [`FILE_TABLE_MAX`] allow. Returns its length; 0 when the kernel refused one (the
+/// `cfg.registered_files`, `cfg.max_connections` and the open-files limit (which the kernel
+/// holds a table to) allow. Returns its length; 0 when the kernel refused one (the
 /// connections then use their descriptors as they are, which only costs a lookup per
 /// request).
-pub(crate) fn file_table(ring: &IoUring, max_connections: usize) -> u32 {
+pub(crate) fn file_table(ring: &IoUring, cfg: &DriverConfig) -> u32 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -106,7 +103,9 @@ pub(crate) fn file_table(ring: &IoUring, max_connections: usize) -> u32 {
     } else {
         0
     };
-    let len = max_connections.min(open_files).min(FILE_TABLE_MAX) as u32;
+    let len = (cfg.registered_files as usize)
+        .min(cfg.max_connections)
+        .min(open_files) as u32;
     if len == 0 {
         return 0;
     }
