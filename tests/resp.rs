@@ -29,6 +29,10 @@ every_backend!(
     concurrent_incr_ends_at_the_exact_sum,
     transactions_apply_as_one_step,
     protocol_errors_answer_and_close_only_that_connection,
+    inline_line_over_64k_with_its_newline_is_served,
+    command_count_list_and_info_answer_as_redis,
+    help_and_unknown_subcommands_answer_as_redis,
+    hello_option_errors_answer_as_redis,
     garbage_and_mutated_input_never_stop_the_server,
     large_values_and_pipelines_arrive_in_pieces,
     unread_big_replies_stop_running_commands,
@@ -84,6 +88,11 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "server",
         include_str!("resp_cli/server.in"),
         include_str!("resp_cli/server.out"),
+    ),
+    (
+        "introspection",
+        include_str!("resp_cli/introspection.in"),
+        include_str!("resp_cli/introspection.out"),
     ),
 ];
 
@@ -537,6 +546,447 @@ fn protocol_errors_answer_and_close_only_that_connection(setup: Setup) {
         Reply::Int(1024)
     );
     assert_eq!(server.stats().service_panics, 0);
+}
+
+/// redis-server 7.0 serves an inline line of any length whose newline has arrived (here
+/// 70 KB, read 16 KiB at a time): only input held without a newline is limited to 64 KiB.
+/// The store refused every line over 64 KiB.
+fn inline_line_over_64k_with_its_newline_is_served(setup: Setup) {
+    let (server, _) = server(setup, 1, |_| {});
+    let addr = server.local_addr();
+    let value = "a".repeat(70 * 1024);
+    let mut c = Client::connect(addr);
+    c.send(format!("ECHO {value}\r\nPING\r\n").as_bytes());
+    assert_eq!(c.read(), Reply::bulk(&value));
+    assert_eq!(c.read(), Reply::Simple("PONG".into()));
+    c.send(format!("SET k {value}\r\n").as_bytes());
+    assert_eq!(c.read(), Reply::ok());
+    assert_eq!(c.cmd(&["STRLEN", "k"]), Reply::Int(70 * 1024));
+    assert_eq!(server.stats().service_panics, 0);
+}
+
+fn strings(r: Reply) -> Vec<String> {
+    let Reply::Array(Some(v)) = r else {
+        panic!("expected an array, got {r:?}")
+    };
+    v.iter()
+        .map(|b| String::from_utf8(b.bytes().to_vec()).unwrap())
+        .collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort_unstable();
+    v
+}
+
+fn status(words: &[&str]) -> Reply {
+    Reply::Array(Some(
+        words.iter().map(|w| Reply::Simple(w.to_string())).collect(),
+    ))
+}
+
+fn err(msg: &str) -> Reply {
+    Reply::Error(msg.into())
+}
+
+/// COMMAND's subcommands answered as redis-server 7.0 answers them, over the commands this
+/// store has: COUNT counts them (it took arguments Redis refuses), LIST names every command
+/// and subcommand and applies FILTERBY (it ignored its arguments), INFO answers a null bulk
+/// for an unknown name (it answered a null array) and everything with no names, and the
+/// flags and ACL categories are Redis's. Subcommands are checked before a transaction
+/// queues them or a subscriber is refused them.
+fn command_count_list_and_info_answer_as_redis(setup: Setup) {
+    let (server, _) = server(setup, 1, |_| {});
+    let mut c = Client::connect(server.local_addr());
+    let list = strings(c.cmd(&["COMMAND", "LIST"]));
+    let top: Vec<&String> = list.iter().filter(|n| !n.contains('|')).collect();
+    assert_eq!(c.cmd(&["COMMAND", "COUNT"]), Reply::Int(top.len() as i64));
+    let Reply::Array(Some(all)) = c.cmd(&["COMMAND"]) else {
+        panic!("COMMAND")
+    };
+    assert_eq!(all.len(), top.len());
+    assert_eq!(c.cmd(&["COMMAND", "INFO"]), Reply::Array(Some(all)));
+    for name in [
+        "get",
+        "client",
+        "client|id",
+        "config|get",
+        "command|list",
+        "pubsub|help",
+    ] {
+        assert!(list.iter().any(|n| n == name), "{name} not listed");
+    }
+    assert_eq!(
+        sorted(list.clone())
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .count(),
+        0
+    );
+    assert_eq!(
+        c.cmd(&["COMMAND", "COUNT", "x"]),
+        err("ERR wrong number of arguments for 'command|count' command")
+    );
+
+    // FILTERBY: no modules; categories named without `@`, in any case; patterns over the
+    // full name, in any case.
+    let filter = |c: &mut Client, kind: &str, arg: &str| {
+        sorted(strings(c.cmd(&["COMMAND", "LIST", "FILTERBY", kind, arg])))
+    };
+    assert!(filter(&mut c, "MODULE", "x").is_empty());
+    assert!(filter(&mut c, "ACLCAT", "nosuch").is_empty());
+    assert!(filter(&mut c, "ACLCAT", "@pubsub").is_empty());
+    assert_eq!(
+        filter(&mut c, "aclcat", "PubSub"),
+        [
+            "psubscribe",
+            "publish",
+            "pubsub|channels",
+            "pubsub|numpat",
+            "pubsub|numsub",
+            "punsubscribe",
+            "subscribe",
+            "unsubscribe"
+        ]
+    );
+    assert_eq!(
+        filter(&mut c, "ACLCAT", "transaction"),
+        ["discard", "exec", "multi"]
+    );
+    assert_eq!(
+        filter(&mut c, "PATTERN", "PUBSUB*"),
+        [
+            "pubsub",
+            "pubsub|channels",
+            "pubsub|help",
+            "pubsub|numpat",
+            "pubsub|numsub"
+        ]
+    );
+    assert_eq!(
+        filter(&mut c, "pattern", "*|help"),
+        ["client|help", "command|help", "config|help", "pubsub|help"]
+    );
+    assert!(filter(&mut c, "PATTERN", "zzz*").is_empty());
+    for bad in [
+        &["x"][..],
+        &["FILTERBY"],
+        &["FILTERBY", "PATTERN"],
+        &["FILTERBY", "FOO", "x"],
+        &["FILTERBY", "PATTERN", "a", "b"],
+        &["FILTERBY", "PATTERN", "a", "FILTERBY", "PATTERN", "b"],
+    ] {
+        let mut cmd = vec!["COMMAND", "LIST"];
+        cmd.extend_from_slice(bad);
+        assert_eq!(c.cmd(&cmd), err("ERR syntax error"), "{bad:?}");
+    }
+
+    // INFO: a null bulk for each unknown name (`a|b` names a subcommand), Redis's shape.
+    let get = arr(&[
+        Reply::bulk("get"),
+        Reply::Int(2),
+        status(&["readonly", "fast"]),
+        Reply::Int(1),
+        Reply::Int(1),
+        Reply::Int(1),
+        status(&["@read", "@string", "@fast"]),
+        arr(&[]),
+        arr(&[]),
+        arr(&[]),
+    ]);
+    let client_id = arr(&[
+        Reply::bulk("client|id"),
+        Reply::Int(2),
+        status(&["noscript", "loading", "stale"]),
+        Reply::Int(0),
+        Reply::Int(0),
+        Reply::Int(0),
+        status(&["@slow", "@connection"]),
+        arr(&[]),
+        arr(&[]),
+        arr(&[]),
+    ]);
+    let null = Reply::Bulk(None);
+    assert_eq!(
+        c.cmd(&[
+            "COMMAND",
+            "INFO",
+            "nosuch",
+            "GET",
+            "Client|Id",
+            "client|nosuch",
+            "get|x"
+        ]),
+        arr(&[null.clone(), get, client_id, null.clone(), null])
+    );
+    let Reply::Array(Some(info)) = c.cmd(&["COMMAND", "INFO", "client"]) else {
+        panic!("COMMAND INFO client")
+    };
+    let Reply::Array(Some(client)) = &info[0] else {
+        panic!("COMMAND INFO client")
+    };
+    assert_eq!(client[6], status(&["@slow"]));
+    let Reply::Array(Some(subs)) = &client[9] else {
+        panic!("client's subcommands")
+    };
+    assert!(subs.len() >= 8, "{subs:?}");
+    // DOCS: unknown names are left out.
+    assert_eq!(c.cmd(&["COMMAND", "DOCS", "nosuch"]), arr(&[]));
+    assert_eq!(
+        c.cmd(&["COMMAND", "DOCS", "nosuch", "client|id"]),
+        arr(&[
+            Reply::bulk("client|id"),
+            arr(&[
+                Reply::bulk("summary"),
+                Reply::bulk("Returns the client ID for the current connection"),
+                Reply::bulk("since"),
+                Reply::bulk("5.0.0"),
+                Reply::bulk("group"),
+                Reply::bulk("connection"),
+                Reply::bulk("complexity"),
+                Reply::bulk("O(1)"),
+            ])
+        ])
+    );
+
+    // A wrong subcommand is refused when it is queued, and aborts the transaction.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(
+        c.cmd(&["CLIENT", "ID", "x"]),
+        err("ERR wrong number of arguments for 'client|id' command")
+    );
+    assert_eq!(
+        c.cmd(&["CLIENT", "nosuch"]),
+        err("ERR unknown subcommand 'nosuch'. Try CLIENT HELP.")
+    );
+    assert_eq!(c.cmd(&["CLIENT", "ID"]), Reply::Simple("QUEUED".into()));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        err("EXECABORT Transaction discarded because of previous errors.")
+    );
+    // A subscriber is refused a subcommand by its full name.
+    c.cmd(&["SUBSCRIBE", "ch"]);
+    assert_eq!(
+        c.cmd(&["CLIENT", "ID"]),
+        err(
+            "ERR Can't execute 'client|id': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / \
+             QUIT / RESET are allowed in this context"
+        )
+    );
+}
+
+/// `... HELP` answers Redis's array of help lines (it was an unknown subcommand), for the
+/// subcommands this store has; an unknown subcommand and a known one with the wrong number
+/// of arguments are worded as Redis words them.
+fn help_and_unknown_subcommands_answer_as_redis(setup: Setup) {
+    let (server, _) = server(setup, 1, |_| {});
+    let mut c = Client::connect(server.local_addr());
+    assert_eq!(
+        c.cmd(&["pubsub", "help"]),
+        status(&[
+            "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "CHANNELS [<pattern>]",
+            "    Return the currently active channels matching a <pattern> (default: '*').",
+            "NUMPAT",
+            "    Return number of subscriptions to patterns.",
+            "NUMSUB [<channel> ...]",
+            "    Return the number of subscribers for the specified channels, excluding",
+            "    pattern subscriptions(default: no channels).",
+            "HELP",
+            "    Prints this help.",
+        ])
+    );
+    assert_eq!(
+        c.cmd(&["Config", "HELP"]),
+        status(&[
+            "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "GET <pattern>",
+            "    Return parameters matching the glob-like <pattern> and their values.",
+            "SET <directive> <value>",
+            "    Set the configuration <directive> to <value>.",
+            "RESETSTAT",
+            "    Reset statistics reported by the INFO command.",
+            "HELP",
+            "    Prints this help.",
+        ])
+    );
+    for (container, line) in [
+        ("CLIENT", "    Return the ID of the current connection."),
+        (
+            "COMMAND",
+            "    Return a list of all commands in this Redis server.",
+        ),
+    ] {
+        let Reply::Array(Some(lines)) = c.cmd(&[container, "HELP"]) else {
+            panic!("{container} HELP")
+        };
+        assert_eq!(
+            lines[0],
+            Reply::Simple(format!(
+                "{container} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"
+            ))
+        );
+        assert!(lines.contains(&Reply::Simple(line.into())), "{lines:?}");
+        assert_eq!(
+            arr(&lines[lines.len() - 2..]),
+            status(&["HELP", "    Prints this help."])
+        );
+    }
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["PUBSUB", "x"],
+            "ERR unknown subcommand 'x'. Try PUBSUB HELP.",
+        ),
+        (
+            &["pubsub", "Nosuch", "a"],
+            "ERR unknown subcommand 'Nosuch'. Try PUBSUB HELP.",
+        ),
+        (
+            &["PUBSUB"],
+            "ERR wrong number of arguments for 'pubsub' command",
+        ),
+        (
+            &["PUBSUB", "HELP", "x"],
+            "ERR wrong number of arguments for 'pubsub|help' command",
+        ),
+        (
+            &["PUBSUB", "NUMPAT", "x"],
+            "ERR wrong number of arguments for 'pubsub|numpat' command",
+        ),
+        (
+            &["PUBSUB", "CHANNELS", "a", "b"],
+            "ERR unknown subcommand or wrong number of arguments for 'CHANNELS'. Try PUBSUB HELP.",
+        ),
+        (
+            &["CLIENT", "x"],
+            "ERR unknown subcommand 'x'. Try CLIENT HELP.",
+        ),
+        (
+            &["CLIENT", "HELP", "x"],
+            "ERR wrong number of arguments for 'client|help' command",
+        ),
+        (
+            &["CONFIG", "x"],
+            "ERR unknown subcommand 'x'. Try CONFIG HELP.",
+        ),
+        (
+            &["CONFIG", "HELP", "x"],
+            "ERR wrong number of arguments for 'config|help' command",
+        ),
+        (
+            &["CONFIG", "RESETSTAT", "x"],
+            "ERR wrong number of arguments for 'config|resetstat' command",
+        ),
+        (
+            &["CONFIG", "SET", "x"],
+            "ERR wrong number of arguments for 'config|set' command",
+        ),
+        (
+            &["CONFIG", "GET"],
+            "ERR wrong number of arguments for 'config|get' command",
+        ),
+        (
+            &["COMMAND", "x"],
+            "ERR unknown subcommand 'x'. Try COMMAND HELP.",
+        ),
+        (
+            &["COMMAND", "HELP", "x"],
+            "ERR wrong number of arguments for 'command|help' command",
+        ),
+    ];
+    for (cmd, want) in cases {
+        assert_eq!(c.cmd(cmd), err(want), "{cmd:?}");
+    }
+}
+
+/// HELLO's options read as redis-server 7.0 reads them: in order, each applied as it is
+/// read, a wrong one answered `-ERR Syntax error in HELLO option 'x'` (it was `-ERR syntax
+/// error`, and AUTH was refused outright); `HELLO 3` answers `-NOPROTO` only once its
+/// options passed (it answered it before reading them); AUTH as a Redis without users
+/// configured (the `default` user, any password).
+fn hello_option_errors_answer_as_redis(setup: Setup) {
+    let (server, _) = server(setup, 1, |_| {});
+    let mut c = Client::connect(server.local_addr());
+    let noproto = "NOPROTO unsupported protocol version";
+    let wrongpass = "WRONGPASS invalid username-password pair or user is disabled.";
+    let bad_name = "ERR Client names cannot contain spaces, newlines or special characters.";
+    let cases: &[(&[&str], &str)] = &[
+        (&["HELLO", "4"], noproto),
+        (&["HELLO", "1"], noproto),
+        (&["HELLO", "4", "FOO"], noproto),
+        (
+            &["HELLO", "x"],
+            "ERR Protocol version is not an integer or out of range",
+        ),
+        (
+            &["HELLO", "2", "AUTH"],
+            "ERR Syntax error in HELLO option 'AUTH'",
+        ),
+        (
+            &["HELLO", "2", "AUTH", "u"],
+            "ERR Syntax error in HELLO option 'AUTH'",
+        ),
+        (
+            &["HELLO", "3", "AUTH"],
+            "ERR Syntax error in HELLO option 'AUTH'",
+        ),
+        (
+            &["HELLO", "2", "SETNAME"],
+            "ERR Syntax error in HELLO option 'SETNAME'",
+        ),
+        (
+            &["HELLO", "3", "setname"],
+            "ERR Syntax error in HELLO option 'setname'",
+        ),
+        (
+            &["HELLO", "2", "FOO"],
+            "ERR Syntax error in HELLO option 'FOO'",
+        ),
+        (
+            &["HELLO", "3", "FOO"],
+            "ERR Syntax error in HELLO option 'FOO'",
+        ),
+        (&["HELLO", "2", "AUTH", "u", "p"], wrongpass),
+        (&["HELLO", "3", "AUTH", "Default", "p"], wrongpass),
+        (&["HELLO", "2", "auth", "u", "p", "c"], wrongpass),
+        (
+            &["HELLO", "2", "AUTH", "u", "p", "SETNAME", "a b"],
+            wrongpass,
+        ),
+        (
+            &["HELLO", "2", "SETNAME", "a b", "AUTH", "u", "p"],
+            bad_name,
+        ),
+        (&["HELLO", "3", "SETNAME", "a b"], bad_name),
+        (&["HELLO", "3"], noproto),
+        (
+            &["HELLO", "3", "AUTH", "default", "p", "SETNAME", "n"],
+            noproto,
+        ),
+    ];
+    for (cmd, want) in cases {
+        assert_eq!(c.cmd(cmd), err(want), "{cmd:?}");
+    }
+    // Nothing above set a name: HELLO 3 applies nothing.
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), Reply::Bulk(None));
+    // An option read before a wrong one is applied, as in Redis.
+    assert_eq!(
+        c.cmd(&["HELLO", "2", "SETNAME", "first", "FOO"]),
+        err("ERR Syntax error in HELLO option 'FOO'")
+    );
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), Reply::bulk("first"));
+    assert_eq!(
+        c.cmd(&["HELLO", "2", "SETNAME", "a", "b"]),
+        err("ERR Syntax error in HELLO option 'b'")
+    );
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), Reply::bulk("a"));
+    let Reply::Array(Some(hello)) =
+        c.cmd(&["HELLO", "2", "AUTH", "default", "any", "SETNAME", "second"])
+    else {
+        panic!("HELLO 2")
+    };
+    assert_eq!(hello[4..6], [Reply::bulk("proto"), Reply::Int(2)]);
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), Reply::bulk("second"));
 }
 
 fn garbage_and_mutated_input_never_stop_the_server(setup: Setup) {

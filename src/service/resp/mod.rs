@@ -555,6 +555,18 @@ impl Resp {
             commands::wrong_arity(spec.name).write(out);
             return;
         }
+        // An unknown subcommand, or one with the wrong number of arguments, is refused
+        // here, as Redis refuses it: before it is queued or checked against the context.
+        let sub = match spec.subcommand(args) {
+            Ok(sub) => sub,
+            Err(e) => {
+                if let Some(m) = &mut client.multi {
+                    m.failed = true;
+                }
+                e.write(out);
+                return;
+            }
+        };
         let ks = &self.shared.ks;
         if let Some(m) = &mut client.multi {
             if !spec.has(flag::TXN_CONTROL) {
@@ -572,7 +584,10 @@ impl Resp {
             }
         }
         if client.subscribed() && !spec.has(flag::PUBSUB_OK) {
-            let why = format!("Can't execute '{}': {NOT_IN_SUBSCRIBED}", spec.name);
+            let why = format!(
+                "Can't execute '{}': {NOT_IN_SUBSCRIBED}",
+                commands::full_name(spec, sub)
+            );
             if spec.name == "exec" {
                 return exec_refused(client, out, &why);
             }

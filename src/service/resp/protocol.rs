@@ -8,7 +8,8 @@
 
 use std::fmt;
 
-/// Longest inline command, and longest length line of a multibulk request.
+/// Most input held for an inline command without its newline, and for a length line of a
+/// multibulk request without its CR (Redis's `PROTO_INLINE_MAX_SIZE`).
 pub const INLINE_MAX: usize = 64 * 1024;
 
 /// Most arguments a multibulk request may announce.
@@ -24,7 +25,7 @@ pub enum ProtoError {
     BulkLength,
     /// An argument did not start with `$`.
     ExpectedDollar(u8),
-    /// An inline command longer than [`INLINE_MAX`] without a newline.
+    /// More than [`INLINE_MAX`] bytes of an inline command held without a newline.
     InlineTooBig,
     /// A `*N` line longer than [`INLINE_MAX`].
     MultibulkCountTooBig,
@@ -177,6 +178,10 @@ impl Frame {
     }
 
     fn parse_inline(&mut self, input: &[u8]) -> Step {
+        // As Redis: only input held without a newline is limited. A line whose newline has
+        // arrived is served whatever its length (it arrived in the read that took the input
+        // past the limit), so what is held for an inline command stays under the limit
+        // plus one read.
         let Some(nl) = input.iter().position(|&b| b == b'\n') else {
             return if input.len() > INLINE_MAX {
                 Step::Error(ProtoError::InlineTooBig)
@@ -184,9 +189,6 @@ impl Frame {
                 Step::Incomplete
             };
         };
-        if nl > INLINE_MAX {
-            return Step::Error(ProtoError::InlineTooBig);
-        }
         let line = &input[..nl];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         self.args.clear();
@@ -596,6 +598,27 @@ mod tests {
         );
         let long = vec![b'a'; INLINE_MAX + 1];
         assert_eq!(parse_all(&long), Err(ProtoError::InlineTooBig));
+    }
+
+    #[test]
+    fn inline_limit_counts_only_input_without_its_newline() {
+        // Held without a newline: up to the limit it waits for more, past it is an error.
+        let mut f = Frame::default();
+        assert_eq!(f.parse(&vec![b'a'; INLINE_MAX], 1 << 20), Step::Incomplete);
+        assert_eq!(
+            f.parse(&vec![b'a'; INLINE_MAX + 1], 1 << 20),
+            Step::Error(ProtoError::InlineTooBig)
+        );
+        // A line over the limit whose newline has arrived is served, as redis-server serves a
+        // 70 KB line (read 16 KiB at a time, its newline comes in the read past the limit).
+        let value = vec![b'a'; 70 * 1024];
+        let mut wire = b"ECHO ".to_vec();
+        wire.extend_from_slice(&value);
+        wire.extend_from_slice(b"\r\nPING\r\n");
+        assert_eq!(
+            parse_all(&wire),
+            Ok(vec![vec![b"ECHO".to_vec(), value], vec![b"PING".to_vec()]])
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use ringport_fallback::{ConnId, Waker};
 
 use super::commands::TABLE;
-use super::protocol::{Frame, Step};
+use super::protocol::{Frame, ProtoError, Step, INLINE_MAX};
 use super::{Client, Listed, Resp, Route, Session, Shown};
 use crate::service::handle::{Handle, Mailbox};
 
@@ -194,7 +194,10 @@ proptest! {
                     prop_assert!(n > 0 && at + n <= input.len());
                     let args = f.view(&input[at..]);
                     for a in args.iter_from(0) {
-                        prop_assert!(a.len() <= 64.max(super::protocol::INLINE_MAX));
+                        // A bulk is bounded by the bulk limit; an inline argument by its
+                        // line, which came whole.
+                        let bound = if f.is_inline { n } else { 64 };
+                        prop_assert!(a.len() <= bound);
                     }
                     f.reset();
                     at += n;
@@ -290,6 +293,47 @@ proptest! {
                 prop_assert_eq!(n, 1, "{:?} -> {:?}", c, String::from_utf8_lossy(&out));
             }
             prop_assert_eq!(resp.shared.ks.used(), resp.shared.ks.recount());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Redis's inline limit: input held without a newline may not pass `INLINE_MAX`, and
+    /// a line whose newline has arrived is served whatever its length, however the line
+    /// was cut into pieces.
+    #[test]
+    fn inline_lines_are_limited_only_while_their_newline_is_missing(
+        len in 0usize..3 * INLINE_MAX,
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+    ) {
+        let mut wire = b"ECHO ".to_vec();
+        wire.resize(wire.len() + len, b'x');
+        wire.extend_from_slice(b"\r\n");
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(wire.len())).collect();
+        cuts.push(wire.len());
+        cuts.sort_unstable();
+        // Only the last prefix holds the newline.
+        let too_big = cuts.iter().any(|&c| c < wire.len() && c > INLINE_MAX);
+        let mut f = Frame::default();
+        let mut outcome = None;
+        for &cut in &cuts {
+            match f.parse(&wire[..cut], 1 << 20) {
+                Step::Incomplete => continue,
+                step => {
+                    outcome = Some(step);
+                    break;
+                }
+            }
+        }
+        if too_big {
+            prop_assert_eq!(outcome, Some(Step::Error(ProtoError::InlineTooBig)));
+        } else {
+            prop_assert_eq!(outcome, Some(Step::Complete(wire.len())));
+            let args = f.view(&wire);
+            prop_assert_eq!(args.len(), 2);
+            prop_assert_eq!(args.get(1).len(), len);
         }
     }
 }

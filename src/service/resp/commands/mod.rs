@@ -5,6 +5,7 @@
 //! key positions in its [`Spec`]), and it writes its reply into `ctx.out`. It returns an
 //! error reply instead when its arguments or the key's type are wrong.
 
+pub mod about;
 mod hashes;
 mod keys;
 mod lists;
@@ -89,6 +90,16 @@ pub mod flag {
     pub const ADMIN: u16 = 1 << 8;
 }
 
+/// A subcommand of a container command (`CLIENT ID`): checked, as Redis checks it, before
+/// the container's code runs.
+pub struct Sub {
+    /// Lower-case name, without the container's.
+    pub name: &'static str,
+    /// Arguments including the container's name and the subcommand's; negative means
+    /// "at least".
+    pub arity: i32,
+}
+
 /// A command: name, arity (negative: at least that many), flags, key positions, code.
 pub struct Spec {
     /// Lower-case name.
@@ -101,7 +112,20 @@ pub struct Spec {
     pub keys: (i32, i32, i32),
     /// Group, as COMMAND DOCS reports it.
     pub group: &'static str,
+    /// Subcommands, for a container command (CLIENT, CONFIG, COMMAND, PUBSUB).
+    pub subs: &'static [Sub],
     run: fn(&mut Ctx<'_, '_>, Args<'_>) -> Res,
+}
+
+/// True if `n` arguments (the name included) fit `arity`.
+fn arity_ok(arity: i32, n: usize) -> bool {
+    let n = n as i64;
+    let a = i64::from(arity);
+    if a >= 0 {
+        n == a
+    } else {
+        n >= -a
+    }
 }
 
 impl Spec {
@@ -112,13 +136,39 @@ impl Spec {
 
     /// True if `n` arguments (the name included) fit the arity.
     pub fn arity_ok(&self, n: usize) -> bool {
-        let n = n as i64;
-        let a = i64::from(self.arity);
-        if a >= 0 {
-            n == a
-        } else {
-            n >= -a
+        arity_ok(self.arity, n)
+    }
+
+    /// The same command, a container of `subs`.
+    const fn with_subs(self, subs: &'static [Sub]) -> Spec {
+        Spec { subs, ..self }
+    }
+
+    /// The subcommand called `name` (any case).
+    pub fn sub(&self, name: &[u8]) -> Option<&'static Sub> {
+        self.subs.iter().find(|s| is(name, s.name))
+    }
+
+    /// The subcommand a call of a container command names, checked as Redis checks it
+    /// before running anything: `-ERR unknown subcommand 'x'. Try CLIENT HELP.`, or the
+    /// wrong number of arguments for `client|id`. `None` for a command without
+    /// subcommands, or a container called without one.
+    pub fn subcommand(&self, args: Args<'_>) -> Result<Option<&'static Sub>, Error> {
+        if self.subs.is_empty() || args.len() < 2 {
+            return Ok(None);
         }
+        let name = args.get(1);
+        let Some(sub) = self.sub(name) else {
+            return Err(Error::Owned(format!(
+                "ERR unknown subcommand '{}'. Try {} HELP.",
+                printable(name),
+                self.name.to_ascii_uppercase()
+            )));
+        };
+        if !arity_ok(sub.arity, args.len()) {
+            return Err(wrong_arity(&full_name(self, Some(sub))));
+        }
+        Ok(Some(sub))
     }
 
     /// The key arguments of a call.
@@ -167,8 +217,52 @@ const fn spec(
         flags,
         keys,
         group,
+        subs: &[],
         run,
     }
+}
+
+const fn sub(name: &'static str, arity: i32) -> Sub {
+    Sub { name, arity }
+}
+
+/// The name Redis gives a command or subcommand in errors and COMMAND: `get`, `client|id`.
+pub fn full_name(spec: &Spec, sub: Option<&Sub>) -> String {
+    match sub {
+        Some(sub) => format!("{}|{}", spec.name, sub.name),
+        None => spec.name.to_owned(),
+    }
+}
+
+/// The command or subcommand called `full` (`get`, `CLIENT|ID`), as COMMAND INFO and
+/// COMMAND DOCS look them up: `None` for an unknown one, a subcommand of a command without
+/// any, or more than one `|`.
+pub fn lookup_full(full: &[u8]) -> Option<(&'static Spec, Option<&'static Sub>)> {
+    let mut parts = full.splitn(3, |&b| b == b'|');
+    let spec = lookup(parts.next()?)?;
+    match (parts.next(), parts.next()) {
+        (None, _) => Some((spec, None)),
+        (Some(sub), None) => Some((spec, Some(spec.sub(sub)?))),
+        (Some(_), Some(_)) => None,
+    }
+}
+
+/// The reply to `CLIENT HELP` and the like: Redis's header line (the container's name as
+/// the client typed it, in capitals), the container's own lines, then HELP's.
+pub fn help(out: &mut Vec<u8>, container: &[u8], lines: &[&str]) {
+    reply::array(out, lines.len() + 3);
+    reply::simple(
+        out,
+        &format!(
+            "{} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            printable(container).to_ascii_uppercase()
+        ),
+    );
+    for l in lines {
+        reply::simple(out, l);
+    }
+    reply::simple(out, "HELP");
+    reply::simple(out, "    Prints this help.");
 }
 
 use flag::*;
@@ -194,7 +288,18 @@ pub static TABLE: &[Spec] = &[
     ),
     spec("select", 2, 0, NONE, "connection", server::select),
     spec("hello", -1, 0, NONE, "connection", server::hello),
-    spec("client", -2, 0, NONE, "connection", server::client),
+    spec("client", -2, 0, NONE, "connection", server::client).with_subs(&[
+        sub("id", 2),
+        sub("setname", 3),
+        sub("getname", 2),
+        sub("setinfo", 4),
+        sub("info", 2),
+        sub("list", -2),
+        sub("no-evict", 3),
+        sub("no-touch", 3),
+        sub("reply", 3),
+        sub("help", 2),
+    ]),
     spec(
         "reset",
         1,
@@ -203,8 +308,19 @@ pub static TABLE: &[Spec] = &[
         "connection",
         server::reset,
     ),
-    spec("command", -1, 0, NONE, "server", server::command),
-    spec("config", -2, ADMIN, NONE, "server", server::config),
+    spec("command", -1, 0, NONE, "server", server::command).with_subs(&[
+        sub("count", 2),
+        sub("info", -2),
+        sub("docs", -2),
+        sub("list", -2),
+        sub("help", 2),
+    ]),
+    spec("config", -2, ADMIN, NONE, "server", server::config).with_subs(&[
+        sub("get", -3),
+        sub("resetstat", 2),
+        sub("set", -4),
+        sub("help", 2),
+    ]),
     spec("info", -1, WALK, NONE, "server", server::info),
     spec("dbsize", 1, R | WALK, NONE, "server", keys::dbsize),
     spec("flushdb", -1, WRITE | WHOLE, NONE, "server", keys::flushall),
@@ -272,7 +388,12 @@ pub static TABLE: &[Spec] = &[
         "pubsub",
         server::punsubscribe,
     ),
-    spec("pubsub", -2, 0, NONE, "pubsub", server::pubsub),
+    spec("pubsub", -2, 0, NONE, "pubsub", server::pubsub).with_subs(&[
+        sub("channels", -2),
+        sub("numsub", -2),
+        sub("numpat", 2),
+        sub("help", 2),
+    ]),
     // Keys.
     spec("del", -2, WRITE, ALL, "generic", keys::del),
     spec("unlink", -2, WRITE, ALL, "generic", keys::del),
@@ -398,16 +519,26 @@ pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
     }
 }
 
-/// `-ERR unknown command 'name', with args beginning with: 'a' 'b' `.
+/// `-ERR unknown command 'name', with args beginning with: 'a' 'b' `: as Redis, the
+/// arguments are quoted until their list reaches 128 characters, the last one cut to fit.
 pub fn unknown_command(args: Args<'_>) -> Error {
-    let mut msg = format!(
-        "ERR unknown command '{}', with args beginning with: ",
-        printable(args.get(0))
-    );
-    for a in args.iter_from(1).take(16) {
-        msg.push_str(&format!("'{}' ", printable(a)));
+    const ARGS_SHOWN: usize = 128;
+    let mut list = String::new();
+    for a in args.iter_from(1) {
+        if list.len() >= ARGS_SHOWN {
+            break;
+        }
+        let a = printable(a);
+        // `printable` writes ASCII only: any byte is a character boundary.
+        let cut = a.len().min(ARGS_SHOWN - list.len());
+        list.push('\'');
+        list.push_str(&a[..cut]);
+        list.push_str("' ");
     }
-    Error::Owned(msg)
+    Error::Owned(format!(
+        "ERR unknown command '{}', with args beginning with: {list}",
+        printable(args.get(0))
+    ))
 }
 
 /// `-ERR wrong number of arguments for 'name' command`.
@@ -497,6 +628,98 @@ mod tests {
         }
         assert!(lookup(b"nosuchcommand").is_none());
         assert!(lookup(b"").is_none());
+    }
+
+    #[test]
+    fn every_command_and_subcommand_is_described_once() {
+        let names: Vec<String> = TABLE
+            .iter()
+            .flat_map(|spec| {
+                std::iter::once(full_name(spec, None))
+                    .chain(spec.subs.iter().map(|s| full_name(spec, Some(s))))
+            })
+            .collect();
+        let described: Vec<&str> = about::all().iter().map(|a| a.name).collect();
+        assert_eq!(
+            described, names,
+            "about.tsv: one line per command, in table order"
+        );
+        for a in about::all() {
+            for field in [a.since, a.summary, a.complexity, a.acl] {
+                assert!(!field.is_empty(), "{}: an empty field", a.name);
+            }
+            for list in [a.flags, a.acl, a.tips] {
+                assert!(!list.contains("  ") && list.trim() == list, "{}", a.name);
+            }
+            assert!(a.acl.split(' ').all(|c| c.starts_with('@')), "{}", a.name);
+        }
+        for spec in TABLE.iter().filter(|s| !s.subs.is_empty()) {
+            assert!(spec.sub(b"HELP").is_some(), "{} has no HELP", spec.name);
+            for s in spec.subs {
+                assert_eq!(s.name, s.name.to_ascii_lowercase());
+                assert!(s.arity.abs() >= 2, "{}|{}", spec.name, s.name);
+            }
+        }
+    }
+
+    #[test]
+    fn full_names_are_looked_up_as_redis_does() {
+        let name = |full: &[u8]| lookup_full(full).map(|(s, sub)| full_name(s, sub));
+        assert_eq!(name(b"GET").as_deref(), Some("get"));
+        assert_eq!(name(b"Client|ID").as_deref(), Some("client|id"));
+        for unknown in [
+            &b"nosuch"[..],
+            b"client|nosuch",
+            b"client|",
+            b"get|x",
+            b"client|id|x",
+        ] {
+            assert_eq!(
+                name(unknown),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(unknown)
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_command_lists_arguments_up_to_128_characters_as_redis() {
+        let msg = |args: &[&str]| {
+            let buf = args.concat();
+            let mut at = 0;
+            let ranges: Vec<(usize, usize)> = args
+                .iter()
+                .map(|a| {
+                    at += a.len();
+                    (at - a.len(), at)
+                })
+                .collect();
+            match unknown_command(Args::new(buf.as_bytes(), &ranges)) {
+                Error::Owned(m) => m,
+                Error::Static(m) => m.to_owned(),
+            }
+        };
+        let head = "ERR unknown command 'FOO', with args beginning with: ";
+        assert_eq!(msg(&["FOO"]), head);
+        assert_eq!(msg(&["FOO", "a", "b"]), format!("{head}'a' 'b' "));
+        // Strings redis-server 7.0 answers: a long argument is cut and ends the list; many
+        // short ones are listed until the list passes 128 characters.
+        let long = "a".repeat(200);
+        assert_eq!(
+            msg(&["FOO", &long, "b"]),
+            format!("{head}'{}' ", "a".repeat(128))
+        );
+        let many: Vec<String> = (0..20).map(|i| i.to_string().repeat(3)).collect();
+        let mut args = vec!["FOO"];
+        args.extend(many.iter().map(String::as_str));
+        assert_eq!(
+            msg(&args),
+            format!(
+                "{head}'000' '111' '222' '333' '444' '555' '666' '777' '888' '999' '101010' \
+                 '111111' '121212' '131313' '141414' '151515' '161616' '17171' "
+            )
+        );
     }
 
     #[test]

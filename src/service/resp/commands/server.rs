@@ -4,7 +4,11 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
-use super::{flag, int, is, lookup, printable, Ctx, Error, Res, Spec, SYNTAX, TABLE};
+use super::about::{self, about, About};
+use super::{
+    flag, full_name, help, int, is, lookup_full, printable, Ctx, Error, Res, Spec, Sub, SYNTAX,
+    TABLE,
+};
 use crate::service::resp::glob;
 use crate::service::resp::protocol::{reply, Args};
 use crate::service::resp::pubsub::Subscriptions;
@@ -14,6 +18,9 @@ use crate::service::resp::{Client, Listed, Multi, Shared, Shown};
 
 /// The version reported to clients, which some of them check for features.
 pub const REDIS_VERSION: &str = "7.0.0";
+
+/// HELLO with a protocol version this store does not speak.
+const NOPROTO: &str = "NOPROTO unsupported protocol version";
 
 pub fn ping(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
     if args.len() > 2 {
@@ -50,24 +57,43 @@ pub fn select(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
     Ok(())
 }
 
+/// `HELLO [protover [AUTH username password] [SETNAME clientname]]`, as Redis 7.0 answers
+/// it: a version other than 2 or 3 is refused first; the options are then read in order,
+/// each applied as it is read, until one is wrong (`-ERR Syntax error in HELLO option 'x'`,
+/// a refused password, a name with spaces). Authentication is Redis's without users or
+/// passwords configured: the `default` user with any password. Version 3 passes the same
+/// checks, then answers `-NOPROTO` (RESP2 only) without changing anything.
 pub fn hello(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    let mut resp3 = false;
     if args.len() >= 2 {
         let v = int(args.get(1))
             .map_err(|_| Error::from("ERR Protocol version is not an integer or out of range"))?;
-        if v != 2 {
-            return Err("NOPROTO unsupported protocol version".into());
+        if v != 2 && v != 3 {
+            return Err(NOPROTO.into());
         }
-        let mut i = 2;
-        while i < args.len() {
-            if is(args.get(i), "setname") && i + 1 < args.len() {
-                ctx.client.listed.state().0 = Some(valid_name(args.get(i + 1))?.into());
-                i += 2;
-            } else if is(args.get(i), "auth") {
-                return Err("ERR AUTH is not supported by this server".into());
-            } else {
-                return Err(SYNTAX.into());
+        resp3 = v == 3;
+    }
+    let mut i = 2;
+    while i < args.len() {
+        let more = args.len() - 1 - i;
+        let opt = args.get(i);
+        if is(opt, "auth") && more >= 2 {
+            if args.get(i + 1) != b"default" {
+                return Err("WRONGPASS invalid username-password pair or user is disabled.".into());
             }
+            i += 3;
+        } else if is(opt, "setname") && more >= 1 {
+            let name = valid_name(args.get(i + 1))?;
+            if !resp3 {
+                ctx.client.listed.state().0 = (!name.is_empty()).then(|| name.into());
+            }
+            i += 2;
+        } else {
+            return Err(format!("ERR Syntax error in HELLO option '{}'", printable(opt)).into());
         }
+    }
+    if resp3 {
+        return Err(NOPROTO.into());
     }
     let out = &mut *ctx.out;
     reply::array(out, 14);
@@ -209,51 +235,56 @@ fn client_list(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
     Ok(())
 }
 
+/// CLIENT HELP: Redis's lines for the subcommands this store has.
+const CLIENT_HELP: &[&str] = &[
+    "GETNAME",
+    "    Return the name of the current connection.",
+    "ID",
+    "    Return the ID of the current connection.",
+    "INFO",
+    "    Return information about the current client connection.",
+    "LIST [options ...]",
+    "    Return information about client connections. Options:",
+    "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)",
+    "      Return clients of specified type.",
+    "REPLY (ON|OFF|SKIP)",
+    "    Control the replies sent to the current connection.",
+    "SETNAME <name>",
+    "    Assign the name <name> to the current connection.",
+    "SETINFO <option> <value>",
+    "    Set client meta attr. Options are:",
+    "    * LIB-NAME: the client lib name.",
+    "    * LIB-VER: the client lib version.",
+    "NO-EVICT (ON|OFF)",
+    "    Protect current client connection from eviction.",
+    "NO-TOUCH (ON|OFF)",
+    "    Will not touch LRU/LFU stats when this mode is on.",
+];
+
+/// CLIENT: the subcommand and its number of arguments are already checked.
 pub fn client(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
     let sub = args.get(1);
-    let n = args.len();
-    let arity = |ok: bool| {
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::Owned(format!(
-                "ERR wrong number of arguments for 'client|{}' command",
-                printable(sub).to_ascii_lowercase()
-            )))
-        }
-    };
     if is(sub, "id") {
-        arity(n == 2)?;
         reply::int(ctx.out, ctx.client.id as i64);
     } else if is(sub, "setname") {
-        arity(n == 3)?;
         let name = valid_name(args.get(2))?;
         ctx.client.listed.state().0 = (!name.is_empty()).then(|| name.into());
         reply::ok(ctx.out);
     } else if is(sub, "getname") {
-        arity(n == 2)?;
         match &ctx.client.listed.state().0 {
             Some(name) => reply::bulk(ctx.out, name),
             None => reply::null(ctx.out),
         }
-    } else if is(sub, "setinfo") {
-        arity(n == 4)?;
-        reply::ok(ctx.out);
     } else if is(sub, "info") {
-        arity(n == 2)?;
         let line = own_line(ctx.client, unix_ms()) + "\n";
         reply::bulk(ctx.out, line.as_bytes());
     } else if is(sub, "list") {
         return client_list(ctx, args);
-    } else if is(sub, "no-evict") || is(sub, "no-touch") || is(sub, "reply") {
-        arity(n == 3)?;
-        reply::ok(ctx.out);
+    } else if is(sub, "help") {
+        help(ctx.out, args.get(0), CLIENT_HELP);
     } else {
-        return Err(format!(
-            "ERR unknown subcommand '{}'. Try CLIENT HELP.",
-            printable(sub)
-        )
-        .into());
+        // SETINFO, NO-EVICT, NO-TOUCH, REPLY: accepted, and nothing changes.
+        reply::ok(ctx.out);
     }
     Ok(())
 }
@@ -272,69 +303,162 @@ pub fn reset(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> Res {
     Ok(())
 }
 
-fn flag_names(s: &Spec) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if s.has(flag::WRITE) {
-        v.push("write");
+/// A status reply for each word of a space-separated list, in an array.
+fn status_words(out: &mut Vec<u8>, list: &'static str) {
+    let words = about::words(list);
+    reply::array(out, words.len());
+    for w in words {
+        reply::simple(out, w);
     }
-    if s.has(flag::READONLY) {
-        v.push("readonly");
-    }
-    if s.has(flag::DENYOOM) {
-        v.push("denyoom");
-    }
-    if s.has(flag::ADMIN) {
-        v.push("admin");
-    }
-    if s.has(flag::PUBSUB_OK) {
-        v.push("pubsub");
-    }
-    if s.has(flag::NO_MULTI) {
-        v.push("no-multi");
-    }
-    if s.keys.0 == 0 && !s.has(flag::WALK | flag::WHOLE) {
-        v.push("fast");
-    }
-    v
 }
 
-fn command_info(out: &mut Vec<u8>, s: &Spec) {
+/// One command's (or subcommand's) COMMAND INFO entry, as Redis 7.0 shapes it: name,
+/// arity, flags, first key, last key, key step, ACL categories, tips, key specifications
+/// (none here) and subcommands.
+fn command_info(out: &mut Vec<u8>, spec: &Spec, sub: Option<&Sub>) {
+    let name = full_name(spec, sub);
+    let a = about(&name);
+    let (arity, keys) = match sub {
+        Some(sub) => (sub.arity, (0, 0, 0)),
+        None => (spec.arity, spec.keys),
+    };
     reply::array(out, 10);
-    reply::bulk(out, s.name.as_bytes());
-    reply::int(out, i64::from(s.arity));
-    let flags = flag_names(s);
-    reply::array(out, flags.len());
-    for f in flags {
-        reply::simple(out, f);
+    reply::bulk(out, name.as_bytes());
+    reply::int(out, i64::from(arity));
+    status_words(out, a.flags);
+    reply::int(out, i64::from(keys.0));
+    reply::int(out, i64::from(keys.1));
+    reply::int(out, i64::from(keys.2));
+    status_words(out, a.acl);
+    let tips = about::words(a.tips);
+    reply::array(out, tips.len());
+    for t in tips {
+        reply::bulk(out, t.as_bytes());
     }
-    reply::int(out, i64::from(s.keys.0));
-    reply::int(out, i64::from(s.keys.1));
-    reply::int(out, i64::from(s.keys.2));
-    for _ in 0..4 {
-        reply::array(out, 0);
+    reply::array(out, 0);
+    let subs = if sub.is_none() { spec.subs } else { &[] };
+    reply::array(out, subs.len());
+    for s in subs {
+        command_info(out, spec, Some(s));
     }
 }
 
-fn command_docs(out: &mut Vec<u8>, s: &Spec) {
-    reply::bulk(out, s.name.as_bytes());
-    reply::array(out, 6);
-    reply::bulk(out, b"summary");
-    reply::bulk(
-        out,
-        format!("the {} command", s.name.to_uppercase()).as_bytes(),
-    );
-    reply::bulk(out, b"since");
-    reply::bulk(out, b"1.0.0");
-    reply::bulk(out, b"group");
-    reply::bulk(out, s.group.as_bytes());
+/// One command's COMMAND DOCS entry: its name, then a map of summary, since, group,
+/// complexity, deprecation and, for a container, its subcommands' entries.
+fn command_docs(out: &mut Vec<u8>, spec: &Spec, sub: Option<&Sub>) {
+    let name = full_name(spec, sub);
+    let a: &About = about(&name);
+    let subs = if sub.is_none() { spec.subs } else { &[] };
+    reply::bulk(out, name.as_bytes());
+    let fields = 4 + if a.deprecated.is_some() { 3 } else { 0 } + usize::from(!subs.is_empty());
+    reply::array(out, fields * 2);
+    for (k, v) in [
+        ("summary", a.summary),
+        ("since", a.since),
+        ("group", spec.group),
+        ("complexity", a.complexity),
+    ] {
+        reply::bulk(out, k.as_bytes());
+        reply::bulk(out, v.as_bytes());
+    }
+    if let Some((since, by)) = a.deprecated {
+        reply::bulk(out, b"doc_flags");
+        reply::array(out, 1);
+        reply::simple(out, "deprecated");
+        reply::bulk(out, b"deprecated_since");
+        reply::bulk(out, since.as_bytes());
+        reply::bulk(out, b"replaced_by");
+        reply::bulk(out, by.as_bytes());
+    }
+    if !subs.is_empty() {
+        reply::bulk(out, b"subcommands");
+        reply::array(out, subs.len() * 2);
+        for s in subs {
+            command_docs(out, spec, Some(s));
+        }
+    }
 }
 
+/// COMMAND HELP: Redis's lines for the subcommands this store has.
+const COMMAND_HELP: &[&str] = &[
+    "(no subcommand)",
+    "    Return details about all Redis commands.",
+    "COUNT",
+    "    Return the total number of commands in this Redis server.",
+    "LIST",
+    "    Return a list of all commands in this Redis server.",
+    "INFO [<command-name> ...]",
+    "    Return details about multiple Redis commands.",
+    "    If no command names are given, documentation details for all",
+    "    commands are returned.",
+    "DOCS [<command-name> ...]",
+    "    Return documentation details about multiple Redis commands.",
+    "    If no command names are given, documentation details for all",
+    "    commands are returned.",
+];
+
+/// What `COMMAND LIST FILTERBY` keeps.
+enum Filter<'a> {
+    /// MODULE name: commands of a loaded module (there are none).
+    Module,
+    /// ACLCAT category, without its `@`.
+    AclCat(&'a [u8]),
+    /// PATTERN glob, over the full name, in any case.
+    Pattern(Vec<u8>),
+}
+
+impl Filter<'_> {
+    fn keeps(&self, name: &str) -> bool {
+        match self {
+            Filter::Module => false,
+            Filter::AclCat(cat) => about(name).in_category(cat),
+            Filter::Pattern(p) => crate::service::resp::glob::matches(p, name.as_bytes()),
+        }
+    }
+}
+
+/// `COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN pattern]`: every command
+/// and subcommand (`client|id`), or those the filter keeps.
+fn command_list(out: &mut Vec<u8>, args: Args<'_>) -> Res {
+    let filter = match args.len() {
+        2 => None,
+        5 if is(args.get(2), "filterby") => {
+            let (kind, arg) = (args.get(3), args.get(4));
+            Some(if is(kind, "module") {
+                Filter::Module
+            } else if is(kind, "aclcat") {
+                Filter::AclCat(arg)
+            } else if is(kind, "pattern") {
+                Filter::Pattern(arg.to_ascii_lowercase())
+            } else {
+                return Err(SYNTAX.into());
+            })
+        }
+        _ => return Err(SYNTAX.into()),
+    };
+    let names: Vec<String> = TABLE
+        .iter()
+        .flat_map(|spec| {
+            std::iter::once(full_name(spec, None))
+                .chain(spec.subs.iter().map(|s| full_name(spec, Some(s))))
+        })
+        .filter(|name| filter.as_ref().is_none_or(|f| f.keeps(name)))
+        .collect();
+    reply::array(out, names.len());
+    for n in names {
+        reply::bulk(out, n.as_bytes());
+    }
+    Ok(())
+}
+
+/// COMMAND: the subcommand and its number of arguments are already checked.
 pub fn command(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
     let out = &mut *ctx.out;
+    let all = || TABLE.iter().map(|s| (s, None));
     if args.len() == 1 {
         reply::array(out, TABLE.len());
-        for s in TABLE {
-            command_info(out, s);
+        for (s, sub) in all() {
+            command_info(out, s, sub);
         }
         return Ok(());
     }
@@ -342,34 +466,34 @@ pub fn command(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
     if is(sub, "count") {
         reply::int(out, TABLE.len() as i64);
     } else if is(sub, "info") {
-        reply::array(out, args.len() - 2);
-        for name in args.iter_from(2) {
-            match lookup(name) {
-                Some(s) => command_info(out, s),
-                None => reply::null_array(out),
+        if args.len() == 2 {
+            reply::array(out, TABLE.len());
+            for (s, sub) in all() {
+                command_info(out, s, sub);
+            }
+        } else {
+            reply::array(out, args.len() - 2);
+            for name in args.iter_from(2) {
+                match lookup_full(name) {
+                    Some((s, sub)) => command_info(out, s, sub),
+                    None => reply::null(out),
+                }
             }
         }
     } else if is(sub, "docs") {
-        let specs: Vec<&Spec> = if args.len() == 2 {
-            TABLE.iter().collect()
+        let found: Vec<_> = if args.len() == 2 {
+            all().collect()
         } else {
-            args.iter_from(2).filter_map(lookup).collect()
+            args.iter_from(2).filter_map(lookup_full).collect()
         };
-        reply::array(out, specs.len() * 2);
-        for s in specs {
-            command_docs(out, s);
+        reply::array(out, found.len() * 2);
+        for (s, sub) in found {
+            command_docs(out, s, sub);
         }
     } else if is(sub, "list") {
-        reply::array(out, TABLE.len());
-        for s in TABLE {
-            reply::bulk(out, s.name.as_bytes());
-        }
+        return command_list(out, args);
     } else {
-        return Err(format!(
-            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
-            printable(sub)
-        )
-        .into());
+        help(out, args.get(0), COMMAND_HELP);
     }
     Ok(())
 }
@@ -400,12 +524,20 @@ fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// CONFIG HELP: Redis's lines for the subcommands this store has.
+const CONFIG_HELP: &[&str] = &[
+    "GET <pattern>",
+    "    Return parameters matching the glob-like <pattern> and their values.",
+    "SET <directive> <value>",
+    "    Set the configuration <directive> to <value>.",
+    "RESETSTAT",
+    "    Reset statistics reported by the INFO command.",
+];
+
+/// CONFIG: the subcommand and its number of arguments are already checked.
 pub fn config(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
     let sub = args.get(1);
     if is(sub, "get") {
-        if args.len() < 3 {
-            return Err(super::wrong_arity("config|get"));
-        }
         let params = config_params(ctx.shared);
         let hits: Vec<&(&str, String)> = params
             .iter()
@@ -424,11 +556,7 @@ pub fn config(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
     } else if is(sub, "set") {
         return Err("ERR CONFIG SET is not supported: settings are given at start".into());
     } else {
-        return Err(format!(
-            "ERR unknown subcommand '{}'. Try CONFIG HELP.",
-            printable(sub)
-        )
-        .into());
+        help(ctx.out, args.get(0), CONFIG_HELP);
     }
     Ok(())
 }
@@ -761,10 +889,29 @@ pub fn publish(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
     Ok(())
 }
 
+/// PUBSUB HELP: Redis's lines for the subcommands this store has.
+const PUBSUB_HELP: &[&str] = &[
+    "CHANNELS [<pattern>]",
+    "    Return the currently active channels matching a <pattern> (default: '*').",
+    "NUMPAT",
+    "    Return number of subscriptions to patterns.",
+    "NUMSUB [<channel> ...]",
+    "    Return the number of subscribers for the specified channels, excluding",
+    "    pattern subscriptions(default: no channels).",
+];
+
+/// PUBSUB: the subcommand and its number of arguments are already checked.
 pub fn pubsub(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
     let sub = args.get(1);
     let ps = &ctx.shared.pubsub;
-    if is(sub, "channels") && args.len() <= 3 {
+    if is(sub, "channels") {
+        if args.len() > 3 {
+            return Err(format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try PUBSUB HELP.",
+                printable(sub)
+            )
+            .into());
+        }
         let chans = ps.channels((args.len() == 3).then(|| args.get(2)));
         reply::array(ctx.out, chans.len());
         for c in chans {
@@ -776,14 +923,10 @@ pub fn pubsub(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
             reply::bulk(ctx.out, c);
             reply::int(ctx.out, ps.numsub(c) as i64);
         }
-    } else if is(sub, "numpat") && args.len() == 2 {
+    } else if is(sub, "numpat") {
         reply::int(ctx.out, ps.numpat() as i64);
     } else {
-        return Err(format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try PUBSUB HELP.",
-            printable(sub)
-        )
-        .into());
+        help(ctx.out, args.get(0), PUBSUB_HELP);
     }
     Ok(())
 }
