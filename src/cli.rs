@@ -71,7 +71,8 @@ struct ServeArgs {
           value_parser = |s: &str| units::count_in(s, 0, 1024).map(|n| n as u16))]
     workers: u16,
     /// Connections open at once, across all I/O threads (1 to 10000000); more are accepted
-    /// and closed at once.
+    /// and closed at once. On Unix the soft limit of open files (ulimit -n) is raised at
+    /// start to fit them, up to the hard limit; a warning says when that is short.
     #[arg(long, default_value = "100000", value_name = "N", allow_hyphen_values = true,
           value_parser = |s: &str| units::count_in(s, 1, MAX_CONNECTIONS))]
     max_connections: u64,
@@ -365,8 +366,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         .batch_wait(args.batch_wait)
         .reuse_port(args.ops.reuse_port);
     builder.workers(usize::from(args.workers));
+    let mut serves_metrics = false;
     if let Some(addr) = args.ops.metrics {
         builder.metrics(addr);
+        serves_metrics = true;
     }
     match ringport::activation::take() {
         Ok(None) => {}
@@ -382,6 +385,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 builder.listener(l);
             }
             if let Some(l) = passed.metrics {
+                serves_metrics = true;
                 if let Some(flag) = args.ops.metrics {
                     tracing::warn!("socket activation: --metrics {flag} is not used");
                 }
@@ -393,6 +397,18 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    // Descriptors to make room for before the server opens its listeners and rings (see
+    // `build`): one per connection, two for HTTP with files to send (the socket and a file).
+    let open_files = crate::nofile::Need {
+        connections: args.max_connections,
+        per_connection: if args.service == "http" && args.http.root.is_some() {
+            2
+        } else {
+            1
+        },
+        io_threads,
+        metrics: serves_metrics,
+    };
     let proxy = args.ops.proxy_protocol.map(|v| {
         let mut cfg = ringport::proxy::ProxyConfig::new(v);
         cfg.timeout = args.ops.proxy_protocol_timeout;
@@ -401,7 +417,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     });
     let mut store = None;
     let server = match args.service.as_str() {
-        "echo" => build(&builder, Echo, proxy),
+        "echo" => build(&builder, Echo, proxy, &open_files),
         "resp" => {
             let a = &args.resp;
             let mut resp = Resp::builder();
@@ -414,7 +430,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             match resp.build() {
                 Ok(service) => {
                     store = Some(service.store());
-                    build(&builder, service, proxy)
+                    build(&builder, service, proxy, &open_files)
                 }
                 Err(e) => {
                     tracing::error!("{e}");
@@ -437,7 +453,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 http.access_log(log);
             }
             match http.build() {
-                Ok(service) => build(&builder, service, proxy),
+                Ok(service) => build(&builder, service, proxy, &open_files),
                 Err(e) => {
                     tracing::error!("{e}");
                     return ExitCode::from(2);
@@ -541,12 +557,17 @@ fn reopen_logs_on_sigusr1() -> io::Result<()> {
     }
 }
 
-/// Build the server for `service`, behind the PROXY protocol when `proxy` says so.
+/// Build the server for `service`, behind the PROXY protocol when `proxy` says so, once the
+/// limit of open files makes room for `open_files`. The limit is raised here, after the
+/// service has opened its own files and refused what it cannot use (a root, a snapshot),
+/// and before the listeners, rings and pollers are opened.
 fn build<S: ringport::Service>(
     builder: &ringport::ServerBuilder,
     service: S,
     proxy: Option<ringport::proxy::ProxyConfig>,
+    open_files: &crate::nofile::Need,
 ) -> io::Result<Server> {
+    crate::nofile::raise(open_files);
     match proxy {
         Some(cfg) => builder.build(ringport::proxy::ProxyProtocol::new(service, cfg)),
         None => builder.build(service),

@@ -3,6 +3,7 @@
 mod cli;
 mod load;
 mod log;
+mod nofile;
 mod units;
 
 fn main() -> std::process::ExitCode {

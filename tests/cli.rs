@@ -347,8 +347,10 @@ fn banner_to_a_full_stdout_is_one_clear_error() {
         .write(true)
         .open("/dev/full")
         .unwrap();
+    // A --max-connections any open files limit has room for: no warning about it.
     let out = Command::new(env!("CARGO_BIN_EXE_ringport"))
         .args(["serve", "--listen", "127.0.0.1:0", "--backend", "poll"])
+        .args(["--max-connections", "100"])
         .stdout(full)
         .stderr(std::process::Stdio::piped())
         .run()

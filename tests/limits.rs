@@ -1,4 +1,5 @@
-//! Protections: connection cap, idle timeout, output limit, descriptor exhaustion, resets.
+//! Protections: connection cap, idle timeout, output limit, descriptor exhaustion and the
+//! open files limit, resets.
 //! Every case runs on every backend this machine has.
 
 mod common;
@@ -477,13 +478,7 @@ fn out_of_descriptors_backs_off_and_recovers() {
 #[cfg(target_os = "linux")]
 #[test]
 fn out_of_descriptors_backs_off_and_recovers() {
-    if std::process::Command::new("prlimit")
-        .arg("--version")
-        .run()
-        .is_err()
-    {
-        panic!("prlimit (util-linux) is needed for this test");
-    }
+    require_prlimit();
     for backend in backends() {
         let p = serve_process_under(
             &["prlimit", "--nofile=64:64"],
@@ -552,6 +547,154 @@ fn out_of_descriptors_backs_off_and_recovers() {
         let lines = err.matches("out of file descriptors").count();
         assert!(lines <= 10, "{backend}: {lines} log lines in a few seconds");
     }
+}
+
+/// The open files limit is lowered with prlimit and read from /proc: Linux's.
+#[cfg(not(target_os = "linux"))]
+#[test]
+fn soft_open_files_limit_is_raised_for_max_connections() {
+    common::skip(
+        "sets RLIMIT_NOFILE with prlimit and reads it from /proc: Linux's; Windows has no \
+         per-process descriptor limit",
+    );
+}
+
+/// A low soft limit (`prlimit --nofile=64:4096`) under `--max-connections 500`: the server
+/// raises it to what 500 connections need (548 with 2 I/O threads: see `src/nofile.rs`) and
+/// holds 300 idle connections at once, each echoing byte-exact; none waits in the backlog
+/// for a descriptor.
+#[cfg(target_os = "linux")]
+#[test]
+fn soft_open_files_limit_is_raised_for_max_connections() {
+    require_prlimit();
+    for backend in backends() {
+        let p = serve_process_under(
+            &["prlimit", "--nofile=64:4096"],
+            &[
+                "--backend",
+                backend.name(),
+                "--io-threads",
+                "2",
+                "--max-connections",
+                "500",
+            ],
+        )
+        .unwrap();
+        let pid = p.guard.child.id();
+        assert_eq!(open_files_limits(pid), (548, 4096), "{backend}");
+        let mut rng = Rng::new(500);
+        let msgs: Vec<Vec<u8>> = (0..300)
+            .map(|i| {
+                let mut m = format!("{i}:").into_bytes();
+                let n = rng.range(1, 512);
+                m.extend(rng.bytes(n));
+                m
+            })
+            .collect();
+        let mut held: Vec<TcpStream> = (0..300).map(|_| connect(p.addr)).collect();
+        for (c, m) in held.iter_mut().zip(&msgs) {
+            assert_echo(c, m);
+        }
+        // All still open, and the server holds a descriptor for each.
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count();
+        assert!(fds > 300, "{backend}: the server holds {fds} descriptors");
+        for (c, m) in held.iter_mut().zip(&msgs).rev() {
+            assert_echo(c, m);
+        }
+        drop(held);
+        let err = stop(p);
+        assert!(
+            err.contains(
+                " INFO ringport: open files limit (RLIMIT_NOFILE) raised from 64 to 548 for \
+                 --max-connections 500\n"
+            ),
+            "{backend}: {err}"
+        );
+        assert!(!err.contains(" WARN "), "{backend}: {err}");
+    }
+}
+
+/// The open files limit is lowered with prlimit and read from /proc: Linux's.
+#[cfg(not(target_os = "linux"))]
+#[test]
+fn short_hard_open_files_limit_is_named_at_start() {
+    common::skip(
+        "sets RLIMIT_NOFILE with prlimit and reads it from /proc: Linux's; Windows has no \
+         per-process descriptor limit",
+    );
+}
+
+/// A hard limit too low for `--max-connections` (`prlimit --nofile=64:128`, 1000
+/// connections): the soft limit is raised as far as the hard one, one warning at start says
+/// how many connections that has room for and how to raise it, and the server serves.
+#[cfg(target_os = "linux")]
+#[test]
+fn short_hard_open_files_limit_is_named_at_start() {
+    require_prlimit();
+    for backend in backends() {
+        let p = serve_process_under(
+            &["prlimit", "--nofile=64:128"],
+            &[
+                "--backend",
+                backend.name(),
+                "--io-threads",
+                "1",
+                "--max-connections",
+                "1000",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            open_files_limits(p.guard.child.id()),
+            (128, 128),
+            "{backend}"
+        );
+        try_echo(p.addr, b"served all the same").unwrap();
+        let err = stop(p);
+        let warning = " WARN ringport: open files limit (RLIMIT_NOFILE) raised from 64 to 128, \
+                       hard limit 128: room for about 88 connections, not the 1000 of \
+                       --max-connections, which need 1040; raise the hard limit to 1040 \
+                       (`ulimit -n 1040` as root before starting ringport, LimitNOFILE=1040 \
+                       in its systemd unit) or lower --max-connections\n";
+        assert!(err.contains(warning), "{backend}: {err}");
+        assert_eq!(err.matches(" WARN ").count(), 1, "{backend}: {err}");
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn require_prlimit() {
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .run()
+        .is_err()
+    {
+        panic!("prlimit (util-linux) is needed for this test");
+    }
+}
+
+/// The soft and hard `Max open files` of process `pid`, from /proc/PID/limits.
+#[cfg(target_os = "linux")]
+fn open_files_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .unwrap_or_else(|| panic!("no open files limit in\n{limits}"));
+    let mut fields = line.split_whitespace().map(|v| v.parse::<u64>().unwrap());
+    (fields.next().unwrap(), fields.next().unwrap())
+}
+
+/// Stop a `ringport serve` process, check it exits 0, and return its stderr.
+#[cfg(target_os = "linux")]
+fn stop(mut p: common::ServeProcess) -> String {
+    common::stop_signal(&p.guard.child);
+    let st = common::wait_exit(&mut p.guard.child);
+    let mut err = String::new();
+    p.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(st.success(), "exit {st}: {err}");
+    err
 }
 
 /// Resident memory is Linux's measure, read from /proc.

@@ -754,7 +754,9 @@ fn socket_activation_refuses_a_socket_it_would_not_serve() {
 fn log_lines_have_timestamp_and_level_and_are_filtered() {
     let run = |args: &[&str], env: Option<&str>| -> String {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringport"));
+        // A --max-connections any open files limit has room for: no warning about it.
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--backend", "poll"])
+            .args(["--max-connections", "100"])
             .args(args);
         match env {
             Some(v) => cmd.env("RUST_LOG", v),
