@@ -228,9 +228,11 @@ impl ServerBuilder {
 
     /// io_uring: slots per ring whose connections have their sockets entered in the ring's
     /// table of registered descriptors (default 16,384; also capped by the open-files limit
-    /// and [`max_connections`](Self::max_connections); zero: none). Each slot is 8 bytes of
-    /// kernel memory; a connection past them works the same, with one descriptor lookup per
-    /// request more.
+    /// and [`max_connections`](Self::max_connections); zero: none). A connection past them
+    /// works the same, with one descriptor lookup per request more. Only on Linux 6.13 and
+    /// later: before, a socket taken out of the table stays open until requests on other
+    /// sockets (every connection's long-lived receive) end, so a closed connection would
+    /// not reach its peer; older kernels get no table.
     pub fn registered_files(&mut self, n: u32) -> &mut Self {
         self.driver.registered_files = n;
         self
@@ -701,6 +703,9 @@ pub struct ServerStats {
     pub file_bytes: u64,
     /// Service callbacks that panicked (each closed its own connection).
     pub service_panics: u64,
+    /// io_uring: connections whose sockets were entered in the ring's table of registered
+    /// descriptors (none on kernels before 6.13, see [`ServerBuilder::registered_files`]).
+    pub registered: u64,
     /// Failed calls by disposition name (only non-zero ones). `peer_gone` is normal traffic:
     /// clients that reset or vanish.
     pub errors: Vec<(&'static str, u64)>,
@@ -736,6 +741,7 @@ impl ServerStats {
             read_pauses: sum(|s| &s.read_pauses),
             file_bytes: sum(|s| &s.file_bytes),
             service_panics: sum(|s| &s.service_panics),
+            registered: sum(|s| &s.registered),
             errors,
         }
     }
@@ -768,6 +774,7 @@ impl ServerStats {
             ("read_pauses", self.read_pauses.to_string()),
             ("file_bytes", self.file_bytes.to_string()),
             ("service_panics", self.service_panics.to_string()),
+            ("registered", self.registered.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

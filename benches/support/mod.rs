@@ -137,9 +137,16 @@ pub fn cpu_seconds(pid: u32) -> Result<f64, String> {
     Ok(ns as f64 / 1e9)
 }
 
-/// CPU seconds of a process and its children ([`cpu_seconds`] of each).
+/// CPU seconds of a process and its children ([`cpu_seconds`] of each). None at all means
+/// the kernel keeps no scheduler statistics (`schedstat` reads `0 0 0`): an error, not a
+/// free server.
 pub fn family_cpu_seconds(pids: &[u32]) -> Result<f64, String> {
-    pids.iter().map(|&p| cpu_seconds(p)).sum()
+    let total = pids.iter().map(|&p| cpu_seconds(p)).sum::<Result<f64, String>>()?;
+    if total > 0.0 {
+        Ok(total)
+    } else {
+        Err(format!("no CPU time in /proc/PID/task/*/schedstat of {pids:?}"))
+    }
 }
 
 /// Resident memory of processes, in bytes.

@@ -316,6 +316,9 @@ pub struct Stats {
     pub file_bytes: AtomicU64,
     /// Service callbacks that panicked (each closed its connection).
     pub service_panics: AtomicU64,
+    /// io_uring: connections whose sockets were entered in the ring's table of registered
+    /// descriptors.
+    pub registered: AtomicU64,
     /// Failed calls, by [`Disposition::index`].
     pub errors: [AtomicU64; Disposition::ALL.len()],
 }
@@ -381,9 +384,10 @@ pub struct DriverConfig {
     /// completion). A request after an idle spell is never held back.
     pub batch_wait: Duration,
     /// io_uring: slots of the ring's table of registered descriptors (at most the
-    /// open-files limit and `max_connections`): a connection in a slot below it has its
-    /// socket entered there, and its receives and sends name the slot, which spares the
-    /// kernel a descriptor lookup per request. Connections past it use their descriptors.
+    /// open-files limit and `max_connections`; none before Linux 6.13): a connection in a
+    /// slot below it has its socket entered there, and its receives and sends name the
+    /// slot, which spares the kernel a descriptor lookup per request. Connections past it
+    /// use their descriptors.
     pub registered_files: u32,
     /// The listener is one socket shared by every I/O thread (passed in by socket
     /// activation), not one per thread: io_uring then asks for one connection at a time, so

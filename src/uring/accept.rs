@@ -185,6 +185,9 @@ impl UringDriver {
             if let Some(c) = self.slots[slot as usize].conn.as_mut() {
                 c.fixed = entered;
             }
+            if entered {
+                Stats::add(&self.stats.registered, 1);
+            }
         }
         self.open += 1;
         Stats::add(&self.stats.accepted, 1);

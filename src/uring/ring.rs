@@ -89,9 +89,9 @@ pub(crate) fn check_features(ring: &IoUring) -> io::Result<()> {
 
 /// Register an empty table of descriptors for the connections' slots: as many as
 /// `cfg.registered_files`, `cfg.max_connections` and the open-files limit (which the kernel
-/// holds a table to) allow. Returns its length; 0 when the kernel refused one (the
-/// connections then use their descriptors as they are, which only costs a lookup per
-/// request).
+/// holds a table to) allow. Returns its length; 0 when the kernel refused one or is older
+/// than 6.13 (the connections then use their descriptors as they are, which only costs a
+/// lookup per request).
 pub(crate) fn file_table(ring: &IoUring, cfg: &DriverConfig) -> u32 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -103,6 +103,9 @@ pub(crate) fn file_table(ring: &IoUring, cfg: &DriverConfig) -> u32 {
     } else {
         0
     };
+    if !releases_at_once() {
+        return 0;
+    }
     let len = (cfg.registered_files as usize)
         .min(cfg.max_connections)
         .min(open_files) as u32;
@@ -115,6 +118,39 @@ pub(crate) fn file_table(ring: &IoUring, cfg: &DriverConfig) -> u32 {
             tracing::debug!("no table of registered descriptors ({e}): using descriptors");
             0
         }
+    }
+}
+
+/// Whether a file taken out of the table is released as soon as nothing uses it (Linux
+/// 6.13, which gave each entry its own reference). Before, removals were batched behind
+/// references held by every request issued since: a connection's multishot receive lives
+/// as long as it does, so a socket taken out at close stayed open — no FIN or reset for
+/// its peer — until receives on other connections ended.
+fn releases_at_once() -> bool {
+    // SAFETY: uname writes one utsname, which `u` is; all-zero bytes are a valid utsname.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: see above.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return false;
+    }
+    let release: Vec<u8> = u
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    kernel_at_least(&release, (6, 13))
+}
+
+/// Whether a kernel release string (`6.18.44-fc-v669`) is at least `major.minor`.
+fn kernel_at_least(release: &[u8], (major, minor): (u32, u32)) -> bool {
+    let mut parts = release.split(|&c| c == b'.').map(|p| {
+        let digits = p.iter().take_while(|c| c.is_ascii_digit()).count();
+        std::str::from_utf8(&p[..digits]).ok()?.parse::<u32>().ok()
+    });
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
     }
 }
 
@@ -131,4 +167,22 @@ pub(crate) fn eventfd() -> io::Result<File> {
     }
     // SAFETY: `fd` was just returned by eventfd, is valid and owned by nothing else.
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_at_least;
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert!(kernel_at_least(b"6.18.44-fc-v669", (6, 13)));
+        assert!(kernel_at_least(b"6.13", (6, 13)));
+        assert!(kernel_at_least(b"7.0.1", (6, 13)));
+        assert!(!kernel_at_least(b"6.12.9-amd64", (6, 13)));
+        assert!(!kernel_at_least(b"6.1.0-28-cloud-amd64", (6, 13)));
+        assert!(!kernel_at_least(b"5.19.0", (6, 13)));
+        assert!(!kernel_at_least(b"", (6, 13)));
+        assert!(!kernel_at_least(b"six.thirteen", (6, 13)));
+        assert!(!kernel_at_least(b"6", (6, 13)));
+    }
 }
