@@ -8,10 +8,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{assert_echo, connect, echo_exchange, try_echo, wait_until, Rng, Setup, Start};
+use common::{assert_echo, connect, echo_exchange, try_echo, wait_until, Rng, Setup};
 #[cfg(target_os = "linux")]
 use common::{
-    available, cpu_ticks, rss_bytes, serve_process, serve_process_under, ticks_per_second,
+    available, cpu_ticks, rss_bytes, serve_process, serve_process_under, ticks_per_second, Start,
 };
 use ringport::fallback::Disposition;
 use ringport::service::Echo;

@@ -24,9 +24,9 @@ use std::time::Duration;
 #[cfg(target_os = "linux")]
 use std::time::Instant;
 
-use common::{available, connect, wait_until, Rng, Start};
+use common::{available, connect, wait_until, Rng, DEADLINE};
 #[cfg(target_os = "linux")]
-use common::{fd_count, wait_exit, ChildGuard, DEADLINE};
+use common::{fd_count, wait_exit, ChildGuard, Start};
 use ringport::fallback::Disposition;
 use ringport::{Backend, Server, ServerStats};
 

@@ -141,11 +141,16 @@ pub fn cpu_seconds(pid: u32) -> Result<f64, String> {
 /// the kernel keeps no scheduler statistics (`schedstat` reads `0 0 0`): an error, not a
 /// free server.
 pub fn family_cpu_seconds(pids: &[u32]) -> Result<f64, String> {
-    let total = pids.iter().map(|&p| cpu_seconds(p)).sum::<Result<f64, String>>()?;
+    let total = pids
+        .iter()
+        .map(|&p| cpu_seconds(p))
+        .sum::<Result<f64, String>>()?;
     if total > 0.0 {
         Ok(total)
     } else {
-        Err(format!("no CPU time in /proc/PID/task/*/schedstat of {pids:?}"))
+        Err(format!(
+            "no CPU time in /proc/PID/task/*/schedstat of {pids:?}"
+        ))
     }
 }
 
