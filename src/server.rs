@@ -823,13 +823,14 @@ mod tests {
         };
         let text = st.to_string();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 17, "{text}");
+        assert_eq!(lines.len(), 18, "{text}");
         assert_eq!(lines[0], "backend                 poll");
         assert_eq!(lines[1], "accepted                3");
         assert_eq!(lines[8], "discarded               100");
-        assert_eq!(lines[14], "failed_calls            3");
-        assert_eq!(lines[15], "failed_calls.peer_gone  2");
-        assert_eq!(lines[16], "failed_calls.exhausted  1");
+        assert_eq!(lines[14], "registered              0");
+        assert_eq!(lines[15], "failed_calls            3");
+        assert_eq!(lines[16], "failed_calls.peer_gone  2");
+        assert_eq!(lines[17], "failed_calls.exhausted  1");
         assert!(!text.ends_with('\n'));
         let quiet = ServerStats::default().to_string();
         assert!(quiet.ends_with("\nfailed_calls    0"), "{quiet}");
