@@ -140,6 +140,17 @@ impl UringDriver {
         };
         let generation = self.slots[slot as usize].generation;
         let id = ConnId::new(self.cfg.index, slot, generation);
+        // Into the ring's table when its slot has a place there (else, or with no memory for
+        // the entry, the connection uses its descriptor).
+        let fixed = slot < self.fixed_files
+            && self
+                .ring
+                .submitter()
+                .register_files_update(slot, &[stream.as_raw_fd()])
+                .is_ok();
+        if fixed {
+            Stats::add(&self.stats.registered, 1);
+        }
         self.slots[slot as usize].conn = Some(Conn {
             id,
             stream,
@@ -150,7 +161,7 @@ impl UringDriver {
             pending: Vec::new(),
             files: FileQueue::default(),
             corked: false,
-            fixed: false,
+            fixed,
             nonblocking: false,
             want_drained: false,
             recv_armed: false,
@@ -170,25 +181,6 @@ impl UringDriver {
             last_read: IdleClock::Since(self.now),
             last_write: self.now,
         });
-        if slot < self.fixed_files {
-            let fd = self.slots[slot as usize]
-                .conn
-                .as_ref()
-                .map(|c| c.stream.as_raw_fd());
-            // Not entered (no memory for it): the connection uses its descriptor.
-            let entered = fd.is_some_and(|fd| {
-                self.ring
-                    .submitter()
-                    .register_files_update(slot, &[fd])
-                    .is_ok()
-            });
-            if let Some(c) = self.slots[slot as usize].conn.as_mut() {
-                c.fixed = entered;
-            }
-            if entered {
-                Stats::add(&self.stats.registered, 1);
-            }
-        }
         self.open += 1;
         Stats::add(&self.stats.accepted, 1);
         dispatch.open(id, &info);

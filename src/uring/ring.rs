@@ -93,6 +93,9 @@ pub(crate) fn check_features(ring: &IoUring) -> io::Result<()> {
 /// than 6.13 (the connections then use their descriptors as they are, which only costs a
 /// lookup per request).
 pub(crate) fn file_table(ring: &IoUring, cfg: &DriverConfig) -> u32 {
+    if !releases_at_once() {
+        return 0;
+    }
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -103,9 +106,6 @@ pub(crate) fn file_table(ring: &IoUring, cfg: &DriverConfig) -> u32 {
     } else {
         0
     };
-    if !releases_at_once() {
-        return 0;
-    }
     let len = (cfg.registered_files as usize)
         .min(cfg.max_connections)
         .min(open_files) as u32;
@@ -133,13 +133,9 @@ fn releases_at_once() -> bool {
     if unsafe { libc::uname(&mut u) } != 0 {
         return false;
     }
-    let release: Vec<u8> = u
-        .release
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    kernel_at_least(&release, (6, 13))
+    // SAFETY: uname wrote the release as a NUL-terminated string within the array.
+    let release = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) };
+    kernel_at_least(release.to_bytes(), (6, 13))
 }
 
 /// Whether a kernel release string (`6.18.44-fc-v669`) is at least `major.minor`.
