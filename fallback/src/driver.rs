@@ -34,7 +34,7 @@
 //! systems where `SO_REUSEPORT` does not balance, all drivers share one listener socket and
 //! several may wake for one connection; the losers see `WouldBlock`.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,7 +46,7 @@ use crate::event::{
     log_fatal, warn_grace_over, Backoff, Command, ConnId, ConnInfo, Dispatch, DriverConfig,
     FileRange, IdleClock, LogLimit, Shared, Stats, Waker,
 };
-use crate::net::{prepare_stream, set_cork};
+use crate::net::{prepare_stream, write_output};
 use crate::outq::FileQueue;
 
 /// Poller key of the listener (connections use their slot number).
@@ -71,8 +71,6 @@ struct Conn {
     out: Vec<u8>,
     out_pos: usize,
     files: FileQueue,
-    /// `TCP_CORK` is set while a file body goes out.
-    corked: bool,
     /// The service asked to be told when output drains to the low-water mark.
     want_drained: bool,
     /// The peer sent EOF.
@@ -558,7 +556,6 @@ impl PollDriver {
             out: Vec::new(),
             out_pos: 0,
             files: FileQueue::default(),
-            corked: false,
             want_drained: false,
             read_eof: false,
             closing: false,
@@ -696,15 +693,12 @@ impl PollDriver {
         let Some(c) = self.slots[slot as usize].conn.as_mut() else {
             return false;
         };
-        if !c.corked && !c.files.is_empty() {
-            // The head before the body and the body leave in full segments.
-            set_cork(&c.stream, true);
-            c.corked = true;
-        }
         loop {
-            let upto = c.files.next_at().unwrap_or(c.out.len());
+            let next_file = c.files.next_at();
+            let upto = next_file.unwrap_or(c.out.len());
             let result = if c.out_pos < upto {
-                write_at_choke_point(&self.cfg, &mut c.stream, &c.out[c.out_pos..upto])
+                let head = &c.out[c.out_pos..upto];
+                write_at_choke_point(&self.cfg, &c.stream, head, next_file.is_some())
                     .map(FileStep::Bytes)
             } else if let Some(f) = c.files.front() {
                 send_file_part(&self.cfg, &mut c.stream, &f.range, &mut c.out, c.out_pos)
@@ -755,11 +749,6 @@ impl PollDriver {
                     }
                 },
             }
-        }
-        if c.corked && c.files.is_empty() {
-            // The body is out: what is held back goes now.
-            set_cork(&c.stream, false);
-            c.corked = false;
         }
         if c.queued() == 0 {
             c.out.clear();
@@ -1024,18 +1013,19 @@ fn read_at_choke_point(
 
 fn write_at_choke_point(
     cfg: &DriverConfig,
-    stream: &mut TcpStream,
+    stream: &TcpStream,
     buf: &[u8],
+    before_file: bool,
 ) -> io::Result<usize> {
     #[cfg(feature = "fault-injection")]
     return crate::fault::intercept(cfg.fault_plan(), Site::Send, |cap| {
         let n = cap.map_or(buf.len(), |c| c.min(buf.len()));
-        stream.write(&buf[..n])
+        write_output(stream, &buf[..n], before_file)
     });
     #[cfg(not(feature = "fault-injection"))]
     {
         let _ = cfg;
-        stream.write(buf)
+        write_output(stream, buf, before_file)
     }
 }
 

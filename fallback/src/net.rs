@@ -198,15 +198,21 @@ pub fn prepare_stream(stream: &TcpStream, nonblocking: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Hold back partial segments (`TCP_CORK`, Linux) while a file body is being sent, so the
-/// response head and the body leave in full-sized segments instead of one small segment per
-/// page: a receiver pays per segment. Cleared once the body is out, which sends the rest.
-/// Elsewhere a no-op. A failure only costs that optimisation.
-pub fn set_cork(stream: &TcpStream, cork: bool) {
+/// Write `buf` to `stream`. With `before_file` (the bytes come just before a file range: a
+/// response head), on Linux the bytes are sent with `MSG_MORE`, so they wait for the body
+/// and leave in its first segment; the `sendfile` that follows pushes both when it ends.
+/// Elsewhere a plain write.
+///
+/// # Errors
+/// The call's errors, for the caller to classify at `Site::Send`.
+pub fn write_output(stream: &TcpStream, buf: &[u8], before_file: bool) -> io::Result<usize> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    let _ = socket2::SockRef::from(stream).set_tcp_cork(cork);
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = (stream, cork);
+    if before_file {
+        return socket2::SockRef::from(stream)
+            .send_with_flags(buf, libc::MSG_MORE | libc::MSG_NOSIGNAL);
+    }
+    let _ = before_file;
+    io::Write::write(&mut &*stream, buf)
 }
 
 /// Send up to `max` bytes of `range`, from its start, with `sendfile(2)` (the bytes never

@@ -160,7 +160,7 @@ impl UringDriver {
             send_fault: choke::ScriptedSend::default(),
             pending: Vec::new(),
             files: FileQueue::default(),
-            corked: false,
+            more: false,
             fixed,
             nonblocking: false,
             want_drained: false,

@@ -3,7 +3,7 @@
 //! the order they were queued; short sends are resubmitted.
 
 use super::*;
-use ringport_fallback::net::{self, set_cork};
+use ringport_fallback::net;
 
 /// Most bytes of file ranges one connection sends in a turn before the others get theirs
 /// (it goes on as soon as the ring says the socket is writable again).
@@ -19,11 +19,6 @@ impl UringDriver {
         if c.send_busy {
             return;
         }
-        if !c.corked && !c.files.is_empty() {
-            // The head before the body and the body leave in full segments.
-            set_cork(&c.stream, true);
-            c.corked = true;
-        }
         if c.files.next_at() == Some(0) {
             self.send_file(slot, dispatch);
             return;
@@ -38,8 +33,12 @@ impl UringDriver {
                 let rest = c.pending.split_off(at);
                 c.sending = std::mem::replace(&mut c.pending, rest);
                 c.files.shift(-(at as isize));
+                c.more = true;
             }
-            None => std::mem::swap(&mut c.sending, &mut c.pending),
+            None => {
+                std::mem::swap(&mut c.sending, &mut c.pending);
+                c.more = false;
+            }
         }
         c.send_pos = 0;
         if c.pending.capacity() > self.cfg.output_high {
@@ -69,8 +68,11 @@ impl UringDriver {
                     len = len.min(n);
                 }
                 let (fd, fixed) = c.file();
+                // Bytes before a file range (a response head) wait for the body's first
+                // segment: `sendfile` pushes both when it ends.
+                let more = if c.more { libc::MSG_MORE } else { 0 };
                 opcode::Send::new(fd, rest.as_ptr(), len as u32)
-                    .flags(libc::MSG_NOSIGNAL)
+                    .flags(libc::MSG_NOSIGNAL | more)
                     .build()
                     .flags(fixed)
                     .user_data(ud)
@@ -183,8 +185,8 @@ impl UringDriver {
                     if n < want || (budget == 0 && c.files.next_at() == Some(0)) {
                         // The socket is full, or this turn's share is spent with more of a
                         // file to send: go on when it has room. (A share spent on the last
-                        // bytes of the files is not a reason to wait: the uncork below would
-                        // wait with it, holding the body's last segment back a turn.)
+                        // bytes of the files is not a reason to wait: the bytes queued behind
+                        // them go on now.)
                         self.submit_file_wait(slot);
                         return;
                     }
@@ -200,14 +202,7 @@ impl UringDriver {
             // Would block: wait for room. Interrupted: the same call again once writable
             // (at once). Anything else aborts.
             Some(e) => self.output_failed(slot, &e, "sendfile", Self::submit_file_wait, dispatch),
-            None => {
-                if c.corked && c.files.is_empty() {
-                    // The body is out: what is held back goes now.
-                    set_cork(&c.stream, false);
-                    c.corked = false;
-                }
-                self.mark_dirty(slot);
-            }
+            None => self.mark_dirty(slot),
         }
     }
 
