@@ -36,6 +36,10 @@ pub enum Site {
     Cancel,
     /// Reading the driver's own wake-up eventfd.
     Wake,
+    /// Opening a file a service serves: only `Exhausted` (out of descriptors or memory:
+    /// a moment later the same request may succeed) is told apart from the rest, which
+    /// the service answers as it sees fit (missing, forbidden).
+    Open,
 }
 
 /// What the driver does about a failed call.
@@ -324,7 +328,7 @@ pub mod unix {
                     D::Fatal
                 }
             }
-            Site::Wake => {
+            Site::Wake | Site::Open => {
                 if exhausted(code) {
                     D::Exhausted
                 } else {
@@ -403,7 +407,11 @@ pub mod windows {
     use super::{Disposition, Site};
 
     #[allow(missing_docs)]
+    pub const ERROR_TOO_MANY_OPEN_FILES: i32 = 4;
+    #[allow(missing_docs)]
     pub const ERROR_NOT_ENOUGH_MEMORY: i32 = 8;
+    #[allow(missing_docs)]
+    pub const ERROR_OUTOFMEMORY: i32 = 14;
     #[allow(missing_docs)]
     pub const ERROR_NETNAME_DELETED: i32 = 64;
     #[allow(missing_docs)]
@@ -469,7 +477,9 @@ pub mod windows {
             WSAEHOSTDOWN | WSAEACCES if site == Site::Accept => D::SkipPeer,
             c if site == Site::Accept && peer_gone(c) => D::SkipPeer,
             c if peer_gone(c) => D::PeerGone,
-            WSAEMFILE | WSAENOBUFS | ERROR_NOT_ENOUGH_MEMORY => D::Exhausted,
+            WSAEMFILE | WSAENOBUFS | ERROR_NOT_ENOUGH_MEMORY | ERROR_OUTOFMEMORY => D::Exhausted,
+            // Win32 codes of file calls, not of sockets.
+            ERROR_TOO_MANY_OPEN_FILES if site == Site::Open => D::Exhausted,
             WSAEOPNOTSUPP | WSAEPROVIDERFAILEDINIT => D::Unsupported,
             WSAEBADF | WSAEFAULT | WSAEINVAL | WSAENOTSOCK => D::Fatal,
             _ => D::Fatal,
@@ -631,6 +641,16 @@ mod tests {
         assert_eq!(unix::classify(Site::Wake, EAGAIN), D::WouldBlock);
         assert_eq!(unix::classify(Site::Wake, EBADF), D::Fatal);
         assert_eq!(unix::classify(Site::Configure, ENOPROTOOPT), D::Unsupported);
+        for code in [EMFILE, ENFILE, ENOMEM, ENOBUFS] {
+            assert_eq!(
+                unix::classify(Site::Open, code),
+                D::Exhausted,
+                "open {code}"
+            );
+        }
+        for code in [ENOENT, EACCES, ELOOP, EXDEV, EIO] {
+            assert_eq!(unix::classify(Site::Open, code), D::Fatal, "open {code}");
+        }
     }
 
     /// An error about one peer, at accept, skips that peer; only `Exhausted` pauses the
@@ -861,5 +881,21 @@ mod tests {
             );
         }
         assert_eq!(windows::classify(Site::Close, WSAEINTR), D::PeerGone);
+        for code in [
+            ERROR_TOO_MANY_OPEN_FILES,
+            ERROR_NOT_ENOUGH_MEMORY,
+            ERROR_OUTOFMEMORY,
+        ] {
+            assert_eq!(
+                windows::classify(Site::Open, code),
+                D::Exhausted,
+                "open {code}"
+            );
+        }
+        // File-call codes mean nothing at a socket: 4 is not a socket error.
+        assert_eq!(
+            windows::classify(Site::Recv, ERROR_TOO_MANY_OPEN_FILES),
+            D::Fatal
+        );
     }
 }

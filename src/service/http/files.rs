@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 #[cfg(target_os = "linux")]
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use ringport_fallback::{classify, Disposition, Site};
+
 use super::date;
 
 /// What a request path leads to.
@@ -28,6 +30,9 @@ pub(crate) enum Lookup {
     Listing(Vec<u8>),
     NotFound,
     Forbidden,
+    /// Opening failed for want of descriptors or memory: not the path's fault, and a
+    /// moment later the same request may succeed.
+    Unavailable,
 }
 
 /// An open regular file and what the response says about it.
@@ -245,11 +250,13 @@ fn is_missing(e: &io::Error) -> bool {
     )
 }
 
-/// A failed lookup: missing (or a name no file can have) is 404, anything else (outside
-/// the root, a loop, no permission) is 403.
+/// A failed lookup: missing (or a name no file can have) is 404, out of descriptors or
+/// memory is 503, anything else (outside the root, a loop, no permission) is 403.
 fn refused(e: &io::Error) -> Lookup {
     if is_missing(e) {
         Lookup::NotFound
+    } else if classify(Site::Open, e) == Disposition::Exhausted {
+        Lookup::Unavailable
     } else {
         Lookup::Forbidden
     }

@@ -524,7 +524,7 @@ impl Http {
             }
         };
         self.log_request(s, req, status, bytes, conn.now());
-        if persist == Persist::Close {
+        if persist == Persist::Close || status == Status::Unavailable {
             conn.close();
         } else if !s.drain_asked {
             self.keepalive(conn);
@@ -581,6 +581,15 @@ impl Http {
                 Status::Forbidden,
                 short(conn, Status::Forbidden, persist, head_only, &[]),
             ),
+            Lookup::Unavailable => {
+                // The connection closes after it: it is a descriptor the server is short of.
+                let extra: [(&[u8], &[u8]); 1] = [(b"Retry-After", b"1")];
+                let status = Status::Unavailable;
+                (
+                    status,
+                    short(conn, status, Persist::Close, head_only, &extra),
+                )
+            }
         })
     }
 

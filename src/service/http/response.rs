@@ -27,6 +27,7 @@ pub(crate) enum Status {
     HeadersTooLarge,
     InternalError,
     NotImplemented,
+    Unavailable,
     VersionNotSupported,
 }
 
@@ -50,6 +51,7 @@ impl Status {
             Status::HeadersTooLarge => 431,
             Status::InternalError => 500,
             Status::NotImplemented => 501,
+            Status::Unavailable => 503,
             Status::VersionNotSupported => 505,
         }
     }
@@ -74,6 +76,7 @@ impl Status {
             Status::HeadersTooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
             Status::InternalError => b"HTTP/1.1 500 Internal Server Error\r\n",
             Status::NotImplemented => b"HTTP/1.1 501 Not Implemented\r\n",
+            Status::Unavailable => b"HTTP/1.1 503 Service Unavailable\r\n",
             Status::VersionNotSupported => b"HTTP/1.1 505 HTTP Version Not Supported\r\n",
         }
     }
