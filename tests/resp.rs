@@ -29,6 +29,7 @@ every_backend!(
     concurrent_incr_ends_at_the_exact_sum,
     transactions_apply_as_one_step,
     protocol_errors_answer_and_close_only_that_connection,
+    client_reply_off_and_skip_silence_replies_as_redis,
     inline_line_over_64k_with_its_newline_is_served,
     command_count_list_and_info_answer_as_redis,
     help_and_unknown_subcommands_answer_as_redis,
@@ -546,6 +547,54 @@ fn protocol_errors_answer_and_close_only_that_connection(setup: Setup) {
         Reply::Int(1024)
     );
     assert_eq!(server.stats().service_panics, 0);
+}
+
+/// CLIENT REPLY OFF silences every reply (its own included) until CLIENT REPLY ON or
+/// RESET; SKIP silences its own and the next command's; SKIP while OFF changes nothing.
+/// Each script's answer is what redis-server 7.0.15 sent for it, but one: CLIENT REPLY OFF
+/// inside MULTI silences the whole EXEC reply here, where Redis sends the array's header
+/// with only the replies before the OFF, a reply no client can parse.
+fn client_reply_off_and_skip_silence_replies_as_redis(setup: Setup) {
+    let (server, _) = server(setup, 1, |_| {});
+    let addr = server.local_addr();
+    let cases: &[(&str, &str)] = &[
+        (
+            "CLIENT REPLY OFF|SET a 1|GET a|CLIENT REPLY ON|GET a",
+            "+OK\r\n$1\r\n1\r\n",
+        ),
+        ("CLIENT REPLY SKIP|SET b 2|GET b", "$1\r\n2\r\n"),
+        ("CLIENT REPLY bogus|PING", "-ERR syntax error\r\n+PONG\r\n"),
+        ("CLIENT REPLY OFF|NOSUCH|RESET|PING", "+RESET\r\n+PONG\r\n"),
+        ("CLIENT REPLY SKIP|CLIENT REPLY ON|PING", "+OK\r\n+PONG\r\n"),
+        (
+            "CLIENT REPLY OFF|CLIENT REPLY SKIP|PING|CLIENT REPLY ON|PING",
+            "+OK\r\n+PONG\r\n",
+        ),
+        ("CLIENT REPLY SKIP|CLIENT REPLY SKIP|PING|PING", "+PONG\r\n"),
+        (
+            "CLIENT REPLY",
+            "-ERR wrong number of arguments for 'client|reply' command\r\n",
+        ),
+        (
+            "MULTI|CLIENT REPLY OFF|SET c 1|EXEC|PING|CLIENT REPLY ON|PING",
+            "+OK\r\n+QUEUED\r\n+QUEUED\r\n+OK\r\n+PONG\r\n",
+        ),
+    ];
+    for (script, want) in cases {
+        let mut bytes = Vec::new();
+        for line in script.split('|').chain(["QUIT"]) {
+            let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+            bytes.extend(encode(&args));
+        }
+        let got = exchange(addr, &bytes);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            format!("{want}+OK\r\n"),
+            "{script}"
+        );
+    }
+    let mut c = Client::connect(addr);
+    assert_eq!(c.cmd(&["GET", "c"]), Reply::bulk("1"), "EXEC ran silenced");
 }
 
 /// redis-server 7.0 serves an inline line of any length whose newline has arrived (here

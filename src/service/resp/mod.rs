@@ -346,6 +346,10 @@ pub(crate) struct Client {
     multi: Option<Box<Multi>>,
     /// QUIT (or a protocol error): close once the reply is out.
     quit: bool,
+    /// CLIENT REPLY OFF: commands run without replies until CLIENT REPLY ON (or RESET).
+    reply_off: bool,
+    /// CLIENT REPLY SKIP: replies still to drop, that command's own and the next one's.
+    reply_skip: u8,
     /// The command run last.
     last: Option<&'static Spec>,
 }
@@ -658,6 +662,12 @@ impl Resp {
                         let mark = out.len();
                         self.execute(&mut s.client, args, out, now);
                         count += 1;
+                        if s.client.reply_off {
+                            out.truncate(mark);
+                        } else if s.client.reply_skip > 0 {
+                            s.client.reply_skip -= 1;
+                            out.truncate(mark);
+                        }
                         if s.client.subs_changed
                             && matches!(s.route, Route::Conn)
                             && s.client.subscribed()
@@ -805,6 +815,8 @@ impl Service for Resp {
                 subs_changed: false,
                 multi: None,
                 quit: false,
+                reply_off: false,
+                reply_skip: 0,
                 last: None,
             },
             frame: Frame::default(),

@@ -88,6 +88,8 @@ fn session(resp: &Resp) -> Session {
             subs_changed: false,
             multi: None,
             quit: false,
+            reply_off: false,
+            reply_skip: 0,
             last: None,
         },
         frame: Frame::default(),

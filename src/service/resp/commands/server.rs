@@ -282,8 +282,25 @@ pub fn client(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
         return client_list(ctx, args);
     } else if is(sub, "help") {
         help(ctx.out, args.get(0), CLIENT_HELP);
+    } else if is(sub, "reply") {
+        // The OK is written either way, so that an EXEC's array stays whole; the loop that
+        // runs commands drops the replies that OFF and SKIP say to, this one's included.
+        let mode = args.get(2);
+        if is(mode, "on") {
+            ctx.client.reply_off = false;
+            ctx.client.reply_skip = 0;
+        } else if is(mode, "off") {
+            ctx.client.reply_off = true;
+        } else if is(mode, "skip") {
+            if !ctx.client.reply_off {
+                ctx.client.reply_skip = 2;
+            }
+        } else {
+            return Err(SYNTAX.into());
+        }
+        reply::ok(ctx.out);
     } else {
-        // SETINFO, NO-EVICT, NO-TOUCH, REPLY: accepted, and nothing changes.
+        // SETINFO, NO-EVICT, NO-TOUCH: accepted, and nothing changes.
         reply::ok(ctx.out);
     }
     Ok(())
@@ -291,6 +308,8 @@ pub fn client(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
 
 pub fn reset(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> Res {
     ctx.client.multi = None;
+    ctx.client.reply_off = false;
+    ctx.client.reply_skip = 0;
     ctx.client.listed.state().0 = None;
     if let Some(s) = &mut ctx.client.subs {
         if s.count() > 0 {
