@@ -30,6 +30,7 @@ every_backend!(
     transactions_apply_as_one_step,
     protocol_errors_answer_and_close_only_that_connection,
     client_reply_off_and_skip_silence_replies_as_redis,
+    replies_many_times_the_data_held_are_refused,
     inline_line_over_64k_with_its_newline_is_served,
     command_count_list_and_info_answer_as_redis,
     help_and_unknown_subcommands_answer_as_redis,
@@ -595,6 +596,55 @@ fn client_reply_off_and_skip_silence_replies_as_redis(setup: Setup) {
     }
     let mut c = Client::connect(addr);
     assert_eq!(c.cmd(&["GET", "c"]), Reply::bulk("1"), "EXEC ran silenced");
+}
+
+/// A command that repeats what it asks for (MGET of one key many times, SRANDMEMBER with a
+/// large negative count, COMMAND DOCS of one name many times) is refused once its reply
+/// passes the data the store holds plus 16 times the request plus 4 MiB, instead of
+/// building a reply thousands of times its request; the same commands asking for distinct
+/// things, however big, are answered whole, and the connection goes on after a refusal.
+fn replies_many_times_the_data_held_are_refused(setup: Setup) {
+    let (server, _) = server(setup, 1, |_| {});
+    let mut c = Client::connect(server.local_addr());
+    let too_large = Reply::Error(
+        "ERR reply too large: more than the data held (a key, name or pick repeated many times)"
+            .into(),
+    );
+    let values: Vec<String> = (0..8u8)
+        .map(|i| ((b'a' + i) as char).to_string().repeat(1 << 20))
+        .collect();
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(c.cmd(&["SET", &format!("big{i}"), v]), Reply::ok());
+    }
+    // 8 MiB of distinct values: answered byte-exact.
+    let mut mget = vec!["MGET"];
+    let names: Vec<String> = (0..8).map(|i| format!("big{i}")).collect();
+    mget.extend(names.iter().map(String::as_str));
+    let want = Reply::Array(Some(values.iter().map(|v| Reply::bulk(v)).collect()));
+    assert_eq!(c.cmd(&mget), want);
+    // One of them 100 times: 100 MiB from a 1 KB request.
+    let mut repeated = vec!["MGET"];
+    repeated.extend(std::iter::repeat_n("big0", 100));
+    assert_eq!(c.cmd(&repeated), too_large);
+    let mut hash = vec!["HMGET", "h"];
+    assert_eq!(c.cmd(&["HSET", "h", "f", &values[0]]), Reply::Int(1));
+    hash.extend(std::iter::repeat_n("f", 100));
+    assert_eq!(c.cmd(&hash), too_large);
+    assert_eq!(c.cmd(&["SADD", "s", &values[1]]), Reply::Int(1));
+    assert_eq!(c.cmd(&["SRANDMEMBER", "s", "-100"]), too_large);
+    let picks = c.cmd(&["SRANDMEMBER", "s", "-3"]);
+    assert_eq!(picks, Reply::Array(Some(vec![Reply::bulk(&values[1]); 3])));
+    let mut docs = vec!["COMMAND", "DOCS"];
+    docs.extend(std::iter::repeat_n("client", 20_000));
+    assert_eq!(c.cmd(&docs), too_large);
+    let mut info = vec!["COMMAND", "INFO"];
+    info.extend(std::iter::repeat_n("get", 3));
+    match c.cmd(&info) {
+        Reply::Array(Some(items)) => assert_eq!(items.len(), 3),
+        other => panic!("COMMAND INFO get get get: {other:?}"),
+    }
+    assert_eq!(c.cmd(&["PING"]), Reply::Simple("PONG".into()));
+    assert_eq!(c.cmd(&["GET", "big7"]), Reply::bulk(&values[7]));
 }
 
 /// redis-server 7.0 serves an inline line of any length whose newline has arrived (here

@@ -1,6 +1,6 @@
 //! Hash commands.
 
-use super::{int, Ctx, Error, Res, WRONGTYPE};
+use super::{int, Ctx, Error, ReplyBudget, Res, WRONGTYPE};
 use crate::service::resp::protocol::{parse_i64, reply, Args};
 use crate::service::resp::value::{Hash, Value};
 
@@ -75,6 +75,7 @@ pub fn hget(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
 }
 
 pub fn hmget(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    let budget = ReplyBudget::new(ctx, args);
     let out = &mut *ctx.out;
     let h = read(ctx.db.get(args.get(1)))?;
     reply::array(out, args.len() - 2);
@@ -83,6 +84,7 @@ pub fn hmget(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
             Some(v) => reply::bulk(out, v),
             None => reply::null(out),
         }
+        budget.check(out)?;
     }
     Ok(())
 }

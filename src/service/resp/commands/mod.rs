@@ -67,6 +67,44 @@ impl Error {
 /// What a command returns.
 pub type Res = Result<(), Error>;
 
+/// Refusal of a reply past its [`ReplyBudget`].
+pub const TOO_LARGE: &str =
+    "ERR reply too large: more than the data held (a key, name or pick repeated many times)";
+
+/// How far one reply may grow: the data the store holds, plus 16 times the request, plus
+/// 4 MiB. Only a command that repeats what it asks for (`MGET k k k ...`, `SRANDMEMBER s
+/// -1000000`, `COMMAND DOCS client client ...`) goes past it, and is refused rather than
+/// built: a 1 MiB request naming a 1 MiB value 100,000 times would otherwise have the
+/// server build a 100 GB reply (Redis builds it).
+pub struct ReplyBudget {
+    end: usize,
+}
+
+impl ReplyBudget {
+    /// The budget of the reply `ctx.out` is about to get for `args`.
+    pub fn new(ctx: &Ctx<'_, '_>, args: Args<'_>) -> ReplyBudget {
+        let request: usize = args.iter_from(0).map(|a| a.len() + 16).sum();
+        let held = usize::try_from(ctx.shared.ks.used()).unwrap_or(usize::MAX);
+        ReplyBudget {
+            end: ctx
+                .out
+                .len()
+                .saturating_add(held)
+                .saturating_add(request.saturating_mul(16))
+                .saturating_add(4 << 20),
+        }
+    }
+
+    /// Refuse once `out` went past the budget.
+    pub fn check(&self, out: &[u8]) -> Res {
+        if out.len() > self.end {
+            Err(TOO_LARGE.into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// Flags of a command.
 pub mod flag {
     /// May add memory: refused with `-OOM` when over the limit after eviction.

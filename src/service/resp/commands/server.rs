@@ -6,8 +6,8 @@ use std::sync::{Arc, PoisonError};
 
 use super::about::{self, about, About};
 use super::{
-    flag, full_name, help, int, is, lookup_full, printable, Ctx, Error, Res, Spec, Sub, SYNTAX,
-    TABLE,
+    flag, full_name, help, int, is, lookup_full, printable, Ctx, Error, ReplyBudget, Res, Spec,
+    Sub, SYNTAX, TABLE,
 };
 use crate::service::resp::glob;
 use crate::service::resp::protocol::{reply, Args};
@@ -472,6 +472,7 @@ fn command_list(out: &mut Vec<u8>, args: Args<'_>) -> Res {
 
 /// COMMAND: the subcommand and its number of arguments are already checked.
 pub fn command(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    let budget = ReplyBudget::new(ctx, args);
     let out = &mut *ctx.out;
     let all = || TABLE.iter().map(|s| (s, None));
     if args.len() == 1 {
@@ -497,6 +498,7 @@ pub fn command(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
                     Some((s, sub)) => command_info(out, s, sub),
                     None => reply::null(out),
                 }
+                budget.check(out)?;
             }
         }
     } else if is(sub, "docs") {
@@ -508,6 +510,7 @@ pub fn command(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
         reply::array(out, found.len() * 2);
         for (s, sub) in found {
             command_docs(out, s, sub);
+            budget.check(out)?;
         }
     } else if is(sub, "list") {
         return command_list(out, args);

@@ -1,6 +1,6 @@
 //! Set commands.
 
-use super::{count_arg, int, Ctx, Error, Res, WRONGTYPE};
+use super::{count_arg, int, Ctx, Error, ReplyBudget, Res, WRONGTYPE};
 use crate::service::resp::protocol::{reply, Args};
 use crate::service::resp::store::random_below;
 use crate::service::resp::value::{Set, Value};
@@ -109,6 +109,7 @@ pub fn srandmember(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
     } else {
         None
     };
+    let budget = ReplyBudget::new(ctx, args);
     let out = &mut *ctx.out;
     let Some(s) = read(ctx.db.get(args.get(1)))? else {
         if count.is_some() {
@@ -143,6 +144,7 @@ pub fn srandmember(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
             reply::array(out, n as usize);
             for _ in 0..n {
                 reply::bulk(out, s.at(random_below(s.len())));
+                budget.check(out)?;
             }
         }
     }

@@ -1,6 +1,6 @@
 //! String commands.
 
-use super::{float, int, is, Ctx, Error, Res, NOT_INT, SYNTAX, WRONGTYPE};
+use super::{float, int, is, Ctx, Error, ReplyBudget, Res, NOT_INT, SYNTAX, WRONGTYPE};
 use crate::service::resp::protocol::{format_float_plain, parse_f64, parse_i64, reply, Args};
 use crate::service::resp::value::Value;
 
@@ -175,12 +175,14 @@ pub fn getset(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
 }
 
 pub fn mget(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
+    let budget = ReplyBudget::new(ctx, args);
     reply::array(ctx.out, args.len() - 1);
     for k in args.iter_from(1) {
         match ctx.db.get(k) {
             Some(Value::Str(s)) => reply::bulk(ctx.out, s),
             _ => reply::null(ctx.out),
         }
+        budget.check(ctx.out)?;
     }
     Ok(())
 }
