@@ -154,6 +154,45 @@ pub(crate) fn raise(need: &Need) {
 #[cfg(not(unix))]
 pub(crate) fn raise(_: &Need) {}
 
+/// Raise the soft limit for `ringport bench`: a descriptor per client connection, plus the
+/// fixed ones of `threads` event loops. Returns the warning to print when the limit stays
+/// short (said once, before connecting; the connections past it then fail to connect).
+#[cfg(unix)]
+pub(crate) fn raise_for_clients(connections: u64, threads: u16) -> Option<String> {
+    let need = Need {
+        connections,
+        per_connection: 1,
+        io_threads: threads,
+        metrics: false,
+    };
+    let total = need.total();
+    match raise_to(total) {
+        Ok(Outcome::Enough | Outcome::Raised { .. }) => None,
+        Ok(Outcome::Short { soft, hard, .. }) => {
+            let hard = if hard == u64::MAX {
+                "unlimited".to_string()
+            } else {
+                hard.to_string()
+            };
+            Some(format!(
+                "open files limit (RLIMIT_NOFILE) is {soft}, hard limit {hard}: room for about \
+                 {} connections, not the {connections} of --connections, which need {total}; \
+                 raise the hard limit (`ulimit -n {total}` as root) or lower --connections",
+                need.room(soft)
+            ))
+        }
+        Err(e) => Some(format!(
+            "cannot read the open files limit (RLIMIT_NOFILE): {e}; it is left as it is"
+        )),
+    }
+}
+
+/// Windows has no limit of open files per process: nothing to raise.
+#[cfg(not(unix))]
+pub(crate) fn raise_for_clients(_: u64, _: u16) -> Option<String> {
+    None
+}
+
 /// Raise the soft limit to `total`, or as close as the hard limit and the system allow.
 ///
 /// # Errors

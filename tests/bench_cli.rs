@@ -780,3 +780,52 @@ fn ctrl_c_prints_the_summary_and_exits_130() {
 fn ctrl_c_prints_the_json_and_exits_130() {
     ctrl_c_prints_what_was_measured(true);
 }
+
+/// `ringport bench` under a low soft open-files limit (`prlimit --nofile=64:4096`) raises it
+/// for its 300 connections and runs them all, verified; under a hard limit of 128 it says
+/// so at start, naming the room and `--connections`, and fails when connecting runs out.
+#[cfg(target_os = "linux")]
+#[test]
+fn bench_raises_its_open_files_limit_for_its_connections() {
+    let server = echo_in_process();
+    let addr = server.local_addr().to_string();
+    let run = |limit: &str| {
+        let child = Command::new("prlimit")
+            .arg(format!("--nofile={limit}"))
+            .arg(BIN)
+            .args(["bench", "--addr", &addr, "--connections", "300"])
+            .args(["--warmup", "0", "--duration", "0.5", "--verify", "--json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .start()
+            .expect("spawn prlimit (util-linux) with ringport bench");
+        child.wait_with_output().expect("wait for ringport bench")
+    };
+    let out = run("64:4096");
+    assert!(out.status.success(), "bench failed: {}", text(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["connections"], 300, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert!(v["verified_bytes"].as_u64().unwrap() > 0, "{v}");
+    assert!(!text(&out.stderr).contains("open files limit"));
+
+    let out = run("64:128");
+    assert!(
+        !out.status.success(),
+        "300 connections under 128 descriptors"
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("open files limit (RLIMIT_NOFILE) is 128, hard limit 128: room for about")
+            && err.contains("not the 300 of --connections"),
+        "{err}"
+    );
+}
+
+/// The open files limit is set with prlimit (util-linux): Linux's.
+#[cfg(not(target_os = "linux"))]
+#[test]
+fn bench_raises_its_open_files_limit_for_its_connections() {
+    eprintln!("skipped: bench_raises_its_open_files_limit_for_its_connections: sets RLIMIT_NOFILE with prlimit, Linux's");
+}

@@ -549,7 +549,7 @@ fn out_of_descriptors_backs_off_and_recovers() {
     }
 }
 
-/// Windows has no per-process descriptor limit a test can lower.
+/// The limit is lowered with prlimit (util-linux): Linux's.
 #[cfg(not(target_os = "linux"))]
 #[test]
 fn http_file_open_out_of_descriptors_answers_503() {

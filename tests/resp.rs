@@ -552,9 +552,10 @@ fn protocol_errors_answer_and_close_only_that_connection(setup: Setup) {
 
 /// CLIENT REPLY OFF silences every reply (its own included) until CLIENT REPLY ON or
 /// RESET; SKIP silences its own and the next command's; SKIP while OFF changes nothing.
-/// Each script's answer is what redis-server 7.0.15 sent for it, but one: CLIENT REPLY OFF
-/// inside MULTI silences the whole EXEC reply here, where Redis sends the array's header
-/// with only the replies before the OFF, a reply no client can parse.
+/// Each script's answer is what redis-server 7.0.15 sent for it, but two: inside MULTI,
+/// CLIENT REPLY OFF silences the whole EXEC reply, and SKIP leaves the EXEC reply whole
+/// (with the SKIP's OK) and silences the command after it, where Redis sends the array's
+/// header with replies missing, a reply no client can parse.
 fn client_reply_off_and_skip_silence_replies_as_redis(setup: Setup) {
     let (server, _) = server(setup, 1, |_| {});
     let addr = server.local_addr();
@@ -576,9 +577,14 @@ fn client_reply_off_and_skip_silence_replies_as_redis(setup: Setup) {
             "CLIENT REPLY",
             "-ERR wrong number of arguments for 'client|reply' command\r\n",
         ),
+        ("CLIENT REPLY SKIP|RESET|PING", "+PONG\r\n"),
         (
             "MULTI|CLIENT REPLY OFF|SET c 1|EXEC|PING|CLIENT REPLY ON|PING",
             "+OK\r\n+QUEUED\r\n+QUEUED\r\n+OK\r\n+PONG\r\n",
+        ),
+        (
+            "MULTI|CLIENT REPLY SKIP|SET d 1|EXEC|PING|PING",
+            "+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n+OK\r\n+PONG\r\n",
         ),
     ];
     for (script, want) in cases {
@@ -594,6 +600,10 @@ fn client_reply_off_and_skip_silence_replies_as_redis(setup: Setup) {
             "{script}"
         );
     }
+    // A protocol error under OFF closes the connection without a word, as in Redis.
+    let mut bytes = encode(&[b"CLIENT", b"REPLY", b"OFF"]);
+    bytes.extend_from_slice(b"*1\r\n$x\r\n");
+    assert_eq!(String::from_utf8_lossy(&exchange(addr, &bytes)), "");
     let mut c = Client::connect(addr);
     assert_eq!(c.cmd(&["GET", "c"]), Reply::bulk("1"), "EXEC ran silenced");
 }

@@ -96,6 +96,12 @@ pub fn main(args: &BenchArgs) -> std::process::ExitCode {
             args.threads
         ));
     }
+    // A descriptor per connection: a shell's soft limit (often 1024) would stop the run at
+    // about a thousand.
+    let loops = u16::try_from(threads).unwrap_or(u16::MAX);
+    if let Some(warning) = crate::nofile::raise_for_clients(u64::from(args.connections), loops) {
+        say(&warning);
+    }
     let json = args.json;
     let report = run(args, &mut |header| {
         if !json {

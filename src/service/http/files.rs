@@ -105,6 +105,9 @@ impl Root {
         if !slash && !rel.is_empty() {
             return Lookup::AddSlash;
         }
+        // The directory's descriptor is of no more use: a listing reads it afresh, and short
+        // of descriptors one counts.
+        drop(file);
         let mut index = Vec::with_capacity(rel.len() + 11);
         if !rel.is_empty() {
             index.extend_from_slice(rel);
@@ -159,8 +162,9 @@ impl Root {
         let Ok(path) = rel_path(rel) else {
             return Lookup::NotFound;
         };
-        let Ok(entries) = std::fs::read_dir(self.canonical.join(path)) else {
-            return Lookup::NotFound;
+        let entries = match std::fs::read_dir(self.canonical.join(path)) {
+            Ok(entries) => entries,
+            Err(e) => return refused(&e),
         };
         // Each name as its bytes (what a link to it must carry, percent-encoded, so a name
         // that is not UTF-8 stays reachable) and whether it is a directory.

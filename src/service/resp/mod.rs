@@ -649,7 +649,9 @@ impl Resp {
             match s.frame.parse(rest, max_bulk) {
                 Step::Incomplete => break,
                 Step::Error(e) => {
-                    reply::error(out, &format!("ERR Protocol error: {e}"));
+                    if !s.client.reply_off && s.client.reply_skip == 0 {
+                        reply::error(out, &format!("ERR Protocol error: {e}"));
+                    }
                     s.frame.reset();
                     s.client.quit = true;
                     used = input.len();
@@ -660,13 +662,19 @@ impl Resp {
                     let args = s.frame.view(rest);
                     if !args.is_empty() {
                         let mark = out.len();
+                        let skip_before = s.client.reply_skip;
                         self.execute(&mut s.client, args, out, now);
                         count += 1;
                         if s.client.reply_off {
                             out.truncate(mark);
                         } else if s.client.reply_skip > 0 {
+                            // A SKIP inside an EXEC silences the command after it, not the
+                            // EXEC (whose array holds the SKIP's OK).
+                            let exec = s.client.last.is_some_and(|spec| spec.name == "exec");
+                            if !(exec && skip_before == 0) {
+                                out.truncate(mark);
+                            }
                             s.client.reply_skip -= 1;
-                            out.truncate(mark);
                         }
                         if s.client.subs_changed
                             && matches!(s.route, Route::Conn)

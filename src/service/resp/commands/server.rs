@@ -308,8 +308,8 @@ pub fn client(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
 
 pub fn reset(ctx: &mut Ctx<'_, '_>, _args: Args<'_>) -> Res {
     ctx.client.multi = None;
+    // A SKIP in force still silences this reply, as in Redis; OFF ends here.
     ctx.client.reply_off = false;
-    ctx.client.reply_skip = 0;
     ctx.client.listed.state().0 = None;
     if let Some(s) = &mut ctx.client.subs {
         if s.count() > 0 {
