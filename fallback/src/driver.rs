@@ -46,7 +46,7 @@ use crate::event::{
     log_fatal, warn_grace_over, Backoff, Command, ConnId, ConnInfo, Dispatch, DriverConfig,
     FileRange, IdleClock, LogLimit, Shared, Stats, Waker,
 };
-use crate::net::{prepare_stream, write_output};
+use crate::net::{prepare_stream, write_output, AcceptDefaults};
 use crate::outq::FileQueue;
 
 /// Poller key of the listener (connections use their slot number).
@@ -145,6 +145,8 @@ pub struct PollDriver {
     cfg: DriverConfig,
     poller: Arc<Poller>,
     listener: Option<TcpListener>,
+    /// What its connections share with the listener.
+    accept: AcceptDefaults,
     listener_armed: bool,
     waker: Arc<Waker>,
     stats: Arc<Stats>,
@@ -184,6 +186,7 @@ impl PollDriver {
     ) -> io::Result<PollDriver> {
         let poller = Arc::new(Poller::new()?);
         listener.set_nonblocking(true)?;
+        let accept = AcceptDefaults::of(&listener);
         register(&poller, &listener, Event::readable(LISTENER))?;
         let notifier = poller.clone();
         waker.set_notify(Box::new(move || {
@@ -196,6 +199,7 @@ impl PollDriver {
             cfg,
             poller,
             listener: Some(listener),
+            accept,
             listener_armed: true,
             waker,
             stats,
@@ -465,7 +469,7 @@ impl PollDriver {
                         drop(stream);
                         continue;
                     }
-                    if let Err(e) = prepare_stream(&stream, true) {
+                    if let Err(e) = prepare_stream(&stream, !ACCEPTS_NONBLOCKING, &self.accept) {
                         let d = classify(Site::Configure, &e);
                         self.stats.error(d);
                         self.shared.release();
@@ -527,7 +531,7 @@ impl PollDriver {
     }
 
     fn admit<D: Dispatch>(&mut self, stream: TcpStream, peer: SocketAddr, dispatch: &mut D) {
-        let info = match stream.local_addr() {
+        let info = match self.accept.local_of(&stream) {
             Ok(local) => ConnInfo::new(peer, local),
             Err(_) => ConnInfo::new(peer, ConnInfo::unknown().local),
         };
@@ -991,6 +995,25 @@ fn accept_at_choke_point(
         }
     }
     let _ = cfg;
+    accept_nonblocking(listener)
+}
+
+/// Whether [`accept_nonblocking`] gives non-blocking sockets (`accept4(SOCK_NONBLOCK)`), so
+/// no call is needed per connection to make them so.
+const ACCEPTS_NONBLOCKING: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+/// Accept a connection: non-blocking already where the system can ([`ACCEPTS_NONBLOCKING`]).
+fn accept_nonblocking(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let (socket, addr) =
+            socket2::SockRef::from(listener).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
+        let peer = addr
+            .as_socket()
+            .ok_or_else(|| io::Error::other("accepted a connection that is not TCP/IP"))?;
+        Ok((TcpStream::from(socket), peer))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
     listener.accept()
 }
 

@@ -175,18 +175,84 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// What every connection accepted from one listener shares with it, found once when a
+/// driver takes the listener, so that each accept costs fewer calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AcceptDefaults {
+    /// The listener is bound to one address (not a wildcard, not `IP_TRANSPARENT`): that
+    /// is every connection's local address, no `getsockname` needed.
+    pub local: Option<SocketAddr>,
+    /// `TCP_NODELAY` is set on the listener and accepted sockets inherit it (Linux, where a
+    /// new connection is a copy of its listener): no `setsockopt` per connection.
+    pub nodelay: bool,
+}
+
+impl AcceptDefaults {
+    /// Look at `listener` (and set `TCP_NODELAY` on it where connections inherit it).
+    pub fn of(listener: &TcpListener) -> AcceptDefaults {
+        let sock = socket2::SockRef::from(listener);
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let nodelay = sock.set_tcp_nodelay(true).is_ok();
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let nodelay = false;
+        let local = listener
+            .local_addr()
+            .ok()
+            .filter(|a| !a.ip().is_unspecified())
+            .filter(|a| !transparent(&sock, a));
+        AcceptDefaults { local, nodelay }
+    }
+
+    /// The local address of a connection accepted from this listener.
+    ///
+    /// # Errors
+    /// `getsockname` failed (the listener is a wildcard one and the peer is gone).
+    pub fn local_of(&self, stream: &TcpStream) -> io::Result<SocketAddr> {
+        match self.local {
+            Some(a) => Ok(a),
+            None => stream.local_addr(),
+        }
+    }
+}
+
+/// Whether a listener takes connections for addresses it is not bound to (Linux's
+/// `IP_TRANSPARENT`, which systemd's `Transparent=yes` sets on a passed socket); unknown
+/// counts as yes.
+fn transparent(sock: &socket2::SockRef<'_>, addr: &SocketAddr) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let on = if addr.is_ipv4() {
+            sock.ip_transparent_v4()
+        } else {
+            sock.ip_transparent_v6()
+        };
+        on.unwrap_or(true)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (sock, addr);
+        false
+    }
+}
+
 /// Options every accepted connection gets: non-blocking (when `nonblocking`), no Nagle
-/// delay, and no SIGPIPE on Apple systems (`SO_NOSIGPIPE`). On Linux and the other Unixes
-/// `TcpStream::write` sends with `MSG_NOSIGNAL`, so a write to a closed peer is an `EPIPE`
-/// error, never a signal.
+/// delay (unless `defaults` says it is inherited), and no SIGPIPE on Apple systems
+/// (`SO_NOSIGPIPE`). On Linux and the other Unixes `TcpStream::write` sends with
+/// `MSG_NOSIGNAL`, so a write to a closed peer is an `EPIPE` error, never a signal.
 ///
 /// # Errors
 /// Fails when an option cannot be set (the peer may already be gone).
-pub fn prepare_stream(stream: &TcpStream, nonblocking: bool) -> io::Result<()> {
+pub fn prepare_stream(
+    stream: &TcpStream,
+    nonblocking: bool,
+    defaults: &AcceptDefaults,
+) -> io::Result<()> {
     if nonblocking {
         stream.set_nonblocking(true)?;
     }
-    stream.set_nodelay(true)?;
+    if !defaults.nodelay {
+        stream.set_nodelay(true)?;
+    }
     #[cfg(any(
         target_os = "macos",
         target_os = "ios",
@@ -226,4 +292,33 @@ pub fn sendfile(stream: &TcpStream, range: &crate::FileRange, max: usize) -> io:
     let want = usize::try_from(range.len).unwrap_or(usize::MAX).min(max);
     let mut offset = range.offset;
     rustix::fs::sendfile(stream, &*range.file, Some(&mut offset), want).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every accepted connection ends up with `TCP_NODELAY` (inherited from the listener
+    /// where the system copies it, set otherwise) and with its true local address: the
+    /// listener's when it is bound to one address, else from `getsockname` (the wildcard
+    /// case, taken here on a loopback listener by defaults that know nothing).
+    #[test]
+    fn accepted_connections_get_nodelay_and_their_local_address() {
+        for found in [true, false] {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let defaults = if found {
+                AcceptDefaults::of(&listener)
+            } else {
+                AcceptDefaults::default()
+            };
+            assert_eq!(defaults.local.is_some(), found);
+            let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (stream, peer) = listener.accept().unwrap();
+            assert_eq!(peer, client.local_addr().unwrap());
+            prepare_stream(&stream, true, &defaults).unwrap();
+            assert!(stream.nodelay().unwrap(), "TCP_NODELAY ({found})");
+            let local = defaults.local_of(&stream).unwrap();
+            assert_eq!(local, client.peer_addr().unwrap(), "({found})");
+        }
+    }
 }

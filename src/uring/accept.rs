@@ -81,7 +81,7 @@ impl UringDriver {
             self.shared.refused(&self.stats, self.cfg.max_connections);
             return;
         }
-        if let Err(e) = prepare_stream(&stream, false) {
+        if let Err(e) = prepare_stream(&stream, false, &self.accept) {
             self.stats.error(classify(Site::Configure, &e));
             self.shared.release();
             return;
@@ -123,7 +123,7 @@ impl UringDriver {
     }
 
     pub(super) fn admit<D: Dispatch>(&mut self, stream: TcpStream, dispatch: &mut D) {
-        let info = match (stream.peer_addr(), stream.local_addr()) {
+        let info = match (stream.peer_addr(), self.accept.local_of(&stream)) {
             (Ok(peer), Ok(local)) => ConnInfo::new(peer, local),
             // The peer reset the connection already: the receive reports it.
             _ => ConnInfo::unknown(),

@@ -111,7 +111,7 @@ use ringport_fallback::errno::{
     classify, from_completion, is_out_of_descriptors, Disposition, Site,
 };
 use ringport_fallback::event::{log_fatal, warn_grace_over, Backoff, IdleClock, LogLimit};
-use ringport_fallback::net::prepare_stream;
+use ringport_fallback::net::{prepare_stream, AcceptDefaults};
 use ringport_fallback::outq::FileQueue;
 use ringport_fallback::{Command, ConnId, ConnInfo, Dispatch, DriverConfig, Shared, Stats, Waker};
 
@@ -336,6 +336,8 @@ pub struct UringDriver {
     graveyard: Vec<Conn>,
     eventfd: Arc<File>,
     listener: Option<TcpListener>,
+    /// What its connections share with the listener.
+    accept: AcceptDefaults,
     accept_armed: bool,
     cfg: DriverConfig,
     waker: Arc<Waker>,
@@ -467,6 +469,7 @@ impl UringDriver {
             0
         };
         let eventfd = Arc::new(ring::eventfd()?);
+        let accept = AcceptDefaults::of(&listener);
         let notify = eventfd.clone();
         waker.set_notify(Box::new(move || {
             // A failed write means the counter is saturated (a wake is pending anyway) or
@@ -481,6 +484,7 @@ impl UringDriver {
             graveyard: Vec::new(),
             eventfd,
             listener: Some(listener),
+            accept,
             accept_armed: false,
             backoff: Backoff::new(cfg.accept_backoff_min, cfg.accept_backoff_max),
             cfg,
