@@ -154,11 +154,21 @@ pub(crate) fn raise(need: &Need) {
 #[cfg(not(unix))]
 pub(crate) fn raise(_: &Need) {}
 
+/// Room for `ringport bench`'s client connections, after [`raise_for_clients`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ClientRoom {
+    /// The soft limit is high enough (raised if it had to be).
+    Enough,
+    /// Probably short: the warning to print (the run may fail when connecting).
+    Short(String),
+    /// Fewer descriptors than connections: the run cannot work; why.
+    Impossible(String),
+}
+
 /// Raise the soft limit for `ringport bench`: a descriptor per client connection, plus the
-/// fixed ones of `threads` event loops. Returns the warning to print when the limit stays
-/// short (said once, before connecting; the connections past it then fail to connect).
+/// fixed ones of `threads` event loops.
 #[cfg(unix)]
-pub(crate) fn raise_for_clients(connections: u64, threads: u16) -> Option<String> {
+pub(crate) fn raise_for_clients(connections: u64, threads: u16) -> ClientRoom {
     let need = Need {
         connections,
         per_connection: 1,
@@ -167,21 +177,27 @@ pub(crate) fn raise_for_clients(connections: u64, threads: u16) -> Option<String
     };
     let total = need.total();
     match raise_to(total) {
-        Ok(Outcome::Enough | Outcome::Raised { .. }) => None,
+        Ok(Outcome::Enough | Outcome::Raised { .. }) => ClientRoom::Enough,
         Ok(Outcome::Short { soft, hard, .. }) => {
-            let hard = if hard == u64::MAX {
+            let hard_text = if hard == u64::MAX {
                 "unlimited".to_string()
             } else {
                 hard.to_string()
             };
-            Some(format!(
-                "open files limit (RLIMIT_NOFILE) is {soft}, hard limit {hard}: room for about \
-                 {} connections, not the {connections} of --connections, which need {total}; \
-                 raise the hard limit (`ulimit -n {total}` as root) or lower --connections",
+            let text = format!(
+                "open files limit (RLIMIT_NOFILE) is {soft}, hard limit {hard_text}: room for \
+                 about {} connections, not the {connections} of --connections, which need \
+                 {total}; raise the hard limit (`ulimit -n {total}` as root) or lower \
+                 --connections",
                 need.room(soft)
-            ))
+            );
+            if soft <= connections {
+                ClientRoom::Impossible(text)
+            } else {
+                ClientRoom::Short(text)
+            }
         }
-        Err(e) => Some(format!(
+        Err(e) => ClientRoom::Short(format!(
             "cannot read the open files limit (RLIMIT_NOFILE): {e}; it is left as it is"
         )),
     }
@@ -189,8 +205,8 @@ pub(crate) fn raise_for_clients(connections: u64, threads: u16) -> Option<String
 
 /// Windows has no limit of open files per process: nothing to raise.
 #[cfg(not(unix))]
-pub(crate) fn raise_for_clients(_: u64, _: u16) -> Option<String> {
-    None
+pub(crate) fn raise_for_clients(_: u64, _: u16) -> ClientRoom {
+    ClientRoom::Enough
 }
 
 /// Raise the soft limit to `total`, or as close as the hard limit and the system allow.

@@ -642,6 +642,13 @@ fn replies_many_times_the_data_held_are_refused(setup: Setup) {
     assert_eq!(c.cmd(&hash), too_large);
     assert_eq!(c.cmd(&["SADD", "s", &values[1]]), Reply::Int(1));
     assert_eq!(c.cmd(&["SRANDMEMBER", "s", "-100"]), too_large);
+    // Counts go down to -LONG_MAX, as in Redis; one past it is out of range.
+    let max = i64::MAX.to_string();
+    assert_eq!(c.cmd(&["SRANDMEMBER", "s", &format!("-{max}")]), too_large);
+    assert_eq!(
+        c.cmd(&["SRANDMEMBER", "s", &i64::MIN.to_string()]),
+        Reply::Error("ERR value is out of range".into())
+    );
     let picks = c.cmd(&["SRANDMEMBER", "s", "-3"]);
     assert_eq!(picks, Reply::Array(Some(vec![Reply::bulk(&values[1]); 3])));
     let mut docs = vec!["COMMAND", "DOCS"];

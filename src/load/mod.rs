@@ -99,8 +99,15 @@ pub fn main(args: &BenchArgs) -> std::process::ExitCode {
     // A descriptor per connection: a shell's soft limit (often 1024) would stop the run at
     // about a thousand.
     let loops = u16::try_from(threads).unwrap_or(u16::MAX);
-    if let Some(warning) = crate::nofile::raise_for_clients(u64::from(args.connections), loops) {
-        say(&warning);
+    match crate::nofile::raise_for_clients(u64::from(args.connections), loops) {
+        crate::nofile::ClientRoom::Enough => {}
+        crate::nofile::ClientRoom::Short(warning) => say(&warning),
+        crate::nofile::ClientRoom::Impossible(why) => {
+            // Fewer descriptors than connections: refused before connecting, as options
+            // that cannot be honoured are.
+            say(&why);
+            return ExitCode::from(2);
+        }
     }
     let json = args.json;
     let report = run(args, &mut |header| {

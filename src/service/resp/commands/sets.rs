@@ -134,14 +134,13 @@ pub fn srandmember(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> Res {
                 reply::bulk(out, s.at(i));
             }
         }
+        // Counts go down to -LONG_MAX, as in Redis.
+        Some(i64::MIN) => return Err("ERR value is out of range".into()),
         Some(n) => {
-            // Negative: that many picks, repeats allowed.
+            // Negative: that many picks, repeats allowed; the reply budget stops a count
+            // whose reply would pass the data held.
             let n = n.unsigned_abs();
-            // Each pick is a reply: a count this large is refused rather than built.
-            if n > 1 << 20 {
-                return Err("ERR value is out of range".into());
-            }
-            reply::array(out, n as usize);
+            reply::array(out, usize::try_from(n).unwrap_or(usize::MAX));
             for _ in 0..n {
                 reply::bulk(out, s.at(random_below(s.len())));
                 budget.check(out)?;
