@@ -102,11 +102,7 @@ pub(crate) fn highest(from: u64, want: u64, mut take: impl FnMut(u64) -> bool) -
 /// for, and how to raise it.
 pub(crate) fn short_warning(need: &Need, from: u64, soft: u64, hard: u64) -> String {
     let total = need.total();
-    let hard_text = if hard == u64::MAX {
-        "unlimited".to_string()
-    } else {
-        hard.to_string()
-    };
+    let hard_text = limit_text(hard);
     let state = if soft > from {
         format!("raised from {from} to {soft}, hard limit {hard_text}")
     } else {
@@ -130,6 +126,20 @@ pub(crate) fn short_warning(need: &Need, from: u64, soft: u64, hard: u64) -> Str
     )
 }
 
+/// A limit as the warnings write it.
+fn limit_text(n: u64) -> String {
+    if n == u64::MAX {
+        "unlimited".to_string()
+    } else {
+        n.to_string()
+    }
+}
+
+/// What the warnings say when the limit cannot be read.
+fn unreadable(e: &std::io::Error) -> String {
+    format!("cannot read the open files limit (RLIMIT_NOFILE): {e}; it is left as it is")
+}
+
 /// Raise the soft limit of open files towards `need`'s total, as far as the hard limit and
 /// the system allow, and log what came of it: a line (INFO) when it was raised enough, a
 /// warning when it is short, nothing when it was enough already.
@@ -144,9 +154,7 @@ pub(crate) fn raise(need: &Need) {
         Ok(Outcome::Short { from, soft, hard }) => {
             tracing::warn!("{}", short_warning(need, from, soft, hard));
         }
-        Err(e) => tracing::warn!(
-            "cannot read the open files limit (RLIMIT_NOFILE): {e}; it is left as it is"
-        ),
+        Err(e) => tracing::warn!("{}", unreadable(&e)),
     }
 }
 
@@ -179,16 +187,12 @@ pub(crate) fn raise_for_clients(connections: u64, threads: u16) -> ClientRoom {
     match raise_to(total) {
         Ok(Outcome::Enough | Outcome::Raised { .. }) => ClientRoom::Enough,
         Ok(Outcome::Short { soft, hard, .. }) => {
-            let hard_text = if hard == u64::MAX {
-                "unlimited".to_string()
-            } else {
-                hard.to_string()
-            };
             let text = format!(
-                "open files limit (RLIMIT_NOFILE) is {soft}, hard limit {hard_text}: room for \
+                "open files limit (RLIMIT_NOFILE) is {soft}, hard limit {}: room for \
                  about {} connections, not the {connections} of --connections, which need \
                  {total}; raise the hard limit (`ulimit -n {total}` as root) or lower \
                  --connections",
+                limit_text(hard),
                 need.room(soft)
             );
             if soft <= connections {
@@ -197,9 +201,7 @@ pub(crate) fn raise_for_clients(connections: u64, threads: u16) -> ClientRoom {
                 ClientRoom::Short(text)
             }
         }
-        Err(e) => ClientRoom::Short(format!(
-            "cannot read the open files limit (RLIMIT_NOFILE): {e}; it is left as it is"
-        )),
+        Err(e) => ClientRoom::Short(unreadable(&e)),
     }
 }
 

@@ -1619,3 +1619,81 @@ fn sigusr1_reopens_the_access_log() {
         assert_eq!(curl(p.addr, "/plaintext", &[]).status, 200);
     }
 }
+
+/// Out of descriptors (`prlimit --nofile=64`): clients hold keep-alive connections, each
+/// served a file, until a request finds no descriptor to open the file with. That one gets
+/// 503 with `Retry-After` and its connection closes (it is a descriptor the server is short
+/// of); once some close, the file is served again, to new connections and to those held
+/// all along. Every backend, inline and with workers.
+#[cfg(target_os = "linux")]
+#[test]
+fn file_open_out_of_descriptors_answers_503() {
+    common::require_prlimit();
+    let site = site();
+    let root = site.root.to_str().unwrap();
+    let want = small_body();
+    for backend in [ringport::Backend::Uring, ringport::Backend::Poll] {
+        if !common::available(backend) {
+            continue;
+        }
+        for workers in ["0", "2"] {
+            let what = format!("{backend}, {workers} workers");
+            let p = common::serve_process_under(
+                &["prlimit", "--nofile=64:64"],
+                &[
+                    "--service",
+                    "http",
+                    "--root",
+                    root,
+                    "--backend",
+                    backend.name(),
+                    "--io-threads",
+                    "1",
+                    "--workers",
+                    workers,
+                ],
+            )
+            .expect("serve starts");
+            let mut held: Vec<Client> = Vec::new();
+            let (mut refused, r) = loop {
+                assert!(held.len() < 200, "{what}: no 503 with 200 connections held");
+                let mut c = Client::new(p.addr);
+                c.send(&get("/small.html"));
+                let r = c.response(false);
+                match r.status {
+                    200 => {
+                        assert_eq!(r.body, want, "{what}");
+                        held.push(c);
+                    }
+                    503 => break (c, r),
+                    other => panic!("{what}: {other} after {} held: {}", held.len(), r.head),
+                }
+            };
+            assert_eq!(header_in(&r.head, "retry-after"), Some("1"), "{what}");
+            assert_eq!(header_in(&r.head, "connection"), Some("close"), "{what}");
+            assert_eq!(r.body, b"503 Service Unavailable\n", "{what}");
+            assert!(refused.closed(), "{what}: closed after the 503");
+            held.truncate(held.len() - 4);
+            wait_until("the file is served again", || {
+                let mut c = Client::new(p.addr);
+                c.send(&get("/small.html"));
+                c.response(false).status == 200
+            });
+            // The connections held were kept open, and are served.
+            held[0].send(&get("/small.html"));
+            let r = held[0].response(false);
+            assert_eq!((r.status, r.body), (200, want.clone()), "{what}");
+            common::stop_signal(&p.guard.child);
+            let mut p = p;
+            let st = common::wait_exit(&mut p.guard.child);
+            assert!(st.success(), "{what}: exit {st}");
+        }
+    }
+}
+
+/// The limit is lowered with prlimit (util-linux): Linux's.
+#[cfg(not(target_os = "linux"))]
+#[test]
+fn file_open_out_of_descriptors_answers_503() {
+    common::skip("lowers RLIMIT_NOFILE with prlimit: Linux's");
+}

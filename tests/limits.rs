@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{assert_echo, connect, echo_exchange, try_echo, wait_until, Rng, Setup};
 #[cfg(target_os = "linux")]
 use common::{
-    available, cpu_ticks, rss_bytes, serve_process, serve_process_under, ticks_per_second, Start,
+    available, cpu_ticks, rss_bytes, serve_process, serve_process_under, ticks_per_second,
 };
 use ringport::fallback::Disposition;
 use ringport::service::Echo;
@@ -478,7 +478,7 @@ fn out_of_descriptors_backs_off_and_recovers() {
 #[cfg(target_os = "linux")]
 #[test]
 fn out_of_descriptors_backs_off_and_recovers() {
-    require_prlimit();
+    common::require_prlimit();
     for backend in backends() {
         let p = serve_process_under(
             &["prlimit", "--nofile=64:64"],
@@ -549,112 +549,6 @@ fn out_of_descriptors_backs_off_and_recovers() {
     }
 }
 
-/// The limit is lowered with prlimit (util-linux): Linux's.
-#[cfg(not(target_os = "linux"))]
-#[test]
-fn http_file_open_out_of_descriptors_answers_503() {
-    common::skip("lowers RLIMIT_NOFILE with prlimit: Linux's");
-}
-
-/// The HTTP service out of descriptors (`prlimit --nofile=64`): clients hold keep-alive
-/// connections, each served a file, until a request finds no descriptor to open the file
-/// with. That one gets 503 with `Retry-After` and its connection closes (it is a descriptor
-/// the server is short of); once some close, the file is served again, to new connections
-/// and to those held all along. Every backend, inline and with workers.
-#[cfg(target_os = "linux")]
-#[test]
-fn http_file_open_out_of_descriptors_answers_503() {
-    require_prlimit();
-    let root = common::TempDir::new("emfile-root");
-    std::fs::write(root.0.join("a.txt"), b"descriptor test\n").unwrap();
-    let root_arg = root.0.to_str().unwrap();
-    for backend in backends() {
-        for workers in ["0", "2"] {
-            let what = format!("{backend}, {workers} workers");
-            let p = serve_process_under(
-                &["prlimit", "--nofile=64:64"],
-                &[
-                    "--service",
-                    "http",
-                    "--root",
-                    root_arg,
-                    "--backend",
-                    backend.name(),
-                    "--io-threads",
-                    "1",
-                    "--workers",
-                    workers,
-                ],
-            )
-            .unwrap();
-            let mut held: Vec<TcpStream> = Vec::new();
-            let refused = loop {
-                assert!(held.len() < 200, "{what}: no 503 with 200 connections held");
-                let mut c = connect(p.addr);
-                let (status, head, body) = http_get(&mut c, "/a.txt");
-                match status {
-                    200 => {
-                        assert_eq!(body, b"descriptor test\n", "{what}");
-                        held.push(c);
-                    }
-                    503 => break (c, head, body),
-                    other => panic!("{what}: status {other} after {} held: {head}", held.len()),
-                }
-            };
-            let (mut c, head, body) = refused;
-            assert!(head.contains("\r\nRetry-After: 1\r\n"), "{what}: {head}");
-            assert!(head.contains("\r\nConnection: close\r\n"), "{what}: {head}");
-            assert_eq!(body, b"503 Service Unavailable\n", "{what}");
-            let mut rest = Vec::new();
-            assert_eq!(
-                c.read_to_end(&mut rest).unwrap(),
-                0,
-                "{what}: closed after the 503"
-            );
-            held.truncate(held.len() - 4);
-            wait_until("the file is served again", || {
-                let mut c = connect(p.addr);
-                http_get(&mut c, "/a.txt").0 == 200
-            });
-            // The connections held were kept open, and are served.
-            let (status, _, body) = http_get(&mut held[0], "/a.txt");
-            assert_eq!(
-                (status, body.as_slice()),
-                (200, &b"descriptor test\n"[..]),
-                "{what}"
-            );
-            common::stop_signal(&p.guard.child);
-            let mut p = p;
-            let st = common::wait_exit(&mut p.guard.child);
-            assert!(st.success(), "{what}: exit {st}");
-        }
-    }
-}
-
-/// One GET on `c`: the status, the head as text, and the body (by its Content-Length).
-#[cfg(target_os = "linux")]
-fn http_get(c: &mut TcpStream, path: &str) -> (u16, String, Vec<u8>) {
-    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(c, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-    let mut got = Vec::new();
-    let mut byte = [0u8; 1];
-    while !got.ends_with(b"\r\n\r\n") {
-        assert_eq!(c.read(&mut byte).unwrap(), 1, "EOF inside a head: {got:?}");
-        got.push(byte[0]);
-    }
-    let head = String::from_utf8(got).unwrap();
-    let status = head[9..12].parse().unwrap();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .expect("Content-Length")
-        .parse()
-        .unwrap();
-    let mut body = vec![0; len];
-    c.read_exact(&mut body).unwrap();
-    (status, head, body)
-}
-
 /// The open files limit is lowered with prlimit and read from /proc: Linux's.
 #[cfg(not(target_os = "linux"))]
 #[test]
@@ -672,7 +566,7 @@ fn soft_open_files_limit_is_raised_for_max_connections() {
 #[cfg(target_os = "linux")]
 #[test]
 fn soft_open_files_limit_is_raised_for_max_connections() {
-    require_prlimit();
+    common::require_prlimit();
     for backend in backends() {
         let p = serve_process_under(
             &["prlimit", "--nofile=64:4096"],
@@ -738,7 +632,7 @@ fn short_hard_open_files_limit_is_named_at_start() {
 #[cfg(target_os = "linux")]
 #[test]
 fn short_hard_open_files_limit_is_named_at_start() {
-    require_prlimit();
+    common::require_prlimit();
     for backend in backends() {
         let p = serve_process_under(
             &["prlimit", "--nofile=64:128"],
@@ -766,17 +660,6 @@ fn short_hard_open_files_limit_is_named_at_start() {
                        in its systemd unit) or lower --max-connections\n";
         assert!(err.contains(warning), "{backend}: {err}");
         assert_eq!(err.matches(" WARN ").count(), 1, "{backend}: {err}");
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn require_prlimit() {
-    if std::process::Command::new("prlimit")
-        .arg("--version")
-        .run()
-        .is_err()
-    {
-        panic!("prlimit (util-linux) is needed for this test");
     }
 }
 

@@ -160,7 +160,6 @@ impl UringDriver {
             send_fault: choke::ScriptedSend::default(),
             pending: Vec::new(),
             files: FileQueue::default(),
-            more: false,
             fixed,
             nonblocking: false,
             want_drained: false,

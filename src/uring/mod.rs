@@ -206,8 +206,6 @@ struct Conn {
     pending: Vec<u8>,
     /// File ranges queued, each behind the byte `at` of `pending`.
     files: FileQueue,
-    /// The bytes in `sending` come before a file range: sent with `MSG_MORE`.
-    more: bool,
     /// The descriptor is entered in the ring's table at the connection's slot.
     fixed: bool,
     /// The socket was made non-blocking (for `sendfile`, at its first file range).

@@ -33,12 +33,8 @@ impl UringDriver {
                 let rest = c.pending.split_off(at);
                 c.sending = std::mem::replace(&mut c.pending, rest);
                 c.files.shift(-(at as isize));
-                c.more = true;
             }
-            None => {
-                std::mem::swap(&mut c.sending, &mut c.pending);
-                c.more = false;
-            }
+            None => std::mem::swap(&mut c.sending, &mut c.pending),
         }
         c.send_pos = 0;
         if c.pending.capacity() > self.cfg.output_high {
@@ -68,9 +64,14 @@ impl UringDriver {
                     len = len.min(n);
                 }
                 let (fd, fixed) = c.file();
-                // Bytes before a file range (a response head) wait for the body's first
-                // segment: `sendfile` pushes both when it ends.
-                let more = if c.more { libc::MSG_MORE } else { 0 };
+                // Bytes right before a file range (a response head: the range is at the
+                // head of what follows them) wait for the body's first segment: `sendfile`
+                // pushes both when it ends.
+                let more = if c.files.next_at() == Some(0) {
+                    libc::MSG_MORE
+                } else {
+                    0
+                };
                 opcode::Send::new(fd, rest.as_ptr(), len as u32)
                     .flags(libc::MSG_NOSIGNAL | more)
                     .build()

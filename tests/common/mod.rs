@@ -382,6 +382,15 @@ pub fn try_echo(addr: SocketAddr, msg: &[u8]) -> io::Result<()> {
     }
 }
 
+/// Fail the test at once when `prlimit` (util-linux, which the tests that lower the
+/// open-files limit start the server under) is missing.
+#[cfg(target_os = "linux")]
+pub fn require_prlimit() {
+    if Command::new("prlimit").arg("--version").run().is_err() {
+        panic!("prlimit (util-linux) is needed for this test");
+    }
+}
+
 /// A fresh directory under the test build's scratch space, removed when dropped; `.0` is its
 /// path. Each call gets its own (tag, process and a counter name it).
 pub struct TempDir(pub std::path::PathBuf);
